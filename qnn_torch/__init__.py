@@ -1,0 +1,19 @@
+"""qnn_torch: neural networks of quantum double-well neurons, by path-integral Monte Carlo."""
+
+from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.layer import normalize_weights
+from qnn_torch.functional.physics import kink_action, kink_path
+from qnn_torch.module.layer import QuantumNeuronLayer
+from qnn_torch.network import Network
+from qnn_torch.simulate import SimulationResult, simulate
+
+__all__ = [
+    "Network",
+    "QuantumNeuronLayer",
+    "SamplerConfig",
+    "SimulationResult",
+    "kink_action",
+    "kink_path",
+    "normalize_weights",
+    "simulate",
+]

@@ -1,0 +1,42 @@
+"""Pure functions of the quantum layer: weight transfer, drives and read-outs."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+READOUTS = ("activity", "softmax", "born")
+
+
+def normalize_weights(weight: Tensor) -> Tensor:
+    """Transfer of a classical weight to couplings in [0, 1] (the paper's ε̂).
+
+    ε̂ = (W − min W) / max(W − min W), over the whole tensor. Shifting every weight by the
+    same amount shifts every class score by (Σ_i x_i)·min W, the same for all classes, so
+    the classical argmax is kept. A constant weight maps to zeros.
+    """
+    shifted = weight - weight.min()
+    top = shifted.max()
+    return shifted / top if top > 0 else torch.zeros_like(weight)
+
+
+def output_drives(brightness: Tensor, weight: Tensor, coupling_scale: float | Tensor) -> Tensor:
+    """Drive amplitude of each output: α_j = k·Σ_i ε̂_ji·b_i.
+
+    All inputs share one kink path, so output j feels a·α_j·(ψ_t² − 1)²·φ_j², and the
+    784 fixed input neurons reduce to this matrix product. Shapes: brightness (..., I),
+    weight (O, I) → (..., O).
+    """
+    return coupling_scale * torch.matmul(brightness, weight.t())
+
+
+def readout(activity: Tensor, kind: str) -> Tensor:
+    """Scores from activities (..., O): raw, softmax (the paper's) or Born a_j²/Σ_k a_k²."""
+    if kind == "activity":
+        return activity
+    if kind == "softmax":
+        return torch.softmax(activity, dim=-1)
+    if kind == "born":
+        squared = activity * activity
+        return squared / squared.sum(-1, keepdim=True)
+    raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")

@@ -1,0 +1,68 @@
+"""Statistics of Monte Carlo series: errors from independent chains, autocorrelation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def chain_mean_and_error(chain_means: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
+    """Mean over independent chains and its standard error s/√C.
+
+    ``chain_means`` (..., C, ...) holds each chain's time average along ``dim``; chains are
+    independent, so their spread measures the error whatever the autocorrelation within a
+    chain (as long as each chain is much longer than its autocorrelation time).
+    """
+    chains = chain_means.shape[dim]
+    if chains < 2:
+        raise ValueError(f"chains must be >= 2 for a standard error, got {chains}")
+    mean = chain_means.mean(dim)
+    return mean, chain_means.std(dim, correction=1) / chains**0.5
+
+
+def autocorrelation(series: Tensor) -> Tensor:
+    """Normalised autocorrelation ρ(k), averaged over chains.
+
+    ``series`` (..., C, n): C chains of length n. Each chain is centred on its own mean;
+    the autocovariance is computed with an FFT (zero padded, no wrap-around) and averaged
+    over chains before normalising by ρ(0). Returns (..., n). A constant series gives ρ ≡ 0
+    beyond lag 0.
+    """
+    n = series.shape[-1]
+    x = series - series.mean(-1, keepdim=True)
+    spectrum = torch.fft.rfft(x.double(), n=2 * n)
+    cov = torch.fft.irfft(spectrum * spectrum.conj(), n=2 * n)[..., :n].mean(-2)
+    c0 = cov[..., :1]
+    return cov / c0.clamp_min(torch.finfo(cov.dtype).tiny) * (c0 > 0)
+
+
+def integrated_autocorrelation_time(series: Tensor, window_factor: float = 5.0) -> Tensor:
+    """Integrated autocorrelation time τ_int = 1/2 + Σ_{k=1}^{W} ρ(k) with Sokal's window.
+
+    W is the smallest lag with W ≥ ``window_factor``·τ_int(W). ``series`` (..., C, n) are
+    C independent chains; returns τ_int (...) in units of the series' step, so that the
+    variance of a chain mean is 2·τ_int·σ²/n. Saturates (is underestimated) when τ_int
+    approaches n / window_factor: run longer chains then.
+    """
+    rho = autocorrelation(series)
+    tau = rho.cumsum(-1) - 0.5  # τ(W) = 1/2 + Σ_{k=1}^{W} ρ(k) = Σ_{k=0}^{W} ρ(k) − 1/2
+    lags = torch.arange(rho.shape[-1], device=rho.device, dtype=tau.dtype)
+    done = lags >= window_factor * tau
+    first = torch.where(done.any(-1), done.float().argmax(-1), rho.shape[-1] - 1)
+    return tau.gather(-1, first[..., None]).squeeze(-1).clamp_min(0.5)
+
+
+def binned_autocorrelation_time(bins: Tensor, bin_length: int, sample_variance: Tensor) -> Tensor:
+    """τ_int of a raw series from its bin means (blocking plus Sokal).
+
+    ``bins`` (..., C, nb) are means of ``bin_length`` consecutive samples; the variance of a
+    chain mean is var_bins·2τ_bins/nb = σ²·2τ/n with n = nb·L, so
+    τ = L·τ_bins·var_bins/σ². ``sample_variance`` (...) is σ² of the raw samples (pooled
+    over chains). With bin_length 1 this is the plain Sokal estimate.
+    """
+    tau_bins = integrated_autocorrelation_time(bins)
+    if bin_length == 1:
+        return tau_bins
+    var_bins = bins.var(-1, correction=0).mean(-1)
+    ratio = var_bins / sample_variance.clamp_min(torch.finfo(sample_variance.dtype).tiny)
+    return (bin_length * tau_bins * ratio).clamp_min(0.5)

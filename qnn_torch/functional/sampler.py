@@ -1,0 +1,289 @@
+"""Metropolis step functions for the lattice action of a network (pure tensor functions).
+
+A state is a path tensor φ of shape (R, N, Nt): R independent rows (networks × chains),
+N simulated neurons, Nt periodic slices of spacing a. The potential density of neuron n at
+slice t, given every other neuron, is (see :func:`qnn_torch.functional.physics.local_potential`)
+
+    U_{n,t}(φ) = K_{n,t}·(φ² − 1)² + A_{n,t}·φ² + C_{n,t}·(φ² − 1)⁴,
+
+    A = α_n·g_t + Σ_i ε_in·(φ_i² − 1)²,   K = Λ/4 + Σ_j ε_nj·φ_j²,
+    C = β_n·g_t² + Σ_j η_nj·(φ_j² − 1)⁴,
+
+where g_t is the spike profile of the inputs and α, β their amplitudes. Neurons in one
+colour range [c0, c1) share no link, so their fields do not depend on each other and they
+are updated at once. Every step updates ``phi`` in place (and returns its acceptance counts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LatticeFields:
+    """Physics of R rows: what the step functions need besides the path.
+
+    Shapes: profile (Nt,); drive and input_inhibition (R, N); excite and inhibit
+    (R, N, N) or None when absent. ``color_bounds`` lists the neuron ranges [c0, c1) that
+    may be updated at once.
+    """
+
+    lam: float
+    spacing: float
+    profile: Tensor
+    drive: Tensor
+    input_inhibition: Tensor | None
+    excite: Tensor | None
+    inhibit: Tensor | None
+    color_bounds: tuple[tuple[int, int], ...]
+
+    def rows(self, start: int, stop: int) -> LatticeFields:
+        """The same physics restricted to rows [start, stop)."""
+
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[start:stop]
+
+        return replace(
+            self,
+            drive=self.drive[start:stop],
+            input_inhibition=cut(self.input_inhibition),
+            excite=cut(self.excite),
+            inhibit=cut(self.inhibit),
+        )
+
+
+def neuron_fields(
+    fields: LatticeFields, phi: Tensor, profile: Tensor, c0: int, c1: int
+) -> tuple[Tensor, Tensor | float, Tensor | None]:
+    """Fields (A, K, C) of neurons [c0, c1) at a set of slices.
+
+    ``phi`` (R, N, T') holds every neuron at those slices and ``profile`` (T') the spike
+    profile there. Returns A (R, c1−c0, T'), K (same shape, or the float Λ/4 without
+    outgoing excitation) and C (same shape, or None without inhibition).
+    """
+    A = fields.drive[:, c0:c1, None] * profile
+    K: Tensor | float = 0.25 * fields.lam
+    C: Tensor | None = None
+    if fields.excite is not None or fields.inhibit is not None:
+        x = phi * phi
+        w = (x - 1.0) ** 2
+        if fields.excite is not None:
+            A = A + torch.matmul(fields.excite[:, :, c0:c1].transpose(1, 2), w)
+            K = K + torch.matmul(fields.excite[:, c0:c1, :], x)
+        if fields.inhibit is not None:
+            C = torch.matmul(fields.inhibit[:, c0:c1, :], w * w)
+    if fields.input_inhibition is not None:
+        C_in = fields.input_inhibition[:, c0:c1, None] * (profile * profile)
+        C = C_in if C is None else C + C_in
+    return A, K, C
+
+
+def potential_density(phi: Tensor, A: Tensor, K: Tensor | float, C: Tensor | None) -> Tensor:
+    """U = K·(φ² − 1)² + A·φ² + C·(φ² − 1)⁴, elementwise (shapes broadcast)."""
+    x = phi * phi
+    w = (x - 1.0) ** 2
+    u = K * w + A * x
+    return u if C is None else u + C * w * w
+
+
+def local_half_sweep(
+    cur: Tensor,
+    neighbours: Tensor,
+    A: Tensor,
+    K: Tensor | float,
+    C: Tensor | None,
+    *,
+    width: float,
+    spacing: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """Single-site Metropolis on sites that do not interact with each other (in place).
+
+    ``cur`` (..., M) are the sites, ``neighbours`` (..., M) the sums φ_{t−1} + φ_{t+1} of
+    their time neighbours, A, K, C their fields (broadcastable). Proposal φ' = φ + d with
+    d uniform in [−width, width); with s = φ + φ' the action changes by
+
+        ΔS = d·(s − nb)/a + a·d·s·(K·((s² + d²)/2 − 2) + A) + a·C·((φ'² − 1)⁴ − (φ² − 1)⁴),
+
+    accepted with probability min(1, e^{−ΔS}). Returns the number of accepted sites (0-d).
+    """
+    a2 = spacing * spacing
+    d = torch.empty_like(cur).uniform_(-width, width, generator=generator)
+    s = torch.add(d, cur, alpha=2.0)
+    q = s * s
+    q.addcmul_(d, d).mul_(0.5).sub_(2.0).mul_(K).add_(A).mul_(s)
+    q.mul_(a2).add_(s).sub_(neighbours)
+    q.mul_(d)
+    if C is not None:
+        new = cur + d
+        w_new = (new * new - 1.0) ** 2
+        w_old = (cur * cur - 1.0) ** 2
+        q.add_(a2 * C * (w_new * w_new - w_old * w_old))
+    # q = a·ΔS. Accept where u < exp(−ΔS); clamping −ΔS at −80 keeps exp out of slow
+    # denormals and changes acceptance probabilities below e^−80 only.
+    q.mul_(-1.0 / spacing).clamp_(-80.0, 0.0).exp_()
+    accept = torch.empty_like(cur).uniform_(generator=generator) < q
+    d.mul_(accept)
+    cur.add_(d)
+    return accept.sum()
+
+
+def local_sweep(
+    phi: Tensor, fields: LatticeFields, *, width: float, generator: torch.Generator
+) -> Tensor:
+    """One checkerboard sweep: even then odd slices × each colour range (in place).
+
+    ``phi`` (R, N, Nt) is updated through an even/odd split copy, so that each half-sweep
+    works on contiguous memory. Returns the number of accepted sites (0-d tensor).
+    """
+    R, N, Nt = phi.shape
+    split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
+    profile = fields.profile.view(Nt // 2, 2).t()
+    accepted = phi.new_zeros((), dtype=torch.int64)
+    for parity, shift in ((0, 1), (1, -1)):
+        other = split[:, :, 1 - parity]
+        # Even slice 2k sees odd slices k−1 and k; odd slice 2k+1 sees even k and k+1.
+        neighbours = other + other.roll(shift, -1)
+        for c0, c1 in fields.color_bounds:
+            A, K, C = neuron_fields(fields, split[:, :, parity], profile[parity], c0, c1)
+            accepted += local_half_sweep(
+                split[:, c0:c1, parity],
+                neighbours[:, c0:c1],
+                A,
+                K,
+                C,
+                width=width,
+                spacing=fields.spacing,
+                generator=generator,
+            )
+    phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
+    return accepted
+
+
+def bisection_pass(
+    phi: Tensor,
+    fields: LatticeFields,
+    *,
+    levels: int,
+    offset: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, int]:
+    """Multilevel Metropolis (Ceperley 1995, V.H) on non-overlapping segments (in place).
+
+    The lattice, rotated by ``offset``, is cut into m = ⌊Nt/L⌋ blocks of L = 2**levels
+    slices (the last one wraps around when L divides Nt). With both block ends fixed, the
+    L − 1 inner slices of every block are regrown from the free Brownian bridge level by
+    level: at spacing h = L/2, …, 1 the midpoints
+    get mean (φ_left + φ_right)/2 and variance h·a/2. The kinetic action is sampled
+    exactly, so acceptance involves the potential alone, in stages: with
+    S_h = h·a·Σ_{p ≡ 0 (mod h)} U_p over the points known at level h, stage h accepts with
+    min(1, exp(−[ΔS_h − ΔS_{2h}])); a block moves only if all stages accept. The last stage
+    uses the exact potential, so the move satisfies detailed balance.
+
+    Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed blocks).
+    """
+    R, N, Nt = phi.shape
+    L = 2**levels
+    m = Nt // L
+    rotated = torch.cat((phi[..., offset:], phi[..., :offset]), dim=-1)  # time t ↦ t − offset
+    profile = fields.profile.roll(-offset, 0)[: m * L]
+    accepted = phi.new_zeros((), dtype=torch.int64)
+    for c0, c1 in fields.color_bounds:
+        n = c1 - c0
+        A, K, C = neuron_fields(fields, rotated[..., : m * L], profile, c0, c1)
+        old = rotated[:, c0:c1, : m * L].unflatten(-1, (m, L))  # a view into ``rotated``
+        new = torch.empty(R, n, m, L + 1, dtype=phi.dtype, device=phi.device)
+        new[..., 0] = old[..., 0]
+        new[..., : m - 1, L] = old[..., 1:, 0]
+        new[..., m - 1, L] = rotated[:, c0:c1, (m * L) % Nt]
+        noise = torch.randn(R, n, m, L - 1, dtype=phi.dtype, device=phi.device, generator=generator)
+        used, h = 0, L // 2
+        while h >= 1:
+            count = L // (2 * h)
+            mid = new[..., 0 : L - h : 2 * h] + new[..., 2 * h : L + 1 : 2 * h]
+            mid.mul_(0.5).add_(
+                noise[..., used : used + count], alpha=math.sqrt(0.5 * h * fields.spacing)
+            )
+            new[..., h : L : 2 * h] = mid
+            used += count
+            h //= 2
+
+        def inner(t: Tensor | float | None) -> Tensor | float | None:
+            return t.unflatten(-1, (m, L))[..., 1:] if isinstance(t, Tensor) else t
+
+        # a·ΔU per inner slice, from x = φ² and w = (x − 1)² of the new and old paths.
+        x_new, x_old = new[..., 1:L].square(), old[..., 1:].square()
+        w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
+        delta = inner(A) * (x_new - x_old)
+        delta += (w_new - w_old) * inner(K)
+        if C is not None:
+            delta += inner(C) * (w_new.square() - w_old.square())
+        delta = torch.nn.functional.pad(delta.mul_(fields.spacing), (1, 0))  # index p = position
+        accept = torch.ones(delta.shape[:-1], dtype=torch.bool, device=phi.device)
+        coarser = torch.zeros_like(accept, dtype=phi.dtype)
+        h = L // 2
+        while h >= 1:
+            level = h * delta[..., ::h].sum(-1)
+            threshold = -torch.empty_like(level).uniform_(generator=generator).log_()
+            accept &= (level - coarser) < threshold
+            coarser = level
+            h //= 2
+        old[..., 1:] = torch.where(accept[..., None], new[..., 1:L], old[..., 1:])
+        accepted += accept.sum()
+    phi[..., offset:] = rotated[..., : Nt - offset]
+    phi[..., :offset] = rotated[..., Nt - offset :]
+    return accepted, R * N * m
+
+
+def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator) -> None:
+    """Swendsen–Wang update of the signs of every path (in place, rejection-free).
+
+    Write φ_t = σ_t·|φ_t|. Every term of the action except the kinetic one is even in each
+    φ_n, and (φ_{t+1} − φ_t)²/(2a) = (φ_t² + φ_{t+1}²)/(2a) − σ_t·σ_{t+1}·|φ_t·φ_{t+1}|/a,
+    so given |φ| the signs of each neuron form a periodic 1-D Ising chain with couplings
+    J_t = |φ_t·φ_{t+1}|/a. A bond between aligned neighbours is frozen with probability
+    1 − e^{−2J_t}; each cluster of frozen bonds is then flipped with probability 1/2.
+    Clusters end where the path is near zero, so this reflects the path between two
+    near-zero points: it equilibrates the sign sector between spikes and removes spurious
+    kink pairs in one step. Neurons are independent here, so all are updated at once.
+
+    Independent cluster flips are drawn as a fair coin on every broken bond (the relative
+    flip of the clusters it separates) times a fair coin per path; one uniform u per bond
+    decides both (broken: u < e^{−2J}; coin: u < e^{−2J}/2). Around the periodic chain the
+    coins must multiply to one when the bond Nt−1 → 0 is frozen (the last cluster is the
+    first); otherwise flipping the first cluster's side restores it, which keeps the flips
+    uniform.
+
+    Shapes: phi (..., Nt).
+    """
+    coupling = torch.empty_like(phi)  # σ_t·σ_{t+1}·|φ_t·φ_{t+1}| for bond t → t+1
+    torch.mul(phi[..., :-1], phi[..., 1:], out=coupling[..., :-1])
+    torch.mul(phi[..., -1:], phi[..., :1], out=coupling[..., -1:])
+    # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
+    free = coupling.mul_(-2.0 / spacing).clamp_(-80.0, 0.0).exp_()
+    u = torch.empty_like(phi).uniform_(generator=generator)
+    broken = u < free
+    coin = u < free.mul_(0.5)
+    # Sign flip of site t relative to site 0: parity of the coins on bonds 0 … t−1.
+    flips = coin.cumsum(-1, dtype=phi.dtype)
+    flips -= coin.to(phi.dtype)
+    first = broken.cumsum(-1, dtype=phi.dtype)
+    first -= broken.to(phi.dtype)
+    first = first == 0  # sites of the first cluster: no broken bond before them
+    # Frozen periodic bond with odd coin parity: flip the first cluster's side too.
+    odd = (flips[..., -1:] + coin[..., -1:].to(phi.dtype)) % 2 == 1
+    flips += (odd & ~broken[..., -1:] & first).to(phi.dtype)
+    # The same flip seen from a random overall sign: multiply by ±1 per path.
+    overall = torch.empty_like(phi[..., :1]).uniform_(generator=generator) < 0.5
+    flips += overall.to(phi.dtype)
+    phi.mul_(flips.remainder_(2.0).mul_(-2.0).add_(1.0))
+
+
+def potential_sum(phi: Tensor, lam: float) -> Tensor:
+    """Σ_t V0(φ_t) over the last axis: (..., Nt) → (...)."""
+    w = phi * phi - 1.0
+    return (0.25 * lam) * (w * w).sum(-1)

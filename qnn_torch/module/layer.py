@@ -1,0 +1,177 @@
+"""QuantumNeuronLayer: a drop-in nn.Module whose forward pass is the path-integral sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+
+from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.layer import READOUTS, normalize_weights, output_drives, readout
+from qnn_torch.functional.physics import double_well, kink_path, spike_profile
+from qnn_torch.network import CompiledNetwork
+from qnn_torch.simulate import run_sampler
+
+# Skip lateral inhibition when its largest possible change of a path's action,
+# T·η·max(φ²−1)⁸·pairs over |φ| ≤ 2, is below this: expectations then move by less than
+# this relative amount, far under any Monte Carlo error (and float32's resolution).
+NEGLIGIBLE_ACTION = 1e-9
+_INHIBITION_BOUND = 3.0**8  # max (φ² − 1)⁸ for |φ| ≤ 2; paths never leave that range
+
+
+class QuantumNeuronLayer(nn.Module):
+    """A layer of quantum neurons driven by fixed inputs (the paper's digit classifier).
+
+    Input i of brightness b_i becomes an input neuron with the grey path ψ̂_{b_i}; output j
+    is excited by it with strength k·ε̂_ji (k = ``coupling_scale``, ε̂ = ``weight`` in
+    [0, 1]); outputs inhibit each other with ``lateral_inhibition``. Since every input
+    shares one kink path, the drive on output j is k·(b·ε̂ᵀ)_j·(ψ_t² − 1)², so the forward
+    pass is a matrix product followed by the Metropolis sampler on the outputs alone.
+
+    ``forward`` maps brightnesses (..., in_features) in [0, 1] to scores
+    (..., out_features) on the input's device and dtype (float16/bfloat16 inputs are
+    simulated in float32). ``readout``: ``"activity"`` (raw activities), ``"softmax"``
+    (the paper's) or ``"born"`` (a_j² / Σ_k a_k²). The sampler's seed is fixed by
+    ``config``, so the same input gives the same output.
+
+    The paper's lateral inhibition 1e-17 changes a path's action by at most ~1e-12, so
+    the layer skips inhibition below ``NEGLIGIBLE_ACTION`` (see ``simulates_inhibition``)
+    and then samples the outputs as independent neurons; larger values are simulated.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        coupling_scale: float = 1000.0,
+        lateral_inhibition: float = 1e-17,
+        readout: str = "softmax",
+        config: SamplerConfig | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (
+            ("coupling_scale", coupling_scale),
+            ("lateral_inhibition", lateral_inhibition),
+        ):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.readout = readout
+        self.config = config or SamplerConfig()
+        self.weight = nn.Parameter(torch.rand(out_features, in_features))
+        self.register_buffer("coupling_scale", torch.tensor(float(coupling_scale)))
+        self.register_buffer("lateral_inhibition", torch.tensor(float(lateral_inhibition)))
+        path = kink_path(
+            self.config.n_time,
+            self.config.time_extent,
+            self.config.lam,
+            self.config.n_kinks,
+            dtype=torch.float64,
+        )
+        # Derived from the config: moves with .to(), not saved in the state_dict.
+        self.register_buffer("spike_profile", spike_profile(path), persistent=False)
+        self.activity_norm = float(double_well(path, self.config.lam).sum())
+
+    @classmethod
+    def from_classical(
+        cls, weight_or_linear: nn.Linear | Tensor, **kwargs: object
+    ) -> QuantumNeuronLayer:
+        """A layer whose couplings are the normalised classical weight (W − min W)/max(…).
+
+        Takes an nn.Linear or a tensor shaped like nn.Linear.weight (out, in); keyword
+        arguments go to the constructor.
+        """
+        weight = (
+            weight_or_linear.weight if isinstance(weight_or_linear, nn.Linear) else weight_or_linear
+        )
+        if not isinstance(weight, Tensor) or weight.dim() != 2:
+            raise ValueError(
+                "weight_or_linear must be an nn.Linear or a 2-D tensor (out, in), "
+                f"got {type(weight_or_linear).__name__}"
+            )
+        if not torch.isfinite(weight).all():
+            raise ValueError("weight_or_linear has non-finite weights")
+        layer = cls(weight.shape[1], weight.shape[0], **kwargs)
+        with torch.no_grad():
+            layer.weight.copy_(normalize_weights(weight.detach().to(layer.weight)))
+        return layer
+
+    @property
+    def simulates_inhibition(self) -> bool:
+        """Whether the lateral inhibition is large enough to be simulated (see class doc)."""
+        pairs = self.out_features * (self.out_features - 1) / 2
+        bound = self.config.time_extent * float(self.lateral_inhibition) * _INHIBITION_BOUND * pairs
+        return bound >= NEGLIGIBLE_ACTION
+
+    def drives(self, x: Tensor) -> Tensor:
+        """Validated drive amplitudes k·(b·ε̂ᵀ) of shape (..., out_features), float32/64."""
+        if not isinstance(x, Tensor):
+            raise ValueError(f"input must be a tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"input must have last dimension in_features={self.in_features}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        x = x.to(dtype)
+        if torch.isnan(x).any():
+            raise ValueError("input contains NaN: brightnesses must lie in [0, 1]")
+        if ((x < 0) | (x > 1)).any():
+            raise ValueError(
+                f"input brightnesses must lie in [0, 1], got min {x.min().item():.4g} "
+                f"and max {x.max().item():.4g}"
+            )
+        weight = self.weight.detach().to(x)
+        if not torch.isfinite(weight).all() or (weight < 0).any():
+            raise ValueError(
+                f"weight must be finite and >= 0 (couplings ε̂), got min {weight.min().item():.4g}"
+            )
+        return output_drives(x, weight, self.coupling_scale.to(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        drive = self.drives(x)
+        batch_shape, out = drive.shape[:-1], self.out_features
+        flat = drive.reshape(-1, out)
+        config = dataclasses.replace(self.config, device=drive.device, dtype=drive.dtype)
+        inhibit = None
+        if self.simulates_inhibition:
+            matrix = self.lateral_inhibition.to(drive) * (1 - torch.eye(out, device=drive.device))
+            inhibit = matrix.expand(flat.shape[0], out, out)
+        network = CompiledNetwork(
+            names=tuple(str(j) for j in range(out)),
+            order=tuple(str(j) for j in range(out)),
+            batch_shape=batch_shape,
+            color_bounds=tuple((j, j + 1) for j in range(out))
+            if inhibit is not None
+            else ((0, out),),
+            profile=self.spike_profile.to(drive),
+            activity_norm=self.activity_norm,
+            drive=flat,
+            input_inhibition=torch.zeros_like(flat),
+            excite=None,
+            inhibit=inhibit,
+        )
+        activity = run_sampler(network, config).activity.to(drive.dtype)
+        scores = readout(activity.reshape(*batch_shape, out), self.readout)
+        return scores.to(x.dtype) if x.is_floating_point() else scores
+
+    def extra_repr(self) -> str:
+        c = self.config
+        inhibition = "" if self.simulates_inhibition else " (negligible: skipped)"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"coupling_scale={float(self.coupling_scale):g}, "
+            f"lateral_inhibition={float(self.lateral_inhibition):g}{inhibition}, "
+            f"readout={self.readout!r}, n_time={c.n_time}, lam={c.lam:g}, "
+            f"time_extent={c.time_extent:g}, chains={c.chains}, "
+            f"sweeps={c.thermalization}+{c.sweeps}, algorithm={c.algorithm!r}"
+        )

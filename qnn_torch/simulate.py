@@ -1,0 +1,260 @@
+"""Run the Metropolis sampler on a network and collect activities with honest errors."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.observables import binned_autocorrelation_time, chain_mean_and_error
+from qnn_torch.functional.sampler import (
+    LatticeFields,
+    bisection_pass,
+    local_sweep,
+    potential_sum,
+    sign_cluster_move,
+)
+from qnn_torch.network import CompiledNetwork, Network
+
+_SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
+_CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
+_TUNE_EVERY = 10  # thermalisation sweeps between proposal-width updates
+
+
+@dataclass(frozen=True)
+class SamplerOutput:
+    """Raw statistics of a run, neurons in the compiled (colour) order.
+
+    Shapes (Bf networks, C chains, N neurons, Nt slices): chain_activity (Bf, C, N);
+    activity, stderr, autocorrelation_time (Bf, N); paths (Bf, C, N, Nt);
+    potential_profile (Bf, N, Nt) or None.
+    """
+
+    chain_activity: Tensor
+    activity: Tensor
+    stderr: Tensor
+    autocorrelation_time: Tensor
+    acceptance: dict[str, float]
+    step_size: float
+    paths: Tensor
+    potential_profile: Tensor | None
+    seconds: float
+
+
+def run_sampler(
+    network: CompiledNetwork,
+    config: SamplerConfig,
+    *,
+    record_profile: bool = False,
+    initial_paths: Tensor | None = None,
+) -> SamplerOutput:
+    """Thermalise, then measure the activity A_n = ⟨Σ_t V0(φ_{n,t})⟩ / Σ_t V0(ψ_t).
+
+    All networks of the batch and all chains are simulated at once as rows of one path
+    tensor (R = Bf·C, N, Nt). ``initial_paths`` (Bf, C, N, Nt), e.g. the ``paths`` of an
+    earlier run, replaces ``config.init``. Raises FloatingPointError naming the sweep if a
+    path becomes non-finite.
+    """
+    if config.n_kinks == 0:
+        raise ValueError("n_kinks must be >= 2 to normalise the activity, got 0")
+    start_time = time.perf_counter()
+    device, dtype = torch.device(config.device), config.dtype
+    Bf, N = network.drive.shape
+    C, Nt, a = config.chains, config.n_time, config.spacing
+    R = Bf * C
+
+    def per_row(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.repeat_interleave(C, 0)
+
+    inhibition = network.input_inhibition if network.input_inhibition.ne(0).any() else None
+    fields = LatticeFields(
+        lam=config.lam,
+        spacing=a,
+        profile=network.profile,
+        drive=per_row(network.drive),
+        input_inhibition=per_row(inhibition),
+        excite=per_row(network.excite),
+        inhibit=per_row(network.inhibit),
+        color_bounds=network.color_bounds,
+    )
+    if initial_paths is None:
+        phi = starting_paths(config.init, (R, N, Nt), dtype=dtype, device=device)
+    elif initial_paths.shape != (Bf, C, N, Nt):
+        raise ValueError(
+            f"initial_paths must have shape {(Bf, C, N, Nt)}, got {tuple(initial_paths.shape)}"
+        )
+    else:
+        phi = initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone()
+    generator = torch.Generator(device).manual_seed(config.seed)
+    offsets = torch.Generator().manual_seed(config.seed)
+    chunk = config.chunk_rows or (
+        R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
+    )
+    chunks = [(i, min(i + chunk, R)) for i in range(0, R, chunk)]
+    chunk_fields = [fields.rows(i, j) for i, j in chunks]
+    width = config.step_size or 1.5 * math.sqrt(a / 2)
+    levels = config.levels
+    counts = {m: [phi.new_zeros((), dtype=torch.int64), 0] for m in config.moves if m != "cluster"}
+    tune_counts = [phi.new_zeros((), dtype=torch.int64), 0]
+
+    max_bins = max(1, min(config.sweeps, _SERIES_BUDGET // (R * N)))
+    bin_length = config.sweeps // max_bins
+    n_bins = config.sweeps // bin_length
+    sums = torch.zeros(R, N, dtype=torch.float64, device=device)
+    squares = torch.zeros_like(sums)
+    bins = torch.zeros(R, N, n_bins, dtype=torch.float64, device=device)
+    profile_sum = torch.zeros(R, N, Nt, dtype=dtype, device=device) if record_profile else None
+    norm = network.activity_norm
+
+    total = config.thermalization + config.sweeps
+    for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
+        measuring = sweep >= config.thermalization
+        offset = int(torch.randint(2**levels, (1,), generator=offsets))
+        for (i, j), part in zip(chunks, chunk_fields, strict=True):
+            x = phi[i:j]
+            if "local" in config.moves:
+                accepted = local_sweep(x, part, width=width, generator=generator)
+                counts["local"][0] += accepted
+                counts["local"][1] += x.numel()
+                if not measuring:
+                    tune_counts[0] += accepted
+                    tune_counts[1] += x.numel()
+            if "multilevel" in config.moves:
+                accepted, proposed = bisection_pass(
+                    x, part, levels=levels, offset=offset, generator=generator
+                )
+                counts["multilevel"][0] += accepted
+                counts["multilevel"][1] += proposed
+            if "cluster" in config.moves and sweep % config.cluster_every == 0:
+                sign_cluster_move(x, spacing=a, generator=generator)
+            if measuring:
+                if profile_sum is not None:
+                    w = x * x - 1.0
+                    profile_sum[i:j] += (0.25 * config.lam) * w * w
+                sample = potential_sum(x, config.lam).double() / norm
+                step = sweep - config.thermalization
+                sums[i:j] += sample
+                squares[i:j] += sample * sample
+                if step < n_bins * bin_length:
+                    bins[i:j, :, step // bin_length] += sample / bin_length
+        if not torch.isfinite(phi).all():
+            raise FloatingPointError(
+                f"the simulation produced non-finite paths at sweep {sweep} "
+                f"({'measurement' if measuring else 'thermalization'}); check the strengths "
+                f"and lattice (dtype {dtype})"
+            )
+        if "local" in config.moves and not measuring and (sweep + 1) % _TUNE_EVERY == 0:
+            rate = float(tune_counts[0]) / max(tune_counts[1], 1)
+            width *= min(2.0, max(0.5, math.exp(2.0 * (rate - config.target_acceptance))))
+            tune_counts = [phi.new_zeros((), dtype=torch.int64), 0]
+
+    chain_means = sums / config.sweeps
+    variance = (squares / config.sweeps - chain_means**2).clamp_min(0.0)
+    chain_activity = chain_means.view(Bf, C, N)
+    activity, stderr = chain_mean_and_error(chain_activity, dim=1)
+    tau = binned_autocorrelation_time(
+        bins.view(Bf, C, N, n_bins).transpose(1, 2), bin_length, variance.view(Bf, C, N).mean(1)
+    )
+    profile = None
+    if profile_sum is not None:
+        profile = profile_sum.view(Bf, C, N, Nt).mean(1) / config.sweeps
+    return SamplerOutput(
+        chain_activity=chain_activity,
+        activity=activity,
+        stderr=stderr,
+        autocorrelation_time=tau,
+        acceptance={
+            **{name: float(c[0]) / max(int(c[1]), 1) for name, c in counts.items()},
+            **({"cluster": 1.0} if "cluster" in config.moves else {}),  # rejection-free
+        },
+        step_size=width,
+        paths=phi.view(Bf, C, N, Nt),
+        potential_profile=profile,
+        seconds=time.perf_counter() - start_time,
+    )
+
+
+def starting_paths(
+    init: str, shape: tuple[int, ...], *, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Starting paths: ``"vacuum"`` φ ≡ 1, or the paper's ``"saw"`` φ_t = t mod 2."""
+    if init == "vacuum":
+        return torch.ones(shape, dtype=dtype, device=device)
+    if init == "saw":
+        saw = (torch.arange(shape[-1], device=device) % 2).to(dtype)
+        return saw.expand(shape).contiguous()
+    raise ValueError(f"init must be 'saw' or 'vacuum', got {init!r}")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Activities of a network's simulated neurons, by name.
+
+    ``activity[name]``, ``stderr[name]`` and ``autocorrelation_time[name]`` (in sweeps)
+    are floats for an unbatched network, else tensors of the network's batch shape.
+    ``acceptance`` gives the acceptance rate of each move. Tensors with a neuron axis
+    follow ``names``: chain_activity (*batch, C, N), paths (*batch, C, N, Nt) (the last
+    configuration), potential_profile (*batch, N, Nt) = ⟨V0(φ_{n,t})⟩ when recorded.
+    """
+
+    names: tuple[str, ...]
+    batch_shape: torch.Size
+    activity: dict[str, float | Tensor]
+    stderr: dict[str, float | Tensor]
+    autocorrelation_time: dict[str, float | Tensor]
+    acceptance: dict[str, float]
+    chain_activity: Tensor
+    paths: Tensor
+    potential_profile: Tensor | None
+    step_size: float
+    seconds: float
+
+
+def simulate(
+    network: Network, config: SamplerConfig | None = None, *, record_profile: bool = False
+) -> SimulationResult:
+    """Sample ``network`` with ``config`` (default: the paper's lattice) and report activities.
+
+    A batched network (tensor strengths or brightnesses) is one batched simulation.
+    ``record_profile`` also averages V0(φ_{n,t}) per slice (memory: one more path tensor).
+    """
+    if not isinstance(network, Network):
+        raise ValueError(f"network must be a qnn_torch.Network, got {type(network).__name__}")
+    config = config or SamplerConfig()
+    compiled = network.compile(config)
+    out = run_sampler(compiled, config, record_profile=record_profile)
+    shape = compiled.batch_shape
+    user = torch.tensor(
+        [compiled.order.index(n) for n in compiled.names], device=out.activity.device
+    )
+
+    def by_name(t: Tensor) -> dict[str, float | Tensor]:
+        t = t.index_select(-1, user).cpu()
+        return {
+            name: (float(t[0, k]) if not shape else t[:, k].reshape(shape))
+            for k, name in enumerate(compiled.names)
+        }
+
+    def neurons_axis(t: Tensor, axis: int) -> Tensor:
+        return t.index_select(axis, user).reshape(*shape, *t.shape[1:])
+
+    return SimulationResult(
+        names=compiled.names,
+        batch_shape=shape,
+        activity=by_name(out.activity),
+        stderr=by_name(out.stderr),
+        autocorrelation_time=by_name(out.autocorrelation_time),
+        acceptance=out.acceptance,
+        chain_activity=neurons_axis(out.chain_activity, -1),
+        paths=neurons_axis(out.paths, 2),
+        potential_profile=None
+        if out.potential_profile is None
+        else neurons_axis(out.potential_profile, 1),
+        step_size=out.step_size,
+        seconds=out.seconds,
+    )

@@ -1,0 +1,188 @@
+"""The Monte Carlo sampler against exact transfer-matrix results, and its contract."""
+
+import dataclasses
+import sys
+
+import pytest
+import torch
+
+from qnn_torch import Network, SamplerConfig, simulate
+from qnn_torch.functional.exact import two_neuron_reference
+from qnn_torch.functional.physics import double_well, kink_path
+from qnn_torch.functional.sampler import sign_cluster_move
+
+from .conftest import PAPER, SMALL, assert_within, cuda, exact_activity
+
+ALGORITHMS = ["local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto"]
+
+
+def relay(strength, inhibition=None) -> Network:
+    net = Network().add_input("x").add_neuron("y").excite("x", "y", strength)
+    return net if inhibition is None else net.inhibit("x", "y", inhibition)
+
+
+@pytest.mark.parametrize("init", ["vacuum", "saw"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_each_algorithm_matches_exact_on_small_lattice(algorithm, dtype, init):
+    drives = torch.tensor([0.0, 120.0])  # without and with a drive, in one batch
+    config = SamplerConfig(
+        **SMALL,
+        chains=32,
+        thermalization=500,
+        sweeps=2000,
+        algorithm=algorithm,
+        init=init,
+        dtype=dtype,
+        seed=1,
+    )
+    result = simulate(relay(drives), config)
+    assert_within(result.activity["y"], result.stderr["y"], exact_activity(SMALL, drives))
+
+
+@pytest.mark.parametrize("init", ["vacuum", "saw"])
+def test_defaults_equilibrate_at_the_paper_lattice(init):
+    # MNIST-sized drives included: k·Σε̂b reaches ~2·10⁴ there.
+    drives = torch.tensor([0.0, 3000.0, 6000.0, 20000.0])
+    result = simulate(relay(drives), SamplerConfig(init=init))
+    assert_within(result.activity["y"], result.stderr["y"], exact_activity(PAPER, drives))
+    baseline = float(result.activity["y"][0])
+    assert 0.10 < baseline < 0.16  # zero-point fluctuations alone
+
+
+@pytest.mark.parametrize("init", ["vacuum", "saw"])
+def test_defaults_equilibrate_on_a_coarse_paper_lattice(init):
+    # 32 slices at Λ = 5000: the potential dominates, bridge moves alone mix slowly here.
+    lattice = {**PAPER, "n_time": 32, "n_kinks": 2}
+    drives = torch.tensor([0.0, 6000.0])
+    result = simulate(relay(drives), SamplerConfig(**lattice, chains=16, init=init))
+    assert_within(result.activity["y"], result.stderr["y"], exact_activity(lattice, drives))
+
+
+def test_input_inhibition_matches_exact():
+    drives, inhibitions = torch.tensor([120.0, 120.0]), torch.tensor([0.0, 30.0])
+    config = SamplerConfig(**SMALL, chains=32, thermalization=300, sweeps=1500)
+    result = simulate(relay(drives, inhibitions), config)
+    expected = exact_activity(SMALL, drives, inhibitions)
+    assert_within(result.activity["y"], result.stderr["y"], expected)
+    assert expected[1] < expected[0]  # the inhibition is visible in the check
+
+
+@pytest.mark.parametrize("algorithm", ["local", "local+multilevel+cluster"])
+def test_coupled_neurons_match_two_neuron_transfer_matrix(algorithm):
+    lattice = {"n_time": 16, "time_extent": 2.0, "lam": 20.0, "n_kinks": 2}
+    excite_01, inhibit = 30.0, 10.0
+    expected = torch.tensor(
+        two_neuron_reference(
+            n_time=16,
+            time_extent=2.0,
+            lam=20.0,
+            excite_01=excite_01,
+            inhibit=inhibit,
+            grid_points=48,
+        )
+    )
+    net = Network().add_neuron("a").add_neuron("b").excite("a", "b", excite_01)
+    net.inhibit("a", "b", inhibit)
+    config = SamplerConfig(
+        **lattice, chains=32, thermalization=500, sweeps=3000, algorithm=algorithm
+    )
+    result = simulate(net, config)
+    norm = double_well(kink_path(**lattice, dtype=torch.float64), 20.0).sum()
+    estimates = torch.tensor([result.activity["a"], result.activity["b"]]) * norm
+    errors = torch.tensor([result.stderr["a"], result.stderr["b"]]) * norm
+    assert_within(estimates, errors, expected)
+
+
+def test_sign_cluster_move_samples_the_embedded_ising_chain_exactly():
+    # Given |φ|, the signs are a periodic Ising chain with J_t = |φ_t φ_{t+1}|/a.
+    spacing = 0.5
+    magnitude = torch.tensor([0.9, 0.1, 0.8, 0.5, 0.2, 0.7], dtype=torch.float64)
+    n = magnitude.numel()
+    rows = 20000
+    phi = magnitude.repeat(rows, 1)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(30):  # from all signs +: burn in, then one sample per independent row
+        sign_cluster_move(phi, spacing=spacing, generator=generator)
+    bits = 2 ** torch.arange(n)
+    counts = torch.bincount(((phi > 0).long() * bits).sum(-1), minlength=2**n).double()
+    configs = torch.tensor([[1.0 if c >> t & 1 else -1.0 for t in range(n)] for c in range(2**n)])
+    coupling = magnitude * magnitude.roll(-1) / spacing
+    weight = torch.exp((configs * configs.roll(-1, 1) * coupling).sum(-1).double())
+    expected = counts.sum() * weight / weight.sum()
+    # Pearson χ² over 64 cells, 63 degrees of freedom: P(χ² > 110) ≈ 2·10⁻⁴.
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 110, chi2
+
+
+def test_same_seed_same_numbers_and_other_seed_differs():
+    config = SamplerConfig(**SMALL, chains=4, thermalization=20, sweeps=50, seed=7)
+    first = simulate(relay(100.0), config)
+    again = simulate(relay(100.0), config)
+    other = simulate(relay(100.0), dataclasses.replace(config, seed=8))
+    assert torch.equal(first.paths, again.paths)
+    assert first.activity == again.activity and first.stderr == again.stderr
+    assert not torch.equal(first.paths, other.paths)
+
+
+def test_chunked_rows_give_identical_statistics_to_the_exact_answer():
+    drives = torch.tensor([0.0, 120.0])
+    config = SamplerConfig(**SMALL, chains=16, thermalization=300, sweeps=1000, chunk_rows=5)
+    result = simulate(relay(drives), config)
+    assert_within(result.activity["y"], result.stderr["y"], exact_activity(SMALL, drives))
+
+
+def test_result_shapes_and_observables():
+    drives = torch.tensor([[0.0, 50.0, 100.0]])
+    config = SamplerConfig(**SMALL, chains=3, thermalization=10, sweeps=40)
+    result = simulate(relay(drives), config, record_profile=True)
+    assert result.activity["y"].shape == (1, 3)
+    assert result.paths.shape == (1, 3, 3, 1, 32)
+    assert result.chain_activity.shape == (1, 3, 3, 1)
+    assert result.potential_profile.shape == (1, 3, 1, 32)
+    assert set(result.acceptance) == set(config.moves) == {"multilevel", "cluster"}
+    assert all(0 < rate <= 1 for rate in result.acceptance.values())
+    assert torch.all(result.autocorrelation_time["y"] >= 0.5)
+    # The profile's sum is the chains' mean activity times the normalisation.
+    norm = double_well(kink_path(**SMALL), SMALL["lam"]).sum()
+    assert torch.allclose(
+        result.potential_profile.sum(-1)[..., 0].double() / norm.double(),
+        result.activity["y"],
+        rtol=1e-4,
+    )
+    scalar = simulate(relay(50.0), config)
+    assert isinstance(scalar.activity["y"], float) and isinstance(scalar.stderr["y"], float)
+
+
+def test_non_finite_paths_raise_naming_the_sweep(monkeypatch):
+    module = sys.modules["qnn_torch.simulate"]
+    calls = {"n": 0}
+
+    def poisoned(phi, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            phi[0, 0, 0] = float("nan")
+
+    monkeypatch.setattr(module, "sign_cluster_move", poisoned)
+    with pytest.raises(FloatingPointError, match="sweep 3"):
+        simulate(
+            relay(10.0),
+            SamplerConfig(**SMALL, chains=2, thermalization=5, sweeps=5, cluster_every=1),
+        )
+
+
+def test_strength_overflowing_the_dtype_is_refused():
+    with pytest.raises(ValueError, match="strength"):
+        simulate(relay(1e39), SamplerConfig(**SMALL, dtype=torch.float32))
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_exact_and_is_deterministic(dtype):
+    drives = torch.tensor([0.0, 3000.0, 20000.0])
+    config = SamplerConfig(device="cuda", dtype=dtype, chains=16)
+    result = simulate(relay(drives), config)
+    assert result.paths.device.type == "cuda"
+    assert_within(result.activity["y"], result.stderr["y"], exact_activity(PAPER, drives))
+    again = simulate(relay(drives), config)
+    assert torch.equal(result.paths, again.paths)
