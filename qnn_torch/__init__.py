@@ -1,5 +1,7 @@
 """qnn_torch: neural networks of quantum double-well neurons, by path-integral Monte Carlo."""
 
+from qnn_torch import circuits
+from qnn_torch.circuits import THRESHOLDS, Thresholds, add_input_grid, conv_layer
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
 from qnn_torch.functional.physics import kink_action, kink_path
@@ -8,10 +10,15 @@ from qnn_torch.network import Network
 from qnn_torch.simulate import SimulationResult, simulate
 
 __all__ = [
+    "THRESHOLDS",
     "Network",
     "QuantumNeuronLayer",
     "SamplerConfig",
     "SimulationResult",
+    "Thresholds",
+    "add_input_grid",
+    "circuits",
+    "conv_layer",
     "kink_action",
     "kink_path",
     "normalize_weights",

@@ -38,7 +38,7 @@ from qnn_torch.functional.sampler import (
 )
 from qnn_torch.simulate import run_sampler
 
-ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster")
+ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 
 
 def relay_batch(drives: torch.Tensor) -> Network:
@@ -189,7 +189,9 @@ def efficiency(device: torch.device, chains: int, sweeps: int, local_sweeps: int
             {
                 "section": "efficiency",
                 "device": str(device),
-                "algorithm": algorithm,
+                "algorithm": algorithm
+                if algorithm != "auto"
+                else f"auto ({'+'.join(config.moves)})",
                 "drives": drives.tolist(),
                 "chains": chains,
                 "sweeps": n,
@@ -242,9 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark_sampler.json"))
     parser.add_argument("--neurons", type=int, default=10_000, help="driven neurons (throughput)")
     parser.add_argument("--repeats", type=int, default=5, help="timed sweeps per move")
-    parser.add_argument("--chains", type=int, default=16, help="chains per drive (efficiency)")
+    parser.add_argument("--chains", type=int, default=128, help="chains per drive (efficiency)")
     parser.add_argument("--sweeps", type=int, default=2000, help="sweeps per algorithm")
-    parser.add_argument("--local-sweeps", type=int, default=20000, help="sweeps for plain local")
+    parser.add_argument("--local-sweeps", type=int, default=10000, help="sweeps for plain local")
     parser.add_argument(
         "--devices", nargs="*", default=None, help="default: cpu and cuda if present"
     )

@@ -1,5 +1,10 @@
 """Functional core: pure tensor functions for the physics, the moves and the statistics."""
 
+from qnn_torch.functional.exact import (
+    single_neuron_profile,
+    single_neuron_reference,
+    two_neuron_reference,
+)
 from qnn_torch.functional.observables import (
     autocorrelation,
     chain_mean_and_error,
@@ -41,5 +46,8 @@ __all__ = [
     "local_sweep",
     "network_action",
     "sign_cluster_move",
+    "single_neuron_profile",
+    "single_neuron_reference",
     "spike_profile",
+    "two_neuron_reference",
 ]
