@@ -1,0 +1,192 @@
+"""Quantum MNIST accuracy against the coupling scale k, the sweeps and the chains.
+
+Evaluates the transferred twin on a fixed random subset of test images (``--images``,
+default 300) for each k of ``--ks`` (at the default sweeps and chains), each sweep count
+of ``--sweeps`` (at k = ``--k``) and each chain count of ``--chains`` (at k = ``--k``),
+and writes ``accuracy_curve.json`` and ``accuracy_curve.png`` to ``--out``. The twin's
+weight comes from ``--weights`` (a ``twin_weight.pt`` of train_then_transfer.py) or is
+trained for ``--epochs`` epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from train_then_transfer import (  # noqa: E402
+    DPI,
+    OFFLINE_MNIST,
+    _figure,
+    quantum_subset,
+    write_atomic,
+)
+
+from qnn_torch.config import SamplerConfig  # noqa: E402
+from training.classical import ClassicalTwin  # noqa: E402
+from training.data import MNISTDataModule, copy_offline_mnist  # noqa: E402
+from training.quantum import QuantumEvaluator, quantum_loader  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--data-dir", type=Path, default=Path("data"), help="MNIST root (holds MNIST/raw)")
+    add("--weights", type=Path, help="the twin's W (twin_weight.pt); trained when absent")
+    add("--epochs", type=int, default=2, help="training epochs when --weights is absent")
+    add("--images", type=int, default=300, help="test images per point")
+    add("--k", type=float, default=100.0, help="coupling scale of the sweeps and chains curves")
+    add("--ks", type=float, nargs="+", default=[20, 50, 100, 250, 500, 1000], help="k values")
+    add("--sweeps", type=int, nargs="+", default=[25, 50, 150, 300, 600], help="sweep counts")
+    add("--chains", type=int, nargs="+", default=[2, 4, 8, 16], help="chain counts")
+    add("--default-sweeps", type=int, default=300, help="sweeps of the k and chains curves")
+    add("--default-chains", type=int, default=4, help="chains of the k and sweeps curves")
+    add("--thermalization", type=int, default=50, help="discarded sweeps per chain")
+    add("--batch-size", type=int, default=50, help="images per sampler call")
+    add("--seed", type=int, default=0, help="seed of training, subset and sampler")
+    add("--out", type=Path, default=Path("outputs/accuracy_curve"), help="output folder")
+    add("--threads", type=int, default=1, help="torch CPU threads (0: default)")
+    return parser.parse_args(argv)
+
+
+def twin_weight(args: argparse.Namespace, data: MNISTDataModule) -> torch.Tensor:
+    """The twin's W: loaded from ``--weights`` or trained."""
+    if args.weights is not None:
+        return torch.load(args.weights, map_location="cpu")
+    twin = ClassicalTwin()
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(twin, datamodule=data)
+    return twin.weight.detach().cpu()
+
+
+def plot(curves: dict[str, list[dict]], classical: float, args: argparse.Namespace) -> None:
+    """Accuracy and agreement against k, sweeps and chains, with the classical level."""
+    fig, axes = _figure(1, 3, (14, 4))
+    labels = {"k": "coupling scale k", "sweeps": "measurement sweeps", "chains": "chains"}
+    for ax, (name, points) in zip(axes[0], curves.items(), strict=True):
+        x = [p[name] for p in points]
+        ax.plot(x, [p["quantum_accuracy"] for p in points], "o-", label="quantum accuracy")
+        ax.plot(x, [p["agreement"] for p in points], "s--", label="agreement with classical")
+        ax.axhline(classical, color="gray", ls=":", label="classical accuracy")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        ax.set_xlabel(labels[name])
+        ax.set_ylim(min(0.5, *(p["quantum_accuracy"] for p in points)) - 0.02, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"fraction of {args.images} test images")
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    fig.savefig(args.out / "accuracy_curve.png", dpi=DPI)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure the curves; returns 0 on success and 2 when MNIST is unavailable."""
+    args = parse_args(argv)
+    if args.threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        torch.set_num_threads(args.threads)
+    # IndexedBatches splits its batches between data-loader workers itself.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+    L.seed_everything(args.seed, verbose=False)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per point
+    if OFFLINE_MNIST.is_dir():
+        copy_offline_mnist(OFFLINE_MNIST, args.data_dir)
+    data = MNISTDataModule(args.data_dir, seed=args.seed)
+    try:
+        data.prepare_data()
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    weight = twin_weight(args, data)
+    data.setup("test")
+    loader = quantum_loader(quantum_subset(data.test_set, args.images, args.seed), args.batch_size)
+
+    base = {"k": args.k, "sweeps": args.default_sweeps, "chains": args.default_chains}
+    settings = {
+        "k": [{**base, "k": k} for k in args.ks],
+        "sweeps": [{**base, "sweeps": s} for s in args.sweeps],
+        "chains": [{**base, "chains": c} for c in args.chains],
+    }
+    measured: dict[tuple, dict] = {}
+    curves: dict[str, list[dict]] = {name: [] for name in settings}
+    classical = 0.0
+    total = sum(len(points) for points in settings.values())
+    with tqdm(total=total, desc="curve points", unit="point") as bar:
+        for name, points in settings.items():
+            for point in points:
+                key = (point["k"], point["sweeps"], point["chains"])
+                if key not in measured:
+                    config = SamplerConfig(
+                        chains=point["chains"],
+                        thermalization=args.thermalization,
+                        sweeps=point["sweeps"],
+                        seed=args.seed,
+                    )
+                    evaluator = QuantumEvaluator(weight, coupling_scale=point["k"], config=config)
+                    trainer = L.Trainer(
+                        accelerator="cpu",
+                        devices=1,
+                        logger=False,
+                        enable_progress_bar=False,
+                        enable_model_summary=False,
+                    )
+                    began = time.perf_counter()
+                    metrics = trainer.test(evaluator, dataloaders=loader, verbose=False)[0]
+                    classical = metrics["classical_acc"]
+                    measured[key] = {
+                        **point,
+                        "quantum_accuracy": metrics["quantum_acc"],
+                        "agreement": metrics["agreement"],
+                        "seconds_per_image": (time.perf_counter() - began) / args.images,
+                    }
+                curves[name].append(measured[key])
+                bar.set_postfix(
+                    {name: point[name], "acc": f"{measured[key]['quantum_accuracy']:.3f}"}
+                )
+                bar.update()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "images": args.images,
+        "thermalization": args.thermalization,
+        "classical_accuracy_same_images": classical,
+        "curves": curves,
+    }
+    write_atomic(args.out / "accuracy_curve.json", json.dumps(results, indent=2) + "\n")
+    plot(curves, classical, args)
+    print(f"classical accuracy on the {args.images} images: {classical:.4f}")
+    for name, points in curves.items():
+        print(f"against {name}:")
+        for p in points:
+            print(
+                f"  k={p['k']:<6g} sweeps={p['sweeps']:<4d} chains={p['chains']:<3d} "
+                f"quantum {p['quantum_accuracy']:.4f}  agreement {p['agreement']:.4f}  "
+                f"{1000 * p['seconds_per_image']:.0f} ms/image"
+            )
+    print(f"wrote {args.out / 'accuracy_curve.json'} and accuracy_curve.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Evaluation of the transferred quantum layer with Lightning (``Trainer.test`` / ``predict``).
+
+The sampler's random numbers for an image depend on the whole batch it is simulated in, so
+results would depend on how the data is sharded if the batches did. :class:`IndexedBatches`
+therefore cuts the evaluated images into fixed contiguous batches and deals whole batches
+to the processes; every batch carries the index of its first image, and
+:class:`QuantumEvaluator` seeds the sampler with ``config.seed + that index``. The
+predictions are then identical for any number of processes (on the same device type).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torchmetrics import CatMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from qnn_torch.config import SamplerConfig
+from training.data import num_classes
+from training.transfer import DEFAULT_COUPLING_SCALE, transfer
+
+Batch = tuple[Tensor, Tensor, int]
+"""(images (B, ...), labels (B,), index of the first image in the evaluated dataset)."""
+
+
+class IndexedBatches(IterableDataset):
+    """Contiguous batches of a map-style ``(image, label)`` dataset, dealt to processes.
+
+    Batch b holds images ``[b·batch_size, (b+1)·batch_size)`` and goes to process
+    ``b mod world_size`` (then to data-loader workers in turn), so the batches never
+    depend on the number of processes and no image is repeated or dropped. ``rank`` and
+    ``world_size`` default to those of the initialised ``torch.distributed`` group (0 and 1
+    without one). Use with ``DataLoader(..., batch_size=None)`` (see :func:`quantum_loader`).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+
+    def _shard(self) -> tuple[int, int]:
+        distributed = dist.is_available() and dist.is_initialized()
+        rank = self.rank if self.rank is not None else (dist.get_rank() if distributed else 0)
+        world = (
+            self.world_size
+            if self.world_size is not None
+            else (dist.get_world_size() if distributed else 1)
+        )
+        batches = -(-len(self.dataset) // self.batch_size)
+        if batches < world:
+            raise ValueError(
+                f"{len(self.dataset)} images make {batches} batches of batch_size="
+                f"{self.batch_size}, fewer than the {world} processes: lower batch_size"
+            )
+        return rank, world
+
+    def batch_starts(self) -> range:
+        """Indices of the first image of each batch of this process."""
+        rank, world = self._shard()
+        return range(rank * self.batch_size, len(self.dataset), world * self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.batch_starts())
+
+    def __iter__(self) -> Iterator[Batch]:
+        starts = self.batch_starts()
+        worker = get_worker_info()
+        if worker is not None:
+            starts = starts[worker.id :: worker.num_workers]
+        for start in starts:
+            stop = min(start + self.batch_size, len(self.dataset))
+            images, labels = zip(*(self.dataset[i] for i in range(start, stop)), strict=True)
+            yield torch.stack(images), torch.as_tensor(labels), start
+
+
+def quantum_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Data loader of :class:`IndexedBatches` for :class:`QuantumEvaluator`."""
+    return DataLoader(
+        IndexedBatches(dataset, batch_size),
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class QuantumEvaluator(L.LightningModule):
+    """The classical twin's weight and its quantum transfer, evaluated side by side.
+
+    ``test_step`` logs ``quantum_acc`` and ``classical_acc`` (on the same images) and
+    ``agreement`` (fraction of images where both argmaxes coincide) as torchmetrics, which
+    Lightning aggregates over processes under DDP. After ``Trainer.test`` the per-image
+    predictions of all processes, sorted by index, are in :attr:`predictions`.
+    ``predict_step`` returns the indices and both sets of scores of a batch.
+
+    Batches are :data:`Batch` triples, as made by :func:`quantum_loader`; the sampler of
+    the batch starting at image ``start`` uses seed ``config.seed + start``.
+
+    Args:
+        weight: The trained classical weight W, shape (10, 784).
+        coupling_scale: k of the couplings k·ε̂.
+        per_pixel_shift: Subtract the per-pixel minimum of W before normalising (see
+            :mod:`training.transfer`).
+        config: Sampler settings; ``seed`` is the base seed.
+    """
+
+    def __init__(
+        self,
+        weight: Tensor,
+        *,
+        coupling_scale: float = DEFAULT_COUPLING_SCALE,
+        per_pixel_shift: bool = True,
+        config: SamplerConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["weight"])
+        self.register_buffer("classical_weight", weight.detach().clone().float())
+        self.layer = transfer(
+            weight, coupling_scale=coupling_scale, per_pixel_shift=per_pixel_shift, config=config
+        )
+        self.base_config = self.layer.config
+        self.quantum_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.classical_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.agreement = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.gathered = nn.ModuleDict(
+            {name: CatMetric() for name in ("index", "label", "classical", "quantum")}
+        )
+        self.predictions: dict[str, Tensor] = {}
+
+    def classical_scores(self, x: Tensor) -> Tensor:
+        """Classical scores X·Wᵀ of images (B, ...) in the images' dtype."""
+        return x.flatten(1) @ self.classical_weight.to(x.dtype).T
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        """Quantum scores (B, 10) of images (B, ...) with the sampler seed ``seed + start``."""
+        self.layer.config = dataclasses.replace(
+            self.base_config, seed=self.base_config.seed + start
+        )
+        return self.layer(x.flatten(1))
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y, start = batch
+        classical = self.classical_scores(x).argmax(-1)
+        quantum = self(x, start).argmax(-1)
+        self.quantum_acc(quantum, y)
+        self.classical_acc(classical, y)
+        self.agreement(quantum, classical)
+        size = len(y)
+        self.log("quantum_acc", self.quantum_acc, prog_bar=True, batch_size=size)
+        self.log("classical_acc", self.classical_acc, prog_bar=True, batch_size=size)
+        self.log("agreement", self.agreement, prog_bar=True, batch_size=size)
+        index = torch.arange(start, start + size, device=y.device)
+        for name, value in (
+            ("index", index),
+            ("label", y),
+            ("classical", classical),
+            ("quantum", quantum),
+        ):
+            self.gathered[name].update(value)
+
+    def on_test_epoch_end(self) -> None:
+        """Gather the per-image predictions of all processes into :attr:`predictions`."""
+        values = {name: metric.compute().long().cpu() for name, metric in self.gathered.items()}
+        order = values["index"].argsort()
+        self.predictions = {name: value[order] for name, value in values.items()}
+        for metric in self.gathered.values():
+            metric.reset()
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``{"index", "classical", "quantum"}``: image indices and both scores (B, 10)."""
+        x, _, start = batch
+        return {
+            "index": torch.arange(start, start + len(x)),
+            "classical": self.classical_scores(x),
+            "quantum": self(x, start),
+        }
