@@ -33,10 +33,10 @@ from train_then_transfer import (  # noqa: E402
     OFFLINE_MNIST,
     _figure,
     quantum_subset,
-    write_atomic,
 )
 
 from qnn_torch.config import SamplerConfig  # noqa: E402
+from qnn_torch.io import write_atomic  # noqa: E402
 from training.classical import ClassicalTwin  # noqa: E402
 from training.data import MNISTDataModule, copy_offline_mnist  # noqa: E402
 from training.quantum import QuantumEvaluator, quantum_loader  # noqa: E402

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from qnn_torch.functional.sampler import (
     local_sweep,
     sign_cluster_move,
 )
+from qnn_torch.io import write_atomic
 from qnn_torch.simulate import run_sampler
 
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
@@ -208,13 +207,6 @@ def efficiency(device: torch.device, chains: int, sweeps: int, local_sweeps: int
     return rows
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(data, f, indent=2)
-    os.replace(f.name, path)
-
-
 def print_tables(rows: list[dict]) -> None:
     print("\nSite updates per second (float32, Nt = 512, Λ = 5000, T = 0.7)")
     print("| device | move | neurons | ms/sweep | M site updates/s | × naive |")
@@ -267,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    write_json_atomic(args.out, {"meta": meta, "rows": rows})
+    write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +39,7 @@ from qnn_torch.functional.physics import (
     kink_path,
     spike_profile,
 )
+from qnn_torch.io import write_atomic
 from qnn_torch.network import Network
 
 EXPERIMENTS = ("neuron", "relay", "chain", "and", "not", "or", "xor", "detector")
@@ -696,19 +695,6 @@ def markdown(results: Results) -> str:
         + ").",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temp, 0o644)  # mkstemp creates 0600
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -19,7 +19,6 @@ import json
 import os
 import pickle
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qnn_torch.config import SamplerConfig  # noqa: E402
+from qnn_torch.io import write_atomic  # noqa: E402
 from training.classical import ClassicalTwin  # noqa: E402
 from training.data import MNISTDataModule, copy_offline_mnist  # noqa: E402
 from training.quantum import QuantumEvaluator, quantum_loader  # noqa: E402
@@ -87,19 +87,6 @@ def quantum_subset(test_set: Dataset, size: int, seed: int) -> Subset:
         return Subset(test_set, range(len(test_set)))
     permutation = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))
     return Subset(test_set, permutation[:size].sort().values.tolist())
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temp, 0o644)  # mkstemp creates 0600
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _figure(rows: int, columns: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
