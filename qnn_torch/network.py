@@ -142,10 +142,10 @@ class Network:
         )
         flat = math.prod(shape)
         to = {"device": torch.device(config.device), "dtype": config.dtype}
-        for name, t in (("strength", excite), ("strength", inhibit), ("strength", drive)):
+        for t in (excite, inhibit, drive, input_inhibition):
             if not torch.isfinite(t.to(config.dtype)).all():
                 raise ValueError(
-                    f"{name} {float(t.abs().max()):.3g} overflows {config.dtype}: "
+                    f"strength {float(t.abs().max()):.3g} overflows {config.dtype}: "
                     "use smaller strengths or float64"
                 )
         bounds, start = [], 0

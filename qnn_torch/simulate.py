@@ -62,6 +62,8 @@ def run_sampler(
     """
     if config.n_kinks == 0:
         raise ValueError("n_kinks must be >= 2 to normalise the activity, got 0")
+    if network.drive.shape[0] == 0:
+        raise ValueError(f"network batch shape {tuple(network.batch_shape)} holds no network")
     start_time = time.perf_counter()
     device, dtype = torch.device(config.device), config.dtype
     Bf, N = network.drive.shape
@@ -91,7 +93,7 @@ def run_sampler(
     else:
         phi = initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone()
     generator = torch.Generator(device).manual_seed(config.seed)
-    offsets = torch.Generator().manual_seed(config.seed)
+    offsets = torch.Generator().manual_seed(config.seed)  # block offsets: state-independent
     chunk = config.chunk_rows or (
         R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
     )
@@ -108,7 +110,9 @@ def run_sampler(
     sums = torch.zeros(R, N, dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
     bins = torch.zeros(R, N, n_bins, dtype=torch.float64, device=device)
-    profile_sum = torch.zeros(R, N, Nt, dtype=dtype, device=device) if record_profile else None
+    profile_sum = (
+        torch.zeros(R, N, Nt, dtype=torch.float64, device=device) if record_profile else None
+    )
     norm = network.activity_norm
 
     total = config.thermalization + config.sweeps
@@ -162,7 +166,7 @@ def run_sampler(
     )
     profile = None
     if profile_sum is not None:
-        profile = profile_sum.view(Bf, C, N, Nt).mean(1) / config.sweeps
+        profile = (profile_sum.view(Bf, C, N, Nt).mean(1) / config.sweeps).to(dtype)
     return SamplerOutput(
         chain_activity=chain_activity,
         activity=activity,

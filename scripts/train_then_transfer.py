@@ -78,6 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
     return args
 
 
@@ -328,7 +330,10 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
             f"  python scripts/train_then_transfer.py --weights {args.out / 'twin_weight.pt'} "
             f"--quantum-test-size 10000 --chains {args.chains} --thermalization "
             f"{args.thermalization} --sweeps {args.sweeps} --coupling-scale "
-            f"{args.coupling_scale:g} --out {args.out}_full"
+            f"{args.coupling_scale:g} --quantum-batch-size {args.quantum_batch_size} "
+            f"--seed {args.seed} --data-dir {args.data_dir} --accelerator {args.accelerator} "
+            f"--devices {args.devices} --threads {args.threads}"
+            f"{' --no-pixel-shift' if args.no_pixel_shift else ''} --out {args.out}_full"
         )
 
 

@@ -137,3 +137,15 @@ def test_from_classical_normalises_weights() -> None:
     torch.testing.assert_close(
         layer.weight.data, (weight - weight.min()) / (weight - weight.min()).max()
     )
+
+
+def test_float64_input_with_simulated_inhibition_and_empty_batch():
+    config = SamplerConfig(
+        n_time=32, time_extent=2.0, lam=60.0, n_kinks=2, chains=2, thermalization=5, sweeps=5
+    )
+    layer = QuantumNeuronLayer(3, 2, lateral_inhibition=10.0, readout="activity", config=config)
+    assert layer.simulates_inhibition
+    out = layer(torch.rand(4, 3, dtype=torch.float64))
+    assert out.shape == (4, 2) and out.dtype == torch.float64
+    empty = layer(torch.rand(0, 3))
+    assert empty.shape == (0, 2) and empty.dtype == torch.float32

@@ -93,14 +93,16 @@ class ClassicalTwin(L.LightningModule):
         x, y = batch
         scores = self(x)
         self.val_acc(scores, y)
-        self.log("val_loss", cross_entropy(scores, y), prog_bar=True)  # without the penalty
+        self.log(
+            "val_loss", cross_entropy(scores, y), prog_bar=True, sync_dist=True
+        )  # without the penalty
         self.log("val_acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         scores = self(x)
         self.test_acc(scores, y)
-        self.log("test_loss", cross_entropy(scores, y))
+        self.log("test_loss", cross_entropy(scores, y), sync_dist=True)
         self.log("test_acc", self.test_acc, prog_bar=True)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:

@@ -56,13 +56,18 @@ class IndexedBatches(IterableDataset):
         self.world_size = world_size
 
     def _shard(self) -> tuple[int, int]:
-        distributed = dist.is_available() and dist.is_initialized()
-        rank = self.rank if self.rank is not None else (dist.get_rank() if distributed else 0)
-        world = (
-            self.world_size
-            if self.world_size is not None
-            else (dist.get_world_size() if distributed else 1)
-        )
+        if self.rank is None or self.world_size is None:
+            # Resolve once, in the main process: data-loader workers may be spawned without
+            # torch.distributed, and they receive this object with the values filled in.
+            if get_worker_info() is not None:
+                raise RuntimeError(
+                    "IndexedBatches was not sharded before the workers started: "
+                    "call len() on it in the main process first (DataLoader does)"
+                )
+            distributed = dist.is_available() and dist.is_initialized()
+            self.rank = dist.get_rank() if distributed else 0
+            self.world_size = dist.get_world_size() if distributed else 1
+        rank, world = self.rank, self.world_size
         batches = -(-len(self.dataset) // self.batch_size)
         if batches < world:
             raise ValueError(

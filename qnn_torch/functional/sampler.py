@@ -11,7 +11,8 @@ slice t, given every other neuron, is (see :func:`qnn_torch.functional.physics.l
 
 where g_t is the spike profile of the inputs and α, β their amplitudes. Neurons in one
 colour range [c0, c1) share no link, so their fields do not depend on each other and they
-are updated at once. Every step updates ``phi`` in place (and returns its acceptance counts).
+are updated at once. Every move updates ``phi`` in place; the Metropolis moves return
+their acceptance counts.
 """
 
 from __future__ import annotations
@@ -80,14 +81,6 @@ def neuron_fields(
         C_in = fields.input_inhibition[:, c0:c1, None] * (profile * profile)
         C = C_in if C is None else C + C_in
     return A, K, C
-
-
-def potential_density(phi: Tensor, A: Tensor, K: Tensor | float, C: Tensor | None) -> Tensor:
-    """U = K·(φ² − 1)² + A·φ² + C·(φ² − 1)⁴, elementwise (shapes broadcast)."""
-    x = phi * phi
-    w = (x - 1.0) ** 2
-    u = K * w + A * x
-    return u if C is None else u + C * w * w
 
 
 def local_half_sweep(

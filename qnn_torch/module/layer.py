@@ -18,7 +18,7 @@ from qnn_torch.simulate import run_sampler
 # T·η·max(φ²−1)⁸·pairs over |φ| ≤ 2, is below this: expectations then move by less than
 # this relative amount, far under any Monte Carlo error (and float32's resolution).
 NEGLIGIBLE_ACTION = 1e-9
-_INHIBITION_BOUND = 3.0**8  # max (φ² − 1)⁸ for |φ| ≤ 2; paths never leave that range
+_INHIBITION_BOUND = 3.0**8  # max (φ² − 1)⁸ for |φ| ≤ 2; paths practically never leave it
 
 
 class QuantumNeuronLayer(nn.Module):
@@ -34,7 +34,9 @@ class QuantumNeuronLayer(nn.Module):
     (..., out_features) on the input's device and dtype (float16/bfloat16 inputs are
     simulated in float32). ``readout``: ``"activity"`` (raw activities), ``"softmax"``
     (the paper's) or ``"born"`` (a_j² / Σ_k a_k²). The sampler's seed is fixed by
-    ``config``, so the same input gives the same output.
+    ``config``, so the same batch gives the same output; an image's scores depend on the
+    random numbers of the batch it is simulated in (``training.quantum_loader`` fixes the
+    batches for reproducible evaluation).
 
     The paper's lateral inhibition 1e-17 changes a path's action by at most ~1e-12, so
     the layer skips inhibition below ``NEGLIGIBLE_ACTION`` (see ``simulates_inhibition``)
@@ -141,10 +143,16 @@ class QuantumNeuronLayer(nn.Module):
         drive = self.drives(x)
         batch_shape, out = drive.shape[:-1], self.out_features
         flat = drive.reshape(-1, out)
+        if flat.shape[0] == 0:
+            return drive.new_empty(drive.shape).to(
+                x.dtype if x.is_floating_point() else drive.dtype
+            )
         config = dataclasses.replace(self.config, device=drive.device, dtype=drive.dtype)
         inhibit = None
         if self.simulates_inhibition:
-            matrix = self.lateral_inhibition.to(drive) * (1 - torch.eye(out, device=drive.device))
+            matrix = self.lateral_inhibition.to(drive) * (
+                1 - torch.eye(out, device=drive.device, dtype=drive.dtype)
+            )
             inhibit = matrix.expand(flat.shape[0], out, out)
         network = CompiledNetwork(
             names=tuple(str(j) for j in range(out)),
