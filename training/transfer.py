@@ -21,22 +21,10 @@ from torch import Tensor, nn
 
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
-from qnn_torch.module.layer import QuantumNeuronLayer
+from qnn_torch.module.layer import QuantumNeuronLayer, classical_weight
 
 DEFAULT_COUPLING_SCALE = 100.0
 """Coupling scale k used for MNIST (the paper's 1000 saturates the outputs)."""
-
-
-def _weight_of(weight_or_linear: nn.Linear | Tensor) -> Tensor:
-    weight = (
-        weight_or_linear.weight if isinstance(weight_or_linear, nn.Linear) else weight_or_linear
-    )
-    if not isinstance(weight, Tensor) or weight.dim() != 2:
-        raise ValueError(
-            "weight must be an nn.Linear or a 2-D tensor (out, in), "
-            f"got {type(weight_or_linear).__name__}"
-        )
-    return weight.detach()
 
 
 def shift_per_pixel(weight: Tensor) -> Tensor:
@@ -45,7 +33,7 @@ def shift_per_pixel(weight: Tensor) -> Tensor:
     An exact symmetry of the classical scores' softmax and argmax (see the module doc); the
     result is >= 0 with a zero in every column.
     """
-    weight = _weight_of(weight)
+    weight = classical_weight(weight)
     return weight - weight.min(dim=0, keepdim=True).values
 
 
@@ -53,7 +41,7 @@ def transferred_weight(
     weight_or_linear: nn.Linear | Tensor, *, per_pixel_shift: bool = True
 ) -> Tensor:
     """Couplings ε̂ in [0, 1], shape (out, in): optional per-pixel shift, then normalisation."""
-    weight = _weight_of(weight_or_linear)
+    weight = classical_weight(weight_or_linear)
     return normalize_weights(shift_per_pixel(weight) if per_pixel_shift else weight)
 
 
@@ -67,7 +55,7 @@ def transfer(
     config: SamplerConfig | None = None,
 ) -> QuantumNeuronLayer:
     """The quantum layer of a trained classical weight (an nn.Linear or its weight (out, in))."""
-    weight = _weight_of(weight_or_linear)
+    weight = classical_weight(weight_or_linear)
     return QuantumNeuronLayer.from_classical(
         shift_per_pixel(weight) if per_pixel_shift else weight,
         coupling_scale=coupling_scale,

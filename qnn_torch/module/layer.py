@@ -21,6 +21,21 @@ NEGLIGIBLE_ACTION = 1e-9
 _INHIBITION_BOUND = 3.0**8  # max (φ² − 1)⁸ for |φ| ≤ 2; paths practically never leave it
 
 
+def classical_weight(weight_or_linear: nn.Linear | Tensor) -> Tensor:
+    """The detached (out, in) weight of an nn.Linear, or a 2-D tensor as it is; finite."""
+    weight = (
+        weight_or_linear.weight if isinstance(weight_or_linear, nn.Linear) else weight_or_linear
+    )
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(
+            "weight_or_linear must be an nn.Linear or a 2-D tensor (out, in), "
+            f"got {type(weight_or_linear).__name__}"
+        )
+    if not torch.isfinite(weight).all():
+        raise ValueError("weight_or_linear has non-finite weights")
+    return weight.detach()
+
+
 class QuantumNeuronLayer(nn.Module):
     """A layer of quantum neurons driven by fixed inputs (the paper's digit classifier).
 
@@ -92,19 +107,10 @@ class QuantumNeuronLayer(nn.Module):
         Takes an nn.Linear or a tensor shaped like nn.Linear.weight (out, in); keyword
         arguments go to the constructor.
         """
-        weight = (
-            weight_or_linear.weight if isinstance(weight_or_linear, nn.Linear) else weight_or_linear
-        )
-        if not isinstance(weight, Tensor) or weight.dim() != 2:
-            raise ValueError(
-                "weight_or_linear must be an nn.Linear or a 2-D tensor (out, in), "
-                f"got {type(weight_or_linear).__name__}"
-            )
-        if not torch.isfinite(weight).all():
-            raise ValueError("weight_or_linear has non-finite weights")
+        weight = classical_weight(weight_or_linear)
         layer = cls(weight.shape[1], weight.shape[0], **kwargs)
         with torch.no_grad():
-            layer.weight.copy_(normalize_weights(weight.detach().to(layer.weight)))
+            layer.weight.copy_(normalize_weights(weight.to(layer.weight)))
         return layer
 
     @property
