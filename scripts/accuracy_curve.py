@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from train_then_transfer import (  # noqa: E402
     DPI,
     OFFLINE_MNIST,
     _figure,
+    configure_process,
     quantum_subset,
 )
 
@@ -103,11 +102,7 @@ def plot(curves: dict[str, list[dict]], classical: float, args: argparse.Namespa
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure the curves; returns 0 on success and 2 when MNIST is unavailable."""
     args = parse_args(argv)
-    if args.threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-        torch.set_num_threads(args.threads)
-    # IndexedBatches splits its batches between data-loader workers itself.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+    configure_process(args.threads)
     L.seed_everything(args.seed, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per point
     if OFFLINE_MNIST.is_dir():

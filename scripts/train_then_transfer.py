@@ -159,6 +159,16 @@ def confusion(labels: Tensor, predictions: Tensor) -> Tensor:
     return torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10)
 
 
+def configure_process(threads: int) -> None:
+    """Torch threads per process (0: PyTorch's default) and the warnings these scripts expect."""
+    if threads:
+        # Also for the DDP processes, which Lightning would otherwise give cores/processes.
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+    # IndexedBatches splits its batches between data-loader workers itself.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+
+
 def _trainer(args: argparse.Namespace, **kwargs: object) -> L.Trainer:
     return L.Trainer(
         accelerator=args.accelerator,
@@ -173,12 +183,7 @@ def _trainer(args: argparse.Namespace, **kwargs: object) -> L.Trainer:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline; returns 0 on success and 2 when MNIST or ``--weights`` is unusable."""
     args = parse_args(argv)
-    if args.threads:
-        # Also for the DDP processes, which Lightning would otherwise give cores/processes.
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-        torch.set_num_threads(args.threads)
-    # IndexedBatches splits its batches between data-loader workers itself.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+    configure_process(args.threads)
     L.seed_everything(args.seed, workers=True, verbose=False)
     seconds: dict[str, float] = {}
     began = time.perf_counter()
