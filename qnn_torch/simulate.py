@@ -146,7 +146,8 @@ def run_sampler(
                 squares[i:j] += sample * sample
                 if step < n_bins * bin_length:
                     bins[i:j, :, step // bin_length] += sample / bin_length
-        if not torch.isfinite(phi).all():
+        # While measuring, the running sums turn non-finite with any path (one small check).
+        if not torch.isfinite(sums if measuring else phi).all():
             raise FloatingPointError(
                 f"the simulation produced non-finite paths at sweep {sweep} "
                 f"({'measurement' if measuring else 'thermalization'}); check the strengths "

@@ -154,17 +154,18 @@ def test_result_shapes_and_observables():
     assert isinstance(scalar.activity["y"], float) and isinstance(scalar.stderr["y"], float)
 
 
-def test_non_finite_paths_raise_naming_the_sweep(monkeypatch):
+@pytest.mark.parametrize("sweep", [3, 7])  # thermalisation, then measurement
+def test_non_finite_paths_raise_naming_the_sweep(monkeypatch, sweep):
     module = sys.modules["qnn_torch.simulate"]
     calls = {"n": 0}
 
     def poisoned(phi, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == sweep + 1:
             phi[0, 0, 0] = float("nan")
 
     monkeypatch.setattr(module, "sign_cluster_move", poisoned)
-    with pytest.raises(FloatingPointError, match="sweep 3"):
+    with pytest.raises(FloatingPointError, match=f"sweep {sweep}"):
         simulate(
             relay(10.0),
             SamplerConfig(**SMALL, chains=2, thermalization=5, sweeps=5, cluster_every=1),
