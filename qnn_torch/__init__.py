@@ -1,6 +1,7 @@
 """qnn_torch: neural networks of quantum double-well neurons, by path-integral Monte Carlo."""
 
 from qnn_torch import circuits
+from qnn_torch.autograd import grad_with_stderr
 from qnn_torch.circuits import THRESHOLDS, Thresholds, add_input_grid, conv_layer
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
@@ -19,6 +20,7 @@ __all__ = [
     "add_input_grid",
     "circuits",
     "conv_layer",
+    "grad_with_stderr",
     "kink_action",
     "kink_path",
     "normalize_weights",

@@ -66,6 +66,13 @@ class SamplerConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("time_extent", "lam", "step_size", "target_acceptance"):
+            if isinstance(getattr(self, name), torch.Tensor):
+                raise ValueError(
+                    f"{name} must be a Python number, got a tensor: the lattice and the "
+                    "potential are not differentiable (activities are differentiable with "
+                    "respect to strengths and brightnesses, and a layer's weight and input)"
+                )
         validate_lattice(self.n_time, self.time_extent, self.lam)
         validate_kinks(self.n_kinks)
         _check_int("chains", self.chains, 2)

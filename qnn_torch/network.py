@@ -15,12 +15,15 @@ Number = float | int | Tensor
 
 
 def _as_tensor(name: str, value: Number) -> Tensor:
+    """A float64 CPU copy of ``value``; a tensor that requires grad stays in the graph."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
         raise ValueError(f"{name} must be a number or a tensor, got {value!r}")
-    tensor = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-    if tensor.is_complex():
-        raise ValueError(f"{name} must be real, got {value!r}")
-    return tensor
+    if isinstance(value, Tensor) and (value.is_complex() or not value.dtype.is_floating_point):
+        if value.is_complex():
+            raise ValueError(f"{name} must be real, got {value!r}")
+        value = value.double()
+    tensor = torch.as_tensor(value).to(device="cpu", dtype=torch.float64)
+    return tensor.clone()
 
 
 class Network:
@@ -30,7 +33,10 @@ class Network:
     active, b = 0 passive, in between grey). Simulated neurons are sampled. Strengths and
     brightnesses may be tensors with leading batch dimensions; all of them broadcast to
     one batch shape, so that a sweep over a strength or over input patterns is one batched
-    simulation.
+    simulation. The network stores a copy of each value as it is passed; a tensor that
+    requires grad stays connected to it, so :func:`~qnn_torch.simulate.simulate`'s
+    activities are differentiable with respect to it (rebuild the network after an
+    optimiser step: building is cheap).
 
     >>> net = Network()
     >>> net.add_input("x").add_neuron("y").excite("x", "y", 6000.0)  # doctest: +ELLIPSIS
@@ -172,7 +178,8 @@ class Network:
     # -- checks -----------------------------------------------------------------------
     @staticmethod
     def _has_links(matrix: Tensor) -> bool:
-        return bool(matrix.ne(0).any())
+        """Whether links matter: a non-zero strength, or one whose gradient is wanted."""
+        return matrix.requires_grad or bool(matrix.ne(0).any())
 
     def _check_new_name(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -233,6 +240,15 @@ class CompiledNetwork:
     input_inhibition: Tensor
     excite: Tensor | None
     inhibit: Tensor | None
+
+    def parameters(self) -> dict[str, Tensor]:
+        """The differentiable parameters by family (see :mod:`qnn_torch.functional.gradient`)."""
+        families = {"drive": self.drive, "input_inhibition": self.input_inhibition}
+        if self.excite is not None:
+            families["excite"] = self.excite
+        if self.inhibit is not None:
+            families["inhibit"] = self.inhibit
+        return families
 
 
 def _greedy_coloring(

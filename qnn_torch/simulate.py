@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from qnn_torch.autograd import Jacobian, attach_jacobian
 from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
 from qnn_torch.functional.observables import binned_autocorrelation_time, chain_mean_and_error
 from qnn_torch.functional.sampler import (
     LatticeFields,
@@ -32,7 +34,8 @@ class SamplerOutput:
 
     Shapes (Bf networks, C chains, N neurons, Nt slices): chain_activity (Bf, C, N);
     activity, stderr, autocorrelation_time (Bf, N); paths (Bf, C, N, Nt);
-    potential_profile (Bf, N, Nt) or None.
+    potential_profile (Bf, N, Nt) or None. ``jacobians`` holds ∂A/∂θ of each parameter
+    family that was asked for (see :class:`~qnn_torch.autograd.Jacobian`).
     """
 
     chain_activity: Tensor
@@ -44,6 +47,7 @@ class SamplerOutput:
     paths: Tensor
     potential_profile: Tensor | None
     seconds: float
+    jacobians: dict[str, Jacobian]
 
 
 def run_sampler(
@@ -52,14 +56,30 @@ def run_sampler(
     *,
     record_profile: bool = False,
     initial_paths: Tensor | None = None,
+    gradients: tuple[str, ...] = (),
 ) -> SamplerOutput:
     """Thermalise, then measure the activity A_n = ⟨Σ_t V0(φ_{n,t})⟩ / Σ_t V0(ψ_t).
 
     All networks of the batch and all chains are simulated at once as rows of one path
     tensor (R = Bf·C, N, Nt). ``initial_paths`` (Bf, C, N, Nt), e.g. the ``paths`` of an
-    earlier run, replaces ``config.init``. Raises FloatingPointError naming the sweep if a
-    path becomes non-finite.
+    earlier run, replaces ``config.init``. ``gradients`` names parameter families of
+    :data:`~qnn_torch.functional.gradient.PARAMETERS` whose Jacobian ∂A/∂θ = −Cov(O, ∂S/∂θ)
+    is measured alongside (no extra random numbers: the paths are the same with or without).
+    Raises FloatingPointError naming the sweep if a path becomes non-finite.
     """
+    with torch.no_grad():
+        return _run_sampler(network, config, record_profile, initial_paths, tuple(gradients))
+
+
+def _run_sampler(
+    network: CompiledNetwork,
+    config: SamplerConfig,
+    record_profile: bool,
+    initial_paths: Tensor | None,
+    gradients: tuple[str, ...],
+) -> SamplerOutput:
+    if set(gradients) - set(PARAMETERS):
+        raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
     if config.n_kinks == 0:
         raise ValueError("n_kinks must be >= 2 to normalise the activity, got 0")
     if network.drive.shape[0] == 0:
@@ -114,6 +134,19 @@ def run_sampler(
         torch.zeros(R, N, Nt, dtype=torch.float64, device=device) if record_profile else None
     )
     norm = network.activity_norm
+    # Inputs' drive and inhibition act on one neuron each: with no links between neurons
+    # their Jacobians are diagonal. Links couple the neurons: full Jacobians.
+    independent = network.excite is None and network.inhibit is None
+    covariance = {
+        family: CovarianceSums.zeros(
+            R,
+            N,
+            N if family in ("drive", "input_inhibition") else N * N,
+            diagonal=independent and family in ("drive", "input_inhibition"),
+            device=device,
+        )
+        for family in gradients
+    }
 
     total = config.thermalization + config.sweeps
     for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
@@ -144,6 +177,10 @@ def run_sampler(
                 step = sweep - config.thermalization
                 sums[i:j] += sample
                 squares[i:j] += sample * sample
+                if covariance:
+                    derivatives = action_derivatives(x, part.profile, a, gradients)
+                    for family, stats in covariance.items():
+                        stats.add(i, j, sample, derivatives[family].flatten(1))
                 if step < n_bins * bin_length:
                     bins[i:j, :, step // bin_length] += sample / bin_length
         # While measuring, the running sums turn non-finite with any path (one small check).
@@ -181,6 +218,10 @@ def run_sampler(
         paths=phi.view(Bf, C, N, Nt),
         potential_profile=profile,
         seconds=time.perf_counter() - start_time,
+        jacobians={
+            family: Jacobian.from_sums(sums, stats, config.sweeps, C)
+            for family, stats in covariance.items()
+        },
     )
 
 
@@ -201,7 +242,10 @@ class SimulationResult:
     """Activities of a network's simulated neurons, by name.
 
     ``activity[name]``, ``stderr[name]`` and ``autocorrelation_time[name]`` (in sweeps)
-    are floats for an unbatched network, else tensors of the network's batch shape.
+    are tensors of the network's batch shape (0-d for an unbatched network, so ``float()``
+    works). ``activity[name]`` is differentiable with respect to every strength and
+    brightness given as a tensor with ``requires_grad=True`` (gradient −Cov(O, ∂S/∂θ),
+    measured in the same run; :func:`~qnn_torch.autograd.grad_with_stderr` adds errors).
     ``acceptance`` gives the acceptance rate of each move. Tensors with a neuron axis
     follow ``names``: chain_activity (*batch, C, N), paths (*batch, C, N, Nt) (the last
     configuration), potential_profile (*batch, N, Nt) = ⟨V0(φ_{n,t})⟩ when recorded.
@@ -209,9 +253,9 @@ class SimulationResult:
 
     names: tuple[str, ...]
     batch_shape: torch.Size
-    activity: dict[str, float | Tensor]
-    stderr: dict[str, float | Tensor]
-    autocorrelation_time: dict[str, float | Tensor]
+    activity: dict[str, Tensor]
+    stderr: dict[str, Tensor]
+    autocorrelation_time: dict[str, Tensor]
     acceptance: dict[str, float]
     chain_activity: Tensor
     paths: Tensor
@@ -227,23 +271,36 @@ def simulate(
 
     A batched network (tensor strengths or brightnesses) is one batched simulation.
     ``record_profile`` also averages V0(φ_{n,t}) per slice (memory: one more path tensor).
+    When gradients are enabled and a strength or brightness requires grad, the run also
+    accumulates the covariances that make the activities differentiable (the paths, and
+    so the activities, are bit-identical to a run without).
     """
     if not isinstance(network, Network):
         raise ValueError(f"network must be a qnn_torch.Network, got {type(network).__name__}")
     config = config or SamplerConfig()
     compiled = network.compile(config)
-    out = run_sampler(compiled, config, record_profile=record_profile)
+    parameters = compiled.parameters()
+    gradients = tuple(
+        family
+        for family, tensor in parameters.items()
+        if torch.is_grad_enabled() and tensor.requires_grad
+    )
+    out = run_sampler(compiled, config, record_profile=record_profile, gradients=gradients)
+    activity = attach_jacobian(
+        out.activity,
+        out.jacobians,
+        parameters,
+        names=compiled.order,
+        what="a strength or brightness of the network",
+    )
     shape = compiled.batch_shape
     user = torch.tensor(
         [compiled.order.index(n) for n in compiled.names], device=out.activity.device
     )
 
-    def by_name(t: Tensor) -> dict[str, float | Tensor]:
+    def by_name(t: Tensor) -> dict[str, Tensor]:
         t = t.index_select(-1, user).cpu()
-        return {
-            name: (float(t[0, k]) if not shape else t[:, k].reshape(shape))
-            for k, name in enumerate(compiled.names)
-        }
+        return {name: t[:, k].reshape(shape) for k, name in enumerate(compiled.names)}
 
     def neurons_axis(t: Tensor, axis: int) -> Tensor:
         return t.index_select(axis, user).reshape(*shape, *t.shape[1:])
@@ -251,7 +308,7 @@ def simulate(
     return SimulationResult(
         names=compiled.names,
         batch_shape=shape,
-        activity=by_name(out.activity),
+        activity=by_name(activity),
         stderr=by_name(out.stderr),
         autocorrelation_time=by_name(out.autocorrelation_time),
         acceptance=out.acceptance,

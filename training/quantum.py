@@ -10,7 +10,6 @@ predictions are then identical for any number of processes (on the same device t
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,6 +122,8 @@ class QuantumEvaluator(L.LightningModule):
         per_pixel_shift: Subtract the per-pixel minimum of W before normalising (see
             :mod:`training.transfer`).
         config: Sampler settings; ``seed`` is the base seed.
+        couplings: Couplings ε̂ (10, 784) to evaluate instead of the transfer of ``weight``,
+            e.g. those of a fine-tuned :class:`training.QuantumClassifier`.
     """
 
     def __init__(
@@ -132,14 +133,22 @@ class QuantumEvaluator(L.LightningModule):
         coupling_scale: float = DEFAULT_COUPLING_SCALE,
         per_pixel_shift: bool = True,
         config: SamplerConfig | None = None,
+        couplings: Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["weight"])
+        self.save_hyperparameters(ignore=["weight", "couplings"])
         self.register_buffer("classical_weight", weight.detach().clone().float())
         self.layer = transfer(
             weight, coupling_scale=coupling_scale, per_pixel_shift=per_pixel_shift, config=config
         )
-        self.base_config = self.layer.config
+        if couplings is not None:
+            if couplings.shape != self.layer.weight.shape:
+                raise ValueError(
+                    f"couplings must have shape {tuple(self.layer.weight.shape)}, "
+                    f"got {tuple(couplings.shape)}"
+                )
+            with torch.no_grad():
+                self.layer.weight.copy_(couplings)
         self.quantum_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.classical_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.agreement = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -154,10 +163,7 @@ class QuantumEvaluator(L.LightningModule):
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         """Quantum scores (B, 10) of images (B, ...) with the sampler seed ``seed + start``."""
-        self.layer.config = dataclasses.replace(
-            self.base_config, seed=self.base_config.seed + start
-        )
-        return self.layer(x.flatten(1))
+        return self.layer(x.flatten(1), seed=self.layer.config.seed + start)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         x, y, start = batch

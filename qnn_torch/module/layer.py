@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import READOUTS, normalize_weights, output_drives, readout
 from qnn_torch.functional.physics import double_well, kink_path, spike_profile
@@ -56,6 +57,13 @@ class QuantumNeuronLayer(nn.Module):
     The paper's lateral inhibition 1e-17 changes a path's action by at most ~1e-12, so
     the layer skips inhibition below ``NEGLIGIBLE_ACTION`` (see ``simulates_inhibition``)
     and then samples the outputs as independent neurons; larger values are simulated.
+
+    The layer is differentiable with respect to ``weight`` and its input: the sampler also
+    measures ∂A_j/∂α_k = −Cov(O_j, ∂S/∂α_k) of each activity with respect to each drive
+    α_k (diagonal for independent outputs, the full output Jacobian when inhibition is
+    simulated), at no extra sweep and with the same activities as without gradients.
+    Couplings must stay ≥ 0: after each optimiser step call :meth:`project_weights_`
+    (projected gradient descent onto ε̂ ≥ 0; ``training.QuantumClassifier`` does).
     """
 
     def __init__(
@@ -138,14 +146,31 @@ class QuantumNeuronLayer(nn.Module):
                 f"input brightnesses must lie in [0, 1], got min {x.min().item():.4g} "
                 f"and max {x.max().item():.4g}"
             )
-        weight = self.weight.detach().to(x)
+        weight = self.weight.to(x)
         if not torch.isfinite(weight).all() or (weight < 0).any():
             raise ValueError(
                 f"weight must be finite and >= 0 (couplings ε̂), got min {weight.min().item():.4g}"
+                " (after an optimiser step, call project_weights_())"
             )
         return output_drives(x, weight, self.coupling_scale.to(x))
 
-    def forward(self, x: Tensor) -> Tensor:
+    @torch.no_grad()
+    def project_weights_(self) -> QuantumNeuronLayer:
+        """Project ``weight`` onto the couplings' feasible set ε̂ ≥ 0, in place.
+
+        Called after each optimiser step this is projected gradient descent: excitation
+        strengths cannot turn negative, and weights that stay positive move as the
+        optimiser says. Returns the layer.
+        """
+        self.weight.clamp_(min=0.0)
+        return self
+
+    def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
+        """Scores (..., out_features) of brightnesses (..., in_features).
+
+        ``seed`` replaces ``config.seed`` for this call (e.g. a different one per training
+        step). Differentiable with respect to ``weight`` and ``x`` when grad is enabled.
+        """
         drive = self.drives(x)
         batch_shape, out = drive.shape[:-1], self.out_features
         flat = drive.reshape(-1, out)
@@ -153,7 +178,12 @@ class QuantumNeuronLayer(nn.Module):
             return drive.new_empty(drive.shape).to(
                 x.dtype if x.is_floating_point() else drive.dtype
             )
-        config = dataclasses.replace(self.config, device=drive.device, dtype=drive.dtype)
+        config = dataclasses.replace(
+            self.config,
+            device=drive.device,
+            dtype=drive.dtype,
+            seed=self.config.seed if seed is None else seed,
+        )
         inhibit = None
         if self.simulates_inhibition:
             matrix = self.lateral_inhibition.to(drive) * (
@@ -174,7 +204,15 @@ class QuantumNeuronLayer(nn.Module):
             excite=None,
             inhibit=inhibit,
         )
-        activity = run_sampler(network, config).activity.to(drive.dtype)
+        gradients = ("drive",) if torch.is_grad_enabled() and flat.requires_grad else ()
+        sampled = run_sampler(network, config, gradients=gradients)
+        activity = attach_jacobian(
+            sampled.activity,
+            sampled.jacobians,
+            {"drive": flat},
+            names=network.order,
+            what="QuantumNeuronLayer drives, from its weight and input",
+        ).to(drive.dtype)
         scores = readout(activity.reshape(*batch_shape, out), self.readout)
         return scores.to(x.dtype) if x.is_floating_point() else scores
 
