@@ -9,6 +9,9 @@ Two measurements, on CPU and (where present) CUDA:
 2. Effective independent samples of the activity per second for each algorithm:
    chains·sweeps / (2·τ_int) over the wall time, on a smaller batch of driven neurons
    started from equilibrated paths, so that τ_int is not polluted by thermalisation.
+3. The cost of gradients: a QuantumNeuronLayer(784, 10) forward pass on MNIST-like
+   inputs with the covariance statistics (weight requires grad), and forward plus
+   backward, against the plain forward pass under torch.no_grad().
 
 Prints a table and writes JSON (atomically) to --out.
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from qnn_torch import Network, SamplerConfig
+from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
@@ -37,6 +40,7 @@ from qnn_torch.functional.sampler import (
 from qnn_torch.io import write_atomic
 from qnn_torch.simulate import run_sampler
 
+SECTIONS = ("throughput", "efficiency", "gradient")
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 
 
@@ -207,6 +211,47 @@ def efficiency(device: torch.device, chains: int, sweeps: int, local_sweeps: int
     return rows
 
 
+def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[dict]:
+    """Seconds of a layer's forward without and with gradient statistics, and of backward."""
+    generator = torch.Generator().manual_seed(0)
+    config = SamplerConfig(chains=4, thermalization=20, sweeps=100, device=device)
+    layer = QuantumNeuronLayer(784, 10, coupling_scale=100.0, readout="activity", config=config)
+    with torch.no_grad():
+        layer.weight.copy_(0.3 * torch.rand(10, 784, generator=generator))
+    layer.to(device)
+    x = torch.rand(images, 784, generator=generator, device="cpu").to(device)
+
+    def plain() -> None:
+        with torch.no_grad():
+            layer(x)
+
+    def statistics_only() -> None:
+        layer(x)
+
+    def forward_backward() -> None:
+        layer(x).sum().backward()
+
+    base = time_call(plain, device, repeats)
+    rows = []
+    for name, fn in (
+        ("forward, no grad", plain),
+        ("forward with gradient statistics", statistics_only),
+        ("forward + backward", forward_backward),
+    ):
+        seconds = base if fn is plain else time_call(fn, device, repeats)
+        rows.append(
+            {
+                "section": "gradient",
+                "device": str(device),
+                "pass": name,
+                "images": images,
+                "seconds": seconds,
+                "overhead_vs_forward": seconds / base - 1.0,
+            }
+        )
+    return rows
+
+
 def print_tables(rows: list[dict]) -> None:
     print("\nSite updates per second (float32, Nt = 512, Λ = 5000, T = 0.7)")
     print("| device | move | neurons | ms/sweep | M site updates/s | × naive |")
@@ -229,6 +274,15 @@ def print_tables(rows: list[dict]) -> None:
                 f"| {1e3 * r['seconds_per_sweep']:.2f} "
                 f"| {taus} | {r['effective_samples_per_second']:.1f} | {r['gain_vs_local']:.1f} |"
             )
+    print("\nGradient statistics: QuantumNeuronLayer(784, 10), 4 chains × (20 + 100) sweeps")
+    print("| device | pass | images | seconds | overhead vs forward |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        if r["section"] == "gradient":
+            print(
+                f"| {r['device']} | {r['pass']} | {r['images']} | {r['seconds']:.3f} "
+                f"| {100 * r['overhead_vs_forward']:+.1f} % |"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -239,19 +293,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chains", type=int, default=128, help="chains per drive (efficiency)")
     parser.add_argument("--sweeps", type=int, default=2000, help="sweeps per algorithm")
     parser.add_argument("--local-sweeps", type=int, default=10000, help="sweeps for plain local")
+    parser.add_argument("--images", type=int, default=50, help="layer inputs (gradient cost)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="measurements to run (default: all)",
+    )
     parser.add_argument(
         "--devices", nargs="*", default=None, help="default: cpu and cuda if present"
     )
     args = parser.parse_args(argv)
     if args.neurons < 1 or args.chains < 2 or args.sweeps < 10 or args.local_sweeps < 10:
         parser.error("--neurons >= 1, --chains >= 2, --sweeps and --local-sweeps >= 10")
+    if args.repeats < 1 or args.images < 1:
+        parser.error(f"--repeats and --images must be >= 1, got {args.repeats}, {args.images}")
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     rows: list[dict] = []
     for name in devices:
         device = torch.device(name)
         neurons = args.neurons if device.type == "cpu" else max(args.neurons, 100_000)
-        rows += throughput(neurons, device, args.repeats)
-        rows += efficiency(device, args.chains, args.sweeps, args.local_sweeps)
+        if "throughput" in args.sections:
+            rows += throughput(neurons, device, args.repeats)
+        if "efficiency" in args.sections:
+            rows += efficiency(device, args.chains, args.sweeps, args.local_sweeps)
+        if "gradient" in args.sections:
+            rows += gradient_overhead(device, args.images, args.repeats)
     print_tables(rows)
     meta = {
         "torch": torch.__version__,
