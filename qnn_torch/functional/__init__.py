@@ -1,6 +1,7 @@
 """Functional core: pure tensor functions for the physics, the moves and the statistics."""
 
 from qnn_torch.functional.exact import (
+    driven_pair_reference,
     single_neuron_profile,
     single_neuron_reference,
     two_neuron_reference,
@@ -36,6 +37,7 @@ __all__ = [
     "brightness_path",
     "chain_mean_and_error",
     "double_well",
+    "driven_pair_reference",
     "excitation_energy",
     "inhibition_energy",
     "integrated_autocorrelation_time",
