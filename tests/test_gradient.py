@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig, grad_with_stderr, simulate
-from qnn_torch.functional.exact import two_neuron_reference
+from qnn_torch.functional.exact import driven_pair_reference, two_neuron_reference
 from qnn_torch.functional.gradient import CovarianceSums, action_derivatives, jackknife_covariance
 from qnn_torch.functional.physics import double_well, kink_path, network_action, spike_profile
 
@@ -298,3 +298,40 @@ def test_layer_output_jacobian_is_diagonal_without_inhibition():
     (d_x,) = torch.autograd.grad(layer(x)[0, 0], x)
     cosine = torch.nn.functional.cosine_similarity(d_x[0], layer.weight[0].detach(), dim=0)
     torch.testing.assert_close(cosine.abs(), torch.tensor(1.0), atol=1e-5, rtol=0)
+
+
+def test_layer_output_jacobian_with_simulated_inhibition_matches_the_driven_pair():
+    """Two outputs coupled by lateral inhibition: the full 2×2 Jacobian ∂A_j/∂α_m."""
+    k, eta = 50.0, 10.0
+    config = SamplerConfig(**SMALL, chains=16, thermalization=300, sweeps=2000, dtype=torch.float64)
+    layer = QuantumNeuronLayer(
+        2, 2, coupling_scale=k, lateral_inhibition=eta, readout="activity", config=config
+    )
+    assert layer.simulates_inhibition
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(2))  # α = k·x
+    x = torch.tensor([[0.8, 1.0]], dtype=torch.float64, requires_grad=True)
+    activity = layer(x)
+
+    path = kink_path(**SMALL, dtype=torch.float64)
+    profile, norm = spike_profile(path), double_well(path, SMALL["lam"]).sum()
+    alpha, step = k * x.detach()[0], 0.01 * k * x.detach()[0]
+    shifted = torch.stack(
+        [alpha + sign * step[m] * torch.eye(2)[m] for sign in (1, -1) for m in range(2)]
+    )
+    pair = (
+        driven_pair_reference(
+            shifted[:, :, None] * profile,
+            inhibit=eta,
+            time_extent=SMALL["time_extent"],
+            lam=SMALL["lam"],
+            grid_points=44,
+        )
+        / norm
+    )  # (4, 2): rows +α_0, +α_1, −α_0, −α_1
+    exact = ((pair[:2] - pair[2:]) / (2 * step[:, None])).T  # exact[j, m] = ∂A_j/∂α_m
+    for j in range(2):
+        (d_x,), (e_x,) = grad_with_stderr(activity[0, j], x)
+        assert_within(d_x[0], e_x[0], k * exact[j], SIGMAS)
+        # The coupling is measurable: leaving it out (a diagonal Jacobian) would fail.
+        assert abs(k * exact[j, 1 - j]) > SIGMAS * e_x[0, 1 - j]
