@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweeps", type=int, default=2000, help="sweeps per algorithm")
     parser.add_argument("--local-sweeps", type=int, default=10000, help="sweeps for plain local")
     parser.add_argument("--images", type=int, default=50, help="layer inputs (gradient cost)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument(
         "--sections",
         nargs="+",
@@ -309,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--neurons >= 1, --chains >= 2, --sweeps and --local-sweeps >= 10")
     if args.repeats < 1 or args.images < 1:
         parser.error(f"--repeats and --images must be >= 1, got {args.repeats}, {args.images}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     rows: list[dict] = []
     for name in devices:
