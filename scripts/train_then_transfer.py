@@ -3,7 +3,10 @@
 Stages: (1) train the twin (logistic regression with non-negative weights) on the 60 000
 training images; (2) its accuracy on the 10 000 test images; (3) transfer W to couplings
 k·ε̂ of a QuantumNeuronLayer; (4) evaluate quantum and classical predictions on the same
-test images with ``Trainer.test`` (DDP across ``--devices``); (5) figures and results.json.
+test images with ``Trainer.test`` (DDP across ``--devices``); (5) with
+``--finetune-epochs N``, train the transferred layer through the sampler for N epochs
+(``training.QuantumClassifier``) and evaluate it on the same images with the same
+sampler settings; (6) figures and results.json.
 
 The quantum test costs ~0.09 s per image on one CPU core at the defaults, so by default it
 runs on a fixed random subset of ``--quantum-test-size`` 2000 test images (the whole job
@@ -39,6 +42,7 @@ from qnn_torch.config import SamplerConfig  # noqa: E402
 from qnn_torch.io import write_atomic  # noqa: E402
 from training.classical import ClassicalTwin  # noqa: E402
 from training.data import MNISTDataModule, copy_offline_mnist  # noqa: E402
+from training.finetune import FINETUNE_CONFIG, QuantumClassifier  # noqa: E402
 from training.quantum import QuantumEvaluator, quantum_loader  # noqa: E402
 from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight  # noqa: E402
 
@@ -67,6 +71,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--seed", type=int, default=0, help="seed of training, subset and sampler")
     add("--out", type=Path, default=Path("outputs/train_then_transfer"), help="output folder")
     add("--threads", type=int, default=1, help="torch CPU threads per process (0: default)")
+    add("--finetune-epochs", type=int, default=0, help="epochs of quantum-aware training")
+    add("--finetune-images", type=int, default=0, help="training images per epoch (0: all)")
+    add("--finetune-lr", type=float, default=1e-4, help="Adam learning rate of fine-tuning")
+    add("--finetune-batch-size", type=int, default=100, help="images per training step")
+    add("--finetune-chains", type=int, default=FINETUNE_CONFIG.chains, help="chains per step")
+    add(
+        "--finetune-thermalization",
+        type=int,
+        default=FINETUNE_CONFIG.thermalization,
+        help="discarded sweeps per training step",
+    )
+    add("--finetune-sweeps", type=int, default=FINETUNE_CONFIG.sweeps, help="sweeps per step")
     args = parser.parse_args(argv)
     for name in (
         "epochs",
@@ -75,9 +91,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "quantum_test_size",
         "quantum_batch_size",
         "devices",
+        "finetune_batch_size",
+        "finetune_chains",
+        "finetune_sweeps",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("finetune_epochs", "finetune_images", "finetune_thermalization"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.finetune_chains < 2:
+        parser.error(f"--finetune-chains must be >= 2, got {args.finetune_chains}")
+    if not args.finetune_lr > 0:
+        parser.error(f"--finetune-lr must be > 0, got {args.finetune_lr}")
     if args.threads < 0:
         parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
     return args
@@ -180,6 +206,31 @@ def _trainer(args: argparse.Namespace, **kwargs: object) -> L.Trainer:
     )
 
 
+def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
+    """Quantum-aware training of the transferred layer for ``--finetune-epochs`` epochs."""
+    config = SamplerConfig(
+        chains=args.finetune_chains,
+        thermalization=args.finetune_thermalization,
+        sweeps=args.finetune_sweeps,
+        seed=args.seed,
+    )
+    classifier = QuantumClassifier.from_twin(
+        weight,
+        coupling_scale=args.coupling_scale,
+        per_pixel_shift=not args.no_pixel_shift,
+        config=config,
+        lr=args.finetune_lr,
+    )
+    data = MNISTDataModule(args.data_dir, batch_size=args.finetune_batch_size, seed=args.seed)
+    per_step = args.finetune_batch_size * args.devices  # images of one step, all processes
+    batches = -(-args.finetune_images // per_step) if args.finetune_images else 1.0
+    trainer = _trainer(
+        args, max_epochs=args.finetune_epochs, limit_train_batches=batches, limit_val_batches=0
+    )
+    trainer.fit(classifier, datamodule=data)
+    return classifier
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline; returns 0 on success and 2 when MNIST or ``--weights`` is unusable."""
     args = parse_args(argv)
@@ -239,6 +290,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluator, dataloaders=quantum_loader(subset, args.quantum_batch_size), verbose=False
     )[0]
     seconds["quantum_test"] = time.perf_counter() - stage
+
+    finetuned = None
+    if args.finetune_epochs:
+        stage = time.perf_counter()
+        classifier = finetune(weight, args)
+        seconds["finetune"] = time.perf_counter() - stage
+        stage = time.perf_counter()
+        finetuned_evaluator = QuantumEvaluator(
+            weight,
+            coupling_scale=args.coupling_scale,
+            per_pixel_shift=not args.no_pixel_shift,
+            config=config,
+            couplings=classifier.couplings.cpu(),
+        )
+        finetuned = _trainer(args).test(
+            finetuned_evaluator,
+            dataloaders=quantum_loader(subset, args.quantum_batch_size),
+            verbose=False,
+        )[0]
+        finetuned["predictions"] = finetuned_evaluator.predictions
+        finetuned["couplings"] = classifier.couplings.cpu()
+        seconds["finetuned_quantum_test"] = time.perf_counter() - stage
     if not quantum_trainer.is_global_zero:
         return 0
 
@@ -265,15 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     plot_confusion(matrices, args.out / figures[2])
     mnist_index = torch.tensor(subset.indices)[predictions["index"]]
-    rows = zip(
-        mnist_index.tolist(),
-        *(predictions[k].tolist() for k in ("label", "classical", "quantum")),
-        strict=True,
-    )
+    columns = {
+        "test_index": mnist_index,
+        **{k: predictions[k] for k in ("label", "classical", "quantum")},
+    }
+    if finetuned is not None:
+        torch.save(finetuned["couplings"], args.out / "finetuned_couplings.pt.tmp")
+        os.replace(args.out / "finetuned_couplings.pt.tmp", args.out / "finetuned_couplings.pt")
+        columns["finetuned"] = finetuned["predictions"]["quantum"]
+    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
     write_atomic(
         args.out / "predictions.csv",
-        "test_index,label,classical,quantum\n"
-        + "".join(f"{a},{b},{c},{d}\n" for a, b, c, d in rows),
+        ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows),
     )
     seconds["figures"] = time.perf_counter() - stage
     seconds["total"] = time.perf_counter() - began
@@ -305,6 +381,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "confusion": {name: matrix.tolist() for name, matrix in matrices.items()},
         "figures": figures,
     }
+    if finetuned is not None:
+        results.update(
+            {
+                "finetuned_quantum_accuracy": finetuned["quantum_acc"],
+                "finetuned_agreement": finetuned["agreement"],
+                "finetune_epochs": args.finetune_epochs,
+                "finetune_images": args.finetune_images,
+                "finetune_lr": args.finetune_lr,
+                "finetune_batch_size": args.finetune_batch_size,
+                "finetune_sampler": {
+                    "chains": args.finetune_chains,
+                    "thermalization": args.finetune_thermalization,
+                    "sweeps": args.finetune_sweeps,
+                },
+            }
+        )
     write_atomic(args.out / "results.json", json.dumps(results, indent=2) + "\n")
     print_summary(results, args)
     return 0
@@ -320,6 +412,16 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
             f"{results['classical_accuracy_same_images']:.4f}",
         ),
         (f"quantum accuracy ({n} images)", f"{results['quantum_accuracy']:.4f}"),
+        *(
+            [
+                (
+                    f"fine-tuned quantum accuracy ({n} images)",
+                    f"{results['finetuned_quantum_accuracy']:.4f}",
+                )
+            ]
+            if "finetuned_quantum_accuracy" in results
+            else []
+        ),
         ("agreement quantum vs classical", f"{results['agreement']:.4f}"),
         ("weights min / max", f"{results['weight_min']:.3g} / {results['weight_max']:.3g}"),
     ]

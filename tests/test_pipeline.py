@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import training.data
 from training.data import MNIST_FILES
@@ -88,7 +89,7 @@ def test_single_process_pipeline(single_run: Path) -> None:
     assert not list(single_run.glob(".*.tmp"))
 
 
-def test_ddp_two_processes_gives_identical_predictions(
+def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     data_dir: Path, single_run: Path, tmp_path: Path
 ) -> None:
     """The quantum test under DDP with 2 CPU processes, with the twin of the 1-process run.
@@ -97,6 +98,8 @@ def test_ddp_two_processes_gives_identical_predictions(
     first image's index, so each image is simulated with the same random numbers however
     the data is sharded: predictions, accuracies and agreement equal the 1-process run's
     exactly, and the logged torchmetrics hold all 40 images (aggregated over processes).
+    The fine-tuning stage trains through the sampler under DDP (gradients averaged) and is
+    evaluated on the same images.
     """
     run_script(
         "--data-dir",
@@ -108,6 +111,7 @@ def test_ddp_two_processes_gives_identical_predictions(
         "--devices",
         "2",
         *QUANTUM,
+        *("--finetune-epochs", "1", "--finetune-images", "200", "--finetune-batch-size", "50"),
         "--out",
         str(tmp_path),
     )
@@ -115,7 +119,12 @@ def test_ddp_two_processes_gives_identical_predictions(
     ddp, ddp_predictions = read_outputs(tmp_path)
     assert ddp["devices"] == 2
     assert ddp["quantum_images"] == 40
-    assert ddp_predictions == single_predictions
+    columns = list(single_predictions[0])
+    assert [{k: row[k] for k in columns} for row in ddp_predictions] == single_predictions
+    assert ddp["finetuned_quantum_accuracy"] >= 0.75
+    assert {row["finetuned"] for row in ddp_predictions} <= {str(d) for d in range(10)}
+    couplings = torch.load(tmp_path / "finetuned_couplings.pt")
+    assert couplings.shape == (10, 784) and (couplings >= 0).all()
     for key in ("quantum_accuracy", "classical_accuracy_same_images", "agreement"):
         assert ddp[key] == single[key], key
     assert ddp["classical_accuracy"] == pytest.approx(single["classical_accuracy"], abs=1e-4)

@@ -1,0 +1,139 @@
+"""Quantum-aware training: a QuantumNeuronLayer trained on MNIST through the sampler.
+
+The layer's activities are differentiable (∂A/∂α = −Cov(O, ∂S/∂α), measured by the same
+Monte Carlo run), so the couplings ε̂ learn from the cross-entropy of the quantum net
+itself, starting from the transferred classical twin or from scratch. Logits are
+``logit_scale · activity`` with a fixed ``logit_scale``: it changes no prediction, but it
+sets the margin that the cross-entropy asks for (it stops pushing once
+logit_scale·(A_true − A_other) is a few units), and a margin in activity is what keeps a
+prediction stable under the Monte Carlo noise of evaluation. After every optimiser step
+the couplings are projected onto ε̂ ≥ 0 (projected gradient descent), so excitations
+never turn negative.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.nn.functional import cross_entropy
+from torchmetrics.classification import MulticlassAccuracy
+
+from qnn_torch.config import SamplerConfig
+from qnn_torch.module.layer import QuantumNeuronLayer
+from training.data import num_classes, pixel_count
+from training.transfer import DEFAULT_COUPLING_SCALE, transfer
+
+FINETUNE_CONFIG = SamplerConfig(chains=2, thermalization=30, sweeps=60)
+"""Sampler settings of a training step: cheap and noisy, as a stochastic gradient may be."""
+
+
+class QuantumClassifier(L.LightningModule):
+    """Trains the couplings of a ``QuantumNeuronLayer`` (784 → 10) by gradient descent.
+
+    Args:
+        layer: The layer to train (its ``readout`` must be ``"activity"``; see
+            :meth:`from_twin` and :meth:`from_scratch`). Its ``config`` sets the sampler
+            of each training step; the step's seed is ``config.seed`` plus the global
+            step times the number of processes plus the process rank, so every step and
+            process draws fresh random numbers.
+        lr: Adam's learning rate for the couplings. Adam moves every coupling by about
+            ``lr`` per step, and a drive k·Σ_i ε̂_i·b_i sums ~150 bright pixels: keep
+            k·150·lr well below the drives (k = 100: lr ≈ 1e-4).
+        logit_scale: Fixed scale of the logits (see the module doc).
+    """
+
+    def __init__(
+        self, layer: QuantumNeuronLayer, *, lr: float = 1e-4, logit_scale: float = 5.0
+    ) -> None:
+        super().__init__()
+        if not isinstance(layer, QuantumNeuronLayer):
+            raise ValueError(f"layer must be a QuantumNeuronLayer, got {type(layer).__name__}")
+        if layer.readout != "activity":
+            raise ValueError(
+                f"layer.readout must be 'activity' for training, got {layer.readout!r}"
+            )
+        if (layer.in_features, layer.out_features) != (pixel_count, num_classes):
+            raise ValueError(
+                f"layer must map {pixel_count} pixels to {num_classes} classes, got "
+                f"{layer.in_features} → {layer.out_features}"
+            )
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {logit_scale!r}")
+        self.save_hyperparameters(ignore=["layer"])
+        self.layer = layer
+        self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    @classmethod
+    def from_twin(
+        cls,
+        weight: Tensor,
+        *,
+        coupling_scale: float = DEFAULT_COUPLING_SCALE,
+        per_pixel_shift: bool = True,
+        config: SamplerConfig = FINETUNE_CONFIG,
+        **kwargs: Any,
+    ) -> QuantumClassifier:
+        """Start from the transfer of the classical twin's weight W (10, 784)."""
+        layer = transfer(
+            weight,
+            coupling_scale=coupling_scale,
+            per_pixel_shift=per_pixel_shift,
+            readout="activity",
+            config=config,
+        )
+        return cls(layer, **kwargs)
+
+    @classmethod
+    def from_scratch(
+        cls,
+        *,
+        coupling_scale: float = DEFAULT_COUPLING_SCALE,
+        config: SamplerConfig = FINETUNE_CONFIG,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> QuantumClassifier:
+        """Start from random couplings ε̂ uniform in [0, 0.1) (seeded)."""
+        layer = QuantumNeuronLayer(
+            pixel_count,
+            num_classes,
+            coupling_scale=coupling_scale,
+            readout="activity",
+            config=config,
+        )
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            layer.weight.copy_(0.1 * torch.rand(layer.weight.shape, generator=generator))
+        return cls(layer, **kwargs)
+
+    @property
+    def couplings(self) -> Tensor:
+        """The trained couplings ε̂ (10, 784), detached."""
+        return self.layer.weight.detach()
+
+    def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
+        """Logits (B, 10) = logit_scale · activities of images (B, ...)."""
+        return self.logit_scale * self.layer(x.flatten(1), seed=seed)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        step_seed = self.layer.config.seed + self.global_step * self.trainer.world_size
+        logits = self(x, seed=step_seed + self.global_rank)
+        loss = cross_entropy(logits, y)
+        self.train_acc(logits.detach(), y)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser's step, then the projection onto ε̂ ≥ 0."""
+        super().optimizer_step(*args, **kwargs)
+        self.layer.project_weights_()
