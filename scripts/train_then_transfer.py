@@ -47,6 +47,7 @@ from training.quantum import QuantumEvaluator, quantum_loader  # noqa: E402
 from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight  # noqa: E402
 
 OFFLINE_MNIST = ROOT.parent / "shared" / "data"
+CALIBRATION_IMAGES = 200  # training images that fit the fine-tuning's logit scale
 DPI = 100
 
 
@@ -214,14 +215,17 @@ def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
         sweeps=args.finetune_sweeps,
         seed=args.seed,
     )
+    data = MNISTDataModule(args.data_dir, batch_size=args.finetune_batch_size, seed=args.seed)
+    data.setup("fit")
+    calibration = torch.stack([data.train_set[i][0] for i in range(CALIBRATION_IMAGES)])
     classifier = QuantumClassifier.from_twin(
         weight,
         coupling_scale=args.coupling_scale,
         per_pixel_shift=not args.no_pixel_shift,
         config=config,
+        calibration_images=calibration,
         lr=args.finetune_lr,
     )
-    data = MNISTDataModule(args.data_dir, batch_size=args.finetune_batch_size, seed=args.seed)
     per_step = args.finetune_batch_size * args.devices  # images of one step, all processes
     batches = -(-args.finetune_images // per_step) if args.finetune_images else 1.0
     trainer = _trainer(
@@ -311,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )[0]
         finetuned["predictions"] = finetuned_evaluator.predictions
         finetuned["couplings"] = classifier.couplings.cpu()
+        finetuned["logit_scale"] = float(classifier.logit_scale)
         seconds["finetuned_quantum_test"] = time.perf_counter() - stage
     if not quantum_trainer.is_global_zero:
         return 0
@@ -390,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "finetune_images": args.finetune_images,
                 "finetune_lr": args.finetune_lr,
                 "finetune_batch_size": args.finetune_batch_size,
+                "finetune_logit_scale": finetuned["logit_scale"],
                 "finetune_sampler": {
                     "chains": args.finetune_chains,
                     "thermalization": args.finetune_thermalization,

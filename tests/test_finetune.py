@@ -66,3 +66,21 @@ def test_training_moves_the_couplings_and_keeps_them_non_negative() -> None:
     assert not torch.equal(end, start)
     # Adam's steps of ~lr push some couplings below 0: the projection puts them at 0.
     assert ((start > 0) & (end == 0)).any()
+
+
+def test_calibrated_logit_scale_maps_activities_onto_the_twin_logits() -> None:
+    weight = twin_weight()
+    images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    config = SamplerConfig(**SMALL, chains=4, thermalization=50, sweeps=200)
+    model = QuantumClassifier.from_twin(
+        weight, coupling_scale=0.3, config=config, calibration_images=images
+    )
+    scale = float(model.logit_scale)
+    with torch.no_grad():
+        activity = model.layer(images.flatten(1))
+    a = activity - activity.mean(-1, keepdim=True)
+    z = images.flatten(1) @ weight.T
+    z = z - z.mean(-1, keepdim=True)
+    # The least-squares optimum: the residual is orthogonal to the activities.
+    torch.testing.assert_close((a * (z - scale * a)).sum(), torch.tensor(0.0), atol=1e-3, rtol=0)
+    assert scale > 0

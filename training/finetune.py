@@ -26,6 +26,30 @@ from qnn_torch.module.layer import QuantumNeuronLayer
 from training.data import num_classes, pixel_count
 from training.transfer import DEFAULT_COUPLING_SCALE, transfer
 
+
+def calibrate_logit_scale(layer: QuantumNeuronLayer, weight: Tensor, images: Tensor) -> float:
+    """The scale s that maps activities onto the twin's logits, by least squares.
+
+    With z = X·Wᵀ the classical logits and A the layer's activities of ``images`` (B, ...),
+    both centred per image (softmax ignores a per-image shift), s minimises
+    Σ (s·A_c − z_c)², s = Σ A_c·z_c / Σ A_c². Cross-entropy on s·A then starts where the
+    twin's left off: the transferred layer's activities differ by ~0.05 between the top two
+    classes at k = 100, so a scale of a few units would leave every image "uncertain".
+    """
+    with torch.no_grad():
+        activity = layer(images.flatten(1).to(layer.weight))
+        logits = images.flatten(1).to(weight) @ weight.T
+    a = activity - activity.mean(-1, keepdim=True)
+    z = (logits - logits.mean(-1, keepdim=True)).to(a)
+    scale = float((a * z).sum() / (a * a).sum())
+    if not scale > 0 or not torch.isfinite(torch.tensor(scale)):
+        raise ValueError(
+            f"the activities do not follow the twin's logits (least-squares scale {scale!r}): "
+            "check coupling_scale and the sampler settings"
+        )
+    return scale
+
+
 FINETUNE_CONFIG = SamplerConfig(chains=2, thermalization=30, sweeps=60)
 """Sampler settings of a training step: cheap and noisy, as a stochastic gradient may be."""
 
@@ -77,9 +101,14 @@ class QuantumClassifier(L.LightningModule):
         coupling_scale: float = DEFAULT_COUPLING_SCALE,
         per_pixel_shift: bool = True,
         config: SamplerConfig = FINETUNE_CONFIG,
+        calibration_images: Tensor | None = None,
         **kwargs: Any,
     ) -> QuantumClassifier:
-        """Start from the transfer of the classical twin's weight W (10, 784)."""
+        """Start from the transfer of the classical twin's weight W (10, 784).
+
+        With ``calibration_images`` (B, ...) the logit scale is fitted to the twin's logits
+        (:func:`calibrate_logit_scale`) instead of taken from ``logit_scale``.
+        """
         layer = transfer(
             weight,
             coupling_scale=coupling_scale,
@@ -87,6 +116,8 @@ class QuantumClassifier(L.LightningModule):
             readout="activity",
             config=config,
         )
+        if calibration_images is not None:
+            kwargs["logit_scale"] = calibrate_logit_scale(layer, weight, calibration_images)
         return cls(layer, **kwargs)
 
     @classmethod
