@@ -252,37 +252,64 @@ def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[d
     return rows
 
 
+def print_table(title: str, header: list[str], lines: list[list[str]]) -> None:
+    """A markdown table with a title line."""
+    print(f"\n{title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+
+
 def print_tables(rows: list[dict]) -> None:
-    print("\nSite updates per second (float32, Nt = 512, Λ = 5000, T = 0.7)")
-    print("| device | move | neurons | ms/sweep | M site updates/s | × naive |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        if r["section"] == "throughput":
-            print(
-                f"| {r['device']} | {r['move']} | {r['neurons']} "
-                f"| {1e3 * r['seconds_per_sweep']:.1f} "
-                f"| {r['site_updates_per_second'] / 1e6:.1f} | {r['speedup_vs_naive']:.2f} |"
-            )
-    print("\nEffective independent samples of the activity per second (drives 3000, 6000, 20000)")
-    print("| device | algorithm | sweeps | ms/sweep | τ_int (sweeps) | samples/s | × local |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        if r["section"] == "efficiency":
-            taus = ", ".join(f"{t:.0f}" for t in r["tau_int_sweeps"])
-            print(
-                f"| {r['device']} | {r['algorithm']} | {r['sweeps']} "
-                f"| {1e3 * r['seconds_per_sweep']:.2f} "
-                f"| {taus} | {r['effective_samples_per_second']:.1f} | {r['gain_vs_local']:.1f} |"
-            )
-    print("\nGradient statistics: QuantumNeuronLayer(784, 10), 4 chains × (20 + 100) sweeps")
-    print("| device | pass | images | seconds | overhead vs forward |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        if r["section"] == "gradient":
-            print(
-                f"| {r['device']} | {r['pass']} | {r['images']} | {r['seconds']:.3f} "
-                f"| {100 * r['overhead_vs_forward']:+.1f} % |"
-            )
+    def section(name: str) -> list[dict]:
+        return [r for r in rows if r["section"] == name]
+
+    print_table(
+        "Site updates per second (float32, Nt = 512, Λ = 5000, T = 0.7)",
+        ["device", "move", "neurons", "ms/sweep", "M site updates/s", "× naive"],
+        [
+            [
+                r["device"],
+                r["move"],
+                str(r["neurons"]),
+                f"{1e3 * r['seconds_per_sweep']:.1f}",
+                f"{r['site_updates_per_second'] / 1e6:.1f}",
+                f"{r['speedup_vs_naive']:.2f}",
+            ]
+            for r in section("throughput")
+        ],
+    )
+    print_table(
+        "Effective independent samples of the activity per second (drives 3000, 6000, 20000)",
+        ["device", "algorithm", "sweeps", "ms/sweep", "τ_int (sweeps)", "samples/s", "× local"],
+        [
+            [
+                r["device"],
+                r["algorithm"],
+                str(r["sweeps"]),
+                f"{1e3 * r['seconds_per_sweep']:.2f}",
+                ", ".join(f"{t:.0f}" for t in r["tau_int_sweeps"]),
+                f"{r['effective_samples_per_second']:.1f}",
+                f"{r['gain_vs_local']:.1f}",
+            ]
+            for r in section("efficiency")
+        ],
+    )
+    print_table(
+        "Gradient statistics: QuantumNeuronLayer(784, 10), 4 chains × (20 + 100) sweeps",
+        ["device", "pass", "images", "seconds", "overhead vs forward"],
+        [
+            [
+                r["device"],
+                r["pass"],
+                str(r["images"]),
+                f"{r['seconds']:.3f}",
+                f"{100 * r['overhead_vs_forward']:+.1f} %",
+            ]
+            for r in section("gradient")
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,6 +115,25 @@ def _grid(
     return torch.linspace(-phi_max, phi_max, grid_points, dtype=_DTYPE)
 
 
+def _pair_grid(
+    n_time: int,
+    spacing: float,
+    lam: float,
+    extra: tuple[float, float, float],
+    grid_points: int,
+    phi_max: float,
+) -> Tensor:
+    """:func:`_grid` for two neurons (M² states): ValueError above _MAX_PAIR_GRID_POINTS."""
+    phi = _grid(n_time, spacing, lam, extra, grid_points, phi_max)
+    if phi.numel() > _MAX_PAIR_GRID_POINTS:
+        raise ValueError(
+            f"grid_points must be <= {_MAX_PAIR_GRID_POINTS} for two neurons (M² states), "
+            f"got {phi.numel()}{' (automatic)' if grid_points == 0 else ''}; "
+            "pass a smaller grid_points"
+        )
+    return phi
+
+
 def _parity_bases(m: int) -> list[tuple[Tensor, Tensor]]:
     """Orthonormal even and odd bases on a grid of m points symmetric about 0.
 
@@ -293,13 +312,8 @@ def two_neuron_reference(
     # Couplings seen by one neuron for the automatic grid, the partner's y within |y| ≤ 1:
     # ε·φ²·(y² − 1)² ≤ ε·φ², ε·y²·(φ² − 1)² ≤ ε·(φ² − 1)², η·(φ² − 1)⁴·(y² − 1)⁴ ≤ η·(φ² − 1)⁴.
     excite = max(excite_01, excite_10)
-    phi = _grid(n_time, spacing, lam, (4.0 * excite, excite, inhibit), grid_points, phi_max)
+    phi = _pair_grid(n_time, spacing, lam, (4.0 * excite, excite, inhibit), grid_points, phi_max)
     m = phi.numel()
-    if m > _MAX_PAIR_GRID_POINTS:
-        raise ValueError(
-            f"grid_points must be <= {_MAX_PAIR_GRID_POINTS} for two neurons (M² states), "
-            f"got {m}{' (automatic)' if grid_points == 0 else ''}; pass a smaller grid_points"
-        )
     v0 = _double_well(phi, lam)
     x2 = phi * phi
     s2 = (x2 - 1.0) ** 2
@@ -412,13 +426,8 @@ def driven_pair_reference(
     spacing = time_extent / n_time
     # The partner's y within |y| ≤ 1 bounds η·(φ² − 1)⁴·(y² − 1)⁴ by η·(φ² − 1)⁴.
     largest = drive.max().item() if drive.numel() else 0.0
-    phi = _grid(n_time, spacing, lam, (0.0, largest, inhibit), grid_points, phi_max)
+    phi = _pair_grid(n_time, spacing, lam, (0.0, largest, inhibit), grid_points, phi_max)
     m = phi.numel()
-    if m > _MAX_PAIR_GRID_POINTS:
-        raise ValueError(
-            f"grid_points must be <= {_MAX_PAIR_GRID_POINTS} for two neurons (M² states), "
-            f"got {m}{' (automatic)' if grid_points == 0 else ''}; pass a smaller grid_points"
-        )
     v0 = _double_well(phi, lam)
     x2 = phi * phi
     quartic = (x2 - 1.0) ** 4
