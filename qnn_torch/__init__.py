@@ -1,11 +1,12 @@
 """qnn_torch: neural networks of quantum double-well neurons, by path-integral Monte Carlo."""
 
-from qnn_torch import circuits
+from qnn_torch import circuits, learning
 from qnn_torch.autograd import grad_with_stderr
 from qnn_torch.circuits import THRESHOLDS, Thresholds, add_input_grid, conv_layer
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
 from qnn_torch.functional.physics import kink_action, kink_path
+from qnn_torch.learning import learn_truth_table, verify_truth_table
 from qnn_torch.module.layer import QuantumNeuronLayer
 from qnn_torch.network import Network
 from qnn_torch.simulate import SimulationResult, simulate
@@ -23,6 +24,9 @@ __all__ = [
     "grad_with_stderr",
     "kink_action",
     "kink_path",
+    "learn_truth_table",
+    "learning",
     "normalize_weights",
     "simulate",
+    "verify_truth_table",
 ]
