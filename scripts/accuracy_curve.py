@@ -22,23 +22,18 @@ import lightning as L
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT))
-
-from train_then_transfer import (  # noqa: E402
+from qnn_torch.config import SamplerConfig
+from qnn_torch.io import write_atomic
+from training.classical import ClassicalTwin
+from training.data import MNISTDataModule, copy_offline_mnist
+from training.quantum import QuantumEvaluator, quantum_loader
+from training.train_then_transfer import (
     DPI,
     OFFLINE_MNIST,
     _figure,
     configure_process,
     quantum_subset,
 )
-
-from qnn_torch.config import SamplerConfig  # noqa: E402
-from qnn_torch.io import write_atomic  # noqa: E402
-from training.classical import ClassicalTwin  # noqa: E402
-from training.data import MNISTDataModule, copy_offline_mnist  # noqa: E402
-from training.quantum import QuantumEvaluator, quantum_loader  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

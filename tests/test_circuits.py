@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qnn_torch import SamplerConfig, circuits
+from qnn_torch import SamplerConfig, circuits, reproduce_paper
 from qnn_torch.network import CompiledNetwork, Network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,14 +41,6 @@ def drive(c: CompiledNetwork, name: str) -> torch.Tensor:
 def input_inhibition(c: CompiledNetwork, name: str) -> torch.Tensor:
     """β = Σ_i η_i·b_i²: the inhibition of neuron ``name`` by the active inputs."""
     return c.input_inhibition[:, c.order.index(name)]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- builders ---------------------------------------------------------------------------
@@ -197,7 +188,7 @@ def test_vertical_line_detector_wiring():
 
 
 def test_script_is_import_safe_and_covers_the_patterns():
-    script = load_script()
+    script = reproduce_paper
     assert callable(script.main)
     patterns = script.detector_patterns()
     targets = {name for name, (_, vertical) in patterns.items() if vertical}

@@ -7,16 +7,14 @@ fixed seeds.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from qnn_torch import THRESHOLDS, SamplerConfig, circuits
+from qnn_torch import THRESHOLDS, SamplerConfig, circuits, learn_gate
 from qnn_torch.learning import (
     MOVES,
     XOR_STRENGTHS,
@@ -186,17 +184,8 @@ def test_learning_repairs_an_xor_whose_cross_inhibition_is_too_weak():
     assert record["h"]["steps"] == history.steps and record["c"]["passed"] is True
 
 
-def load_script():
-    path = ROOT / "scripts" / "learn_gate.py"
-    spec = importlib.util.spec_from_file_location("learn_gate", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_learns_and_gate_and_writes_its_outputs(tmp_path, capsys):
-    script = load_script()
+    script = learn_gate
     code = script.main(
         [
             "--gate", "and", "--seed", "1", "--init-range", "300", "600", "--n-time", "64",

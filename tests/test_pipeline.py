@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import training.data
+from training import train_then_transfer
 from training.data import MNIST_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +133,7 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
 def test_missing_mnist_fails_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = importlib.util.spec_from_file_location("train_then_transfer", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = train_then_transfer
 
     def offline(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")

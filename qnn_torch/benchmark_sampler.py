@@ -1,0 +1,363 @@
+"""Throughput and efficiency of the sampler's moves at the paper's lattice.
+
+Two measurements, on CPU and (where present) CUDA:
+
+1. Site updates per second of each move on a batch of driven neurons (default 10 000,
+   drives spread over 0…2·10⁴, float32, Nt = 512, Λ = 5000, T = 0.7), next to a
+   straightforward eager local Metropolis (index-gathered even/odd slices, torch.roll
+   neighbours, one randn and one rand per site) timed in the same process.
+2. Effective independent samples of the activity per second for each algorithm:
+   chains·sweeps / (2·τ_int) over the wall time, on a smaller batch of driven neurons
+   started from equilibrated paths, so that τ_int is not polluted by thermalisation.
+3. The cost of gradients: a QuantumNeuronLayer(784, 10) forward pass on MNIST-like
+   inputs with the covariance statistics (weight requires grad), and forward plus
+   backward, against the plain forward pass under torch.no_grad().
+
+Prints a table and writes JSON (atomically) to --out.
+
+    python scripts/benchmark_sampler.py --out outputs/benchmark_sampler.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
+from qnn_torch.functional.sampler import (
+    LatticeFields,
+    bisection_pass,
+    local_sweep,
+    sign_cluster_move,
+)
+from qnn_torch.io import write_atomic
+from qnn_torch.simulate import run_sampler
+
+SECTIONS = ("throughput", "efficiency", "gradient")
+ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
+
+
+def relay_batch(drives: torch.Tensor) -> Network:
+    return Network().add_input("x").add_neuron("y").excite("x", "y", drives)
+
+
+def naive_local_sweep(
+    phi: torch.Tensor,
+    drive: torch.Tensor,
+    profile: torch.Tensor,
+    *,
+    lam: float,
+    spacing: float,
+    width: float,
+    generator: torch.Generator,
+) -> None:
+    """The reference eager implementation: gathers, rolls, one randn and one rand per site."""
+    n_time = phi.shape[-1]
+    for parity in (0, 1):
+        index = torch.arange(parity, n_time, 2, device=phi.device)
+        old = phi[..., index]
+        left = torch.roll(phi, 1, -1)[..., index]
+        right = torch.roll(phi, -1, -1)[..., index]
+        new = old + width * torch.randn(old.shape, generator=generator, device=phi.device)
+        field = drive[..., None] * profile[index]
+
+        def action(x: torch.Tensor, left=left, right=right, field=field) -> torch.Tensor:
+            kinetic = ((x - left) ** 2 + (right - x) ** 2) / (2 * spacing)
+            return kinetic + spacing * (0.25 * lam * (x * x - 1) ** 2 + field * x * x)
+
+        accept = torch.rand(old.shape, generator=generator, device=phi.device) < torch.exp(
+            action(old) - action(new)
+        )
+        phi[..., index] = torch.where(accept, new, old)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds of ``fn`` after one warm-up call."""
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
+    """Site updates per second of each move, and of the naive baseline."""
+    config = SamplerConfig(chains=2, device=device)
+    drives = torch.linspace(0.0, 2.0e4, neurons)
+    compiled = relay_batch(drives).compile(config)
+    fields = LatticeFields(
+        lam=config.lam,
+        spacing=config.spacing,
+        profile=compiled.profile,
+        drive=compiled.drive,
+        input_inhibition=None,
+        excite=None,
+        inhibit=None,
+        color_bounds=compiled.color_bounds,
+    )
+    generator = torch.Generator(device).manual_seed(0)
+    # Equilibrate-ish paths so that acceptance rates are those of production runs.
+    phi = torch.ones(neurons, 1, config.n_time, device=device)
+    width = 1.5 * math.sqrt(config.spacing / 2)
+    chunk = 2**17 // config.n_time if device.type == "cpu" else neurons
+    parts = [(i, min(i + chunk, neurons)) for i in range(0, neurons, chunk)]
+
+    def chunked(move):
+        def run() -> None:
+            for i, j in parts:
+                move(phi[i:j], fields.rows(i, j))
+
+        return run
+
+    moves = {
+        "naive local (reference)": lambda: naive_local_sweep(
+            phi[:, 0],
+            compiled.drive[:, 0],
+            compiled.profile,
+            lam=config.lam,
+            spacing=config.spacing,
+            width=width,
+            generator=generator,
+        ),
+        "local": chunked(lambda x, f: local_sweep(x, f, width=width, generator=generator)),
+        "multilevel": chunked(
+            lambda x, f: bisection_pass(x, f, levels=config.levels, offset=3, generator=generator)
+        ),
+        "cluster": chunked(
+            lambda x, f: sign_cluster_move(x, spacing=config.spacing, generator=generator)
+        ),
+    }
+    for _ in range(20):  # leave the vacuum start behind
+        moves["local"]()
+        moves["multilevel"]()
+    rows = []
+    for name, move in moves.items():
+        seconds = time_call(move, device, repeats)
+        rows.append(
+            {
+                "section": "throughput",
+                "device": str(device),
+                "move": name,
+                "neurons": neurons,
+                "seconds_per_sweep": seconds,
+                "site_updates_per_second": neurons * config.n_time / seconds,
+            }
+        )
+    naive = rows[0]["site_updates_per_second"]
+    for row in rows:
+        row["speedup_vs_naive"] = row["site_updates_per_second"] / naive
+    return rows
+
+
+def efficiency(device: torch.device, chains: int, sweeps: int, local_sweeps: int) -> list[dict]:
+    """Effective independent samples of the activity per second, per algorithm."""
+    drives = torch.tensor([3000.0, 6000.0, 20000.0])
+    compiled = relay_batch(drives).compile(SamplerConfig(device=device))
+    # Equilibrium starting paths from the default algorithm (checked against exact results
+    # in the tests), so every algorithm is timed in equilibrium.
+    warm = run_sampler(
+        compiled, SamplerConfig(chains=chains, thermalization=300, sweeps=1, device=device)
+    )
+    rows = []
+    for algorithm in ALGORITHMS:
+        n = local_sweeps if algorithm == "local" else sweeps
+        config = SamplerConfig(
+            chains=chains,
+            thermalization=0,
+            sweeps=n,
+            algorithm=algorithm,
+            device=device,
+            step_size=warm.step_size,  # as tuned during the warm-up
+        )
+        out = run_sampler(compiled, config, initial_paths=warm.paths)
+        tau = out.autocorrelation_time[:, 0]
+        samples = float((chains * n / (2 * tau)).sum())
+        rows.append(
+            {
+                "section": "efficiency",
+                "device": str(device),
+                "algorithm": algorithm
+                if algorithm != "auto"
+                else f"auto ({'+'.join(config.moves)})",
+                "drives": drives.tolist(),
+                "chains": chains,
+                "sweeps": n,
+                "seconds": out.seconds,
+                "seconds_per_sweep": out.seconds / n,
+                "tau_int_sweeps": tau.tolist(),
+                "effective_samples_per_second": samples / out.seconds,
+                "acceptance": out.acceptance,
+            }
+        )
+    local = rows[0]["effective_samples_per_second"]
+    for row in rows:
+        row["gain_vs_local"] = row["effective_samples_per_second"] / local
+    return rows
+
+
+def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[dict]:
+    """Seconds of a layer's forward without and with gradient statistics, and of backward."""
+    generator = torch.Generator().manual_seed(0)
+    config = SamplerConfig(chains=4, thermalization=20, sweeps=100, device=device)
+    layer = QuantumNeuronLayer(784, 10, coupling_scale=100.0, readout="activity", config=config)
+    with torch.no_grad():
+        layer.weight.copy_(0.3 * torch.rand(10, 784, generator=generator))
+    layer.to(device)
+    x = torch.rand(images, 784, generator=generator, device="cpu").to(device)
+
+    def plain() -> None:
+        with torch.no_grad():
+            layer(x)
+
+    def statistics_only() -> None:
+        layer(x)
+
+    def forward_backward() -> None:
+        layer(x).sum().backward()
+
+    base = time_call(plain, device, repeats)
+    rows = []
+    for name, fn in (
+        ("forward, no grad", plain),
+        ("forward with gradient statistics", statistics_only),
+        ("forward + backward", forward_backward),
+    ):
+        seconds = base if fn is plain else time_call(fn, device, repeats)
+        rows.append(
+            {
+                "section": "gradient",
+                "device": str(device),
+                "pass": name,
+                "images": images,
+                "seconds": seconds,
+                "overhead_vs_forward": seconds / base - 1.0,
+            }
+        )
+    return rows
+
+
+def print_table(title: str, header: list[str], lines: list[list[str]]) -> None:
+    """A markdown table with a title line."""
+    print(f"\n{title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+
+
+def print_tables(rows: list[dict]) -> None:
+    def section(name: str) -> list[dict]:
+        return [r for r in rows if r["section"] == name]
+
+    print_table(
+        "Site updates per second (float32, Nt = 512, Λ = 5000, T = 0.7)",
+        ["device", "move", "neurons", "ms/sweep", "M site updates/s", "× naive"],
+        [
+            [
+                r["device"],
+                r["move"],
+                str(r["neurons"]),
+                f"{1e3 * r['seconds_per_sweep']:.1f}",
+                f"{r['site_updates_per_second'] / 1e6:.1f}",
+                f"{r['speedup_vs_naive']:.2f}",
+            ]
+            for r in section("throughput")
+        ],
+    )
+    print_table(
+        "Effective independent samples of the activity per second (drives 3000, 6000, 20000)",
+        ["device", "algorithm", "sweeps", "ms/sweep", "τ_int (sweeps)", "samples/s", "× local"],
+        [
+            [
+                r["device"],
+                r["algorithm"],
+                str(r["sweeps"]),
+                f"{1e3 * r['seconds_per_sweep']:.2f}",
+                ", ".join(f"{t:.0f}" for t in r["tau_int_sweeps"]),
+                f"{r['effective_samples_per_second']:.1f}",
+                f"{r['gain_vs_local']:.1f}",
+            ]
+            for r in section("efficiency")
+        ],
+    )
+    print_table(
+        "Gradient statistics: QuantumNeuronLayer(784, 10), 4 chains × (20 + 100) sweeps",
+        ["device", "pass", "images", "seconds", "overhead vs forward"],
+        [
+            [
+                r["device"],
+                r["pass"],
+                str(r["images"]),
+                f"{r['seconds']:.3f}",
+                f"{100 * r['overhead_vs_forward']:+.1f} %",
+            ]
+            for r in section("gradient")
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmark_sampler.json"))
+    parser.add_argument("--neurons", type=int, default=10_000, help="driven neurons (throughput)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed sweeps per move")
+    parser.add_argument("--chains", type=int, default=128, help="chains per drive (efficiency)")
+    parser.add_argument("--sweeps", type=int, default=2000, help="sweeps per algorithm")
+    parser.add_argument("--local-sweeps", type=int, default=10000, help="sweeps for plain local")
+    parser.add_argument("--images", type=int, default=50, help="layer inputs (gradient cost)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="measurements to run (default: all)",
+    )
+    parser.add_argument(
+        "--devices", nargs="*", default=None, help="default: cpu and cuda if present"
+    )
+    args = parser.parse_args(argv)
+    if args.neurons < 1 or args.chains < 2 or args.sweeps < 10 or args.local_sweeps < 10:
+        parser.error("--neurons >= 1, --chains >= 2, --sweeps and --local-sweeps >= 10")
+    if args.repeats < 1 or args.images < 1:
+        parser.error(f"--repeats and --images must be >= 1, got {args.repeats}, {args.images}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    rows: list[dict] = []
+    for name in devices:
+        device = torch.device(name)
+        neurons = args.neurons if device.type == "cpu" else max(args.neurons, 100_000)
+        if "throughput" in args.sections:
+            rows += throughput(neurons, device, args.repeats)
+        if "efficiency" in args.sections:
+            rows += efficiency(device, args.chains, args.sweeps, args.local_sweeps)
+        if "gradient" in args.sections:
+            rows += gradient_overhead(device, args.images, args.repeats)
+    print_tables(rows)
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
