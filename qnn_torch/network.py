@@ -18,12 +18,9 @@ def _as_tensor(name: str, value: Number) -> Tensor:
     """A float64 CPU copy of ``value``; a tensor that requires grad stays in the graph."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
         raise ValueError(f"{name} must be a number or a tensor, got {value!r}")
-    if isinstance(value, Tensor) and (value.is_complex() or not value.dtype.is_floating_point):
-        if value.is_complex():
-            raise ValueError(f"{name} must be real, got {value!r}")
-        value = value.double()
-    tensor = torch.as_tensor(value).to(device="cpu", dtype=torch.float64)
-    return tensor.clone()
+    if isinstance(value, Tensor) and value.is_complex():
+        raise ValueError(f"{name} must be real, got {value!r}")
+    return torch.as_tensor(value).to(device="cpu", dtype=torch.float64).clone()
 
 
 class Network:
