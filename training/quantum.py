@@ -187,7 +187,11 @@ class QuantumEvaluator(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Gather the per-image predictions of all processes into :attr:`predictions`."""
-        values = {name: metric.compute().long().cpu() for name, metric in self.gathered.items()}
+        # reshape: CatMetric.compute returns a 0-d tensor when it holds a single image.
+        values = {
+            name: metric.compute().long().cpu().reshape(-1)
+            for name, metric in self.gathered.items()
+        }
         order = values["index"].argsort()
         self.predictions = {name: value[order] for name, value in values.items()}
         for metric in self.gathered.values():
