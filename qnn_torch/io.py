@@ -1,26 +1,60 @@
-"""Atomic file output for results that other tools read."""
+"""Atomic file output for results that other tools read.
+
+Every output goes through :func:`atomic_path`: the file is written under a temporary name in
+the same folder and moved into place with ``os.replace``, so a reader sees either the old
+file or the complete new one, never a partial write.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace.
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to ``path``, moved onto ``path`` when the block succeeds.
 
-    A reader sees either the old file or the complete new one, never a partial write.
-    Missing parent folders are created.
+    Missing parent folders are created; on an exception the temporary file is removed and
+    ``path`` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temp = Path(name)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temp, 0o644)  # mkstemp creates 0600
+        yield temp
+        temp.chmod(0o644)  # mkstemp creates 0600
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8: JSON, CSV, markdown) to ``path`` atomically."""
+    with atomic_path(path) as temp:
+        temp.write_text(text, encoding="utf-8")
+
+
+def save_atomic(obj: object, path: str | Path) -> None:
+    """``torch.save(obj, path)``, atomically."""
+    with atomic_path(path) as temp:
+        torch.save(obj, temp)
+
+
+def savefig_atomic(fig: Figure, path: str | Path, **kwargs: Any) -> None:
+    """``fig.savefig(path, **kwargs)`` atomically; the format comes from the path's suffix."""
+    path = Path(path)
+    with atomic_path(path) as temp:
+        fig.savefig(temp, format=path.suffix.lstrip(".") or None, **kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from qnn_torch import THRESHOLDS, circuits
-from qnn_torch.io import write_atomic
+from qnn_torch.io import savefig_atomic, write_atomic
 from qnn_torch.learning import (
     INIT_RANGE,
     LEARN_CONFIG,
@@ -79,12 +78,7 @@ def plot(history: LearningHistory, path: Path, title: str) -> None:
         s_ax.semilogy(steps, history.strengths[:, k], ".-", label=name)
     s_ax.set(xlabel="step", ylabel="strength", title="strengths (learned as log s)")
     s_ax.legend(fontsize=8)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
-    try:
-        fig.savefig(temp, dpi=90, format="png")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    savefig_atomic(fig, path, dpi=90)
 
 
 def main(argv: list[str] | None = None) -> int:

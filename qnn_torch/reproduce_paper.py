@@ -38,7 +38,7 @@ from qnn_torch.functional.physics import (
     kink_path,
     spike_profile,
 )
-from qnn_torch.io import write_atomic
+from qnn_torch.io import savefig_atomic, write_atomic
 from qnn_torch.network import Network
 
 EXPERIMENTS = ("neuron", "relay", "chain", "and", "not", "or", "xor", "detector")
@@ -195,7 +195,7 @@ def new_figure(columns: int = 1, width: float = 6.0) -> tuple[Figure, Any]:
 
 
 def save(fig: Figure, out: Path, name: str) -> str:
-    fig.savefig(out / name, dpi=DPI)
+    savefig_atomic(fig, out / name, dpi=DPI)
     return name
 
 

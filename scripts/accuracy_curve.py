@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from qnn_torch.config import SamplerConfig
-from qnn_torch.io import write_atomic
+from qnn_torch.io import savefig_atomic, write_atomic
 from training.classical import ClassicalTwin
 from training.data import MNISTDataModule, copy_offline_mnist
 from training.quantum import QuantumEvaluator, quantum_loader
@@ -91,7 +91,7 @@ def plot(curves: dict[str, list[dict]], classical: float, args: argparse.Namespa
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(f"fraction of {args.images} test images")
     axes[0, 0].legend(fontsize=8, loc="lower right")
-    fig.savefig(args.out / "accuracy_curve.png", dpi=DPI)
+    savefig_atomic(fig, args.out / "accuracy_curve.png", dpi=DPI)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

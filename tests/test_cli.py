@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
+import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from qnn_torch.config import SamplerConfig
+from qnn_torch.io import atomic_path, save_atomic, savefig_atomic, write_atomic
+from training import train_then_transfer
 from training.quantum import QuantumEvaluator, quantum_loader
 
 
@@ -25,3 +32,38 @@ def test_evaluating_one_image_gives_one_prediction() -> None:
         name: (1,) for name in ("index", "label", "classical", "quantum")
     }
     assert evaluator.predictions["label"].tolist() == [3]
+
+
+def _fail_midway(self: Figure, target: object, **kwargs: object) -> None:
+    Path(target).write_bytes(b"partial")  # type: ignore[arg-type]
+    raise OSError("disk full")
+
+
+def test_atomic_outputs_replace_whole_files_or_leave_the_old_ones(tmp_path: Path) -> None:
+    write_atomic(tmp_path / "a" / "results.json", '{"x": 1}\n')
+    save_atomic(torch.arange(3), tmp_path / "w.pt")
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    savefig_atomic(fig, tmp_path / "figure.png")
+    assert (tmp_path / "a" / "results.json").read_text() == '{"x": 1}\n'
+    assert torch.equal(torch.load(tmp_path / "w.pt"), torch.arange(3))
+    assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    old = tmp_path / "w.pt"
+    with pytest.raises(RuntimeError), atomic_path(old) as temp:
+        temp.write_bytes(b"partial")
+        raise RuntimeError("interrupted")
+    assert torch.equal(torch.load(old), torch.arange(3))
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_pipeline_figures_are_written_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mnist_confusion.png"
+    path.write_bytes(b"old figure")
+    monkeypatch.setattr(Figure, "savefig", _fail_midway)
+    matrix = torch.eye(10, dtype=torch.long)
+    with pytest.raises(OSError, match="disk full"):
+        train_then_transfer.plot_confusion({"classical": matrix}, path)
+    assert path.read_bytes() == b"old figure"
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from qnn_torch.config import SamplerConfig
-from qnn_torch.io import write_atomic
+from qnn_torch.io import save_atomic, savefig_atomic, write_atomic
 from training.classical import ClassicalTwin
 from training.data import MNISTDataModule, copy_offline_mnist
 from training.finetune import FINETUNE_CONFIG, QuantumClassifier
@@ -135,7 +135,7 @@ def plot_weights(weight: Tensor, couplings: Tensor, path: Path) -> None:
             ax.set_yticks([])
             ax.set_title(f"{label}: {digit}" if digit == 0 else str(digit), fontsize=9)
         fig.colorbar(image, ax=axes[row].tolist(), shrink=0.8)
-    fig.savefig(path, dpi=DPI)
+    savefig_atomic(fig, path, dpi=DPI)
 
 
 def plot_samples(
@@ -158,7 +158,7 @@ def plot_samples(
         if n == 0:
             ax.set_ylabel("score")
     axes[1, 0].legend(fontsize=7, loc="upper left")
-    fig.savefig(path, dpi=DPI)
+    savefig_atomic(fig, path, dpi=DPI)
 
 
 def plot_confusion(matrices: dict[str, Tensor], path: Path) -> None:
@@ -176,7 +176,7 @@ def plot_confusion(matrices: dict[str, Tensor], path: Path) -> None:
         ax.set_ylabel("true")
         accuracy = matrix.diag().sum() / images
         ax.set_title(f"{name}: accuracy {accuracy:.4f} on {images} test images")
-    fig.savefig(path, dpi=DPI)
+    savefig_atomic(fig, path, dpi=DPI)
 
 
 def confusion(labels: Tensor, predictions: Tensor) -> Tensor:
@@ -319,8 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     stage = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(weight, args.out / "twin_weight.pt")
+    save_atomic(weight, args.out / "twin_weight.pt")
     predictions = evaluator.predictions
     images_tested = len(predictions["index"])
     figures = ["mnist_weights.png", "mnist_samples.png", "mnist_confusion.png"]
@@ -346,8 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{k: predictions[k] for k in ("label", "classical", "quantum")},
     }
     if finetuned is not None:
-        torch.save(finetuned["couplings"], args.out / "finetuned_couplings.pt.tmp")
-        os.replace(args.out / "finetuned_couplings.pt.tmp", args.out / "finetuned_couplings.pt")
+        save_atomic(finetuned["couplings"], args.out / "finetuned_couplings.pt")
         columns["finetuned"] = finetuned["predictions"]["quantum"]
     rows = zip(*(column.tolist() for column in columns.values()), strict=True)
     write_atomic(
