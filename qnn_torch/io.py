@@ -1,4 +1,4 @@
-"""Atomic file output for results that other tools read.
+"""Atomic file output for results that other tools read, and up-front checks of output paths.
 
 Every output goes through :func:`atomic_path`: the file is written under a temporary name in
 the same folder and moved into place with ``os.replace``, so a reader sees either the old
@@ -58,3 +58,34 @@ def savefig_atomic(fig: Figure, path: str | Path, **kwargs: Any) -> None:
     path = Path(path)
     with atomic_path(path) as temp:
         fig.savefig(temp, format=path.suffix.lstrip(".") or None, **kwargs)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be written in ``folder`` (created if missing), or None if one can."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is not a folder"
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return None
+    except OSError as err:
+        return f"{existing} is not writable ({err.strerror})"
+
+
+def check_output_folder(folder: str | Path, option: str = "--out") -> None:
+    """Raise ValueError unless ``folder`` is, or can be created as, a writable folder.
+
+    Creates nothing: the nearest existing ancestor must be a folder that accepts a file.
+    """
+    if reason := _unwritable(Path(folder)):
+        raise ValueError(f"{option} {folder}: cannot write there: {reason}")
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> None:
+    """Raise ValueError unless a file can be written at ``path`` (see check_output_folder)."""
+    path = Path(path)
+    reason = f"{path} is a folder" if path.is_dir() else _unwritable(path.parent)
+    if reason:
+        raise ValueError(f"{option} {path}: cannot write there: {reason}")

@@ -67,3 +67,59 @@ def test_pipeline_figures_are_written_atomically(
         train_then_transfer.plot_confusion({"classical": matrix}, path)
     assert path.read_bytes() == b"old figure"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _no_data(*args: object, **kwargs: object) -> None:
+    raise AssertionError("MNIST was loaded before the arguments were validated")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--chains", "1"], ["--chains", "got 1"]),
+        (["--thermalization", "-3"], ["--thermalization", "got -3"]),
+        (["--seed", "-1"], ["--seed", "got -1"]),
+        (["--finetune-sweeps", "0"], ["--finetune-sweeps", "got 0"]),
+        (["--coupling-scale", "-5"], ["--coupling-scale", "got -5"]),
+        (["--batch-size", "0"], ["--batch-size", "got 0"]),
+        (["--penalty", "nan"], ["--penalty", "got nan"]),
+    ],
+)
+def test_pipeline_rejects_bad_options_before_any_work(
+    argv: list[str],
+    expected: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", _no_data)
+    with pytest.raises(SystemExit) as exit_info:
+        train_then_transfer.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert all(text in error for text in expected), error
+
+
+def test_pipeline_rejects_an_unusable_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", _no_data)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(SystemExit):
+            train_then_transfer.main(["--out", str(out)])
+        assert f"--out {out}" in capsys.readouterr().err
+    assert blocker.read_text() == ""
+
+
+def test_pipeline_checks_weights_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", _no_data)
+    missing = tmp_path / "absent.pt"
+    assert train_then_transfer.main(["--weights", str(missing), "--out", str(tmp_path)]) == 2
+    assert f"--weights {missing} does not exist" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.pt"
+    torch.save(torch.zeros(10, 783), wrong)
+    assert train_then_transfer.main(["--weights", str(wrong), "--out", str(tmp_path)]) == 2
+    assert f"--weights {wrong} does not hold a (10, 784)" in capsys.readouterr().err

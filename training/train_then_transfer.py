@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
 import sys
@@ -36,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from qnn_torch.config import SamplerConfig
-from qnn_torch.io import save_atomic, savefig_atomic, write_atomic
+from qnn_torch.io import check_output_folder, save_atomic, savefig_atomic, write_atomic
 from training.classical import ClassicalTwin
 from training.data import MNISTDataModule, copy_offline_mnist
 from training.finetune import FINETUNE_CONFIG, QuantumClassifier
@@ -85,27 +86,64 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name in (
         "epochs",
-        "chains",
-        "sweeps",
+        "batch_size",
         "quantum_test_size",
         "quantum_batch_size",
         "devices",
         "finetune_batch_size",
-        "finetune_chains",
-        "finetune_sweeps",
     ):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("finetune_epochs", "finetune_images", "finetune_thermalization"):
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("finetune_epochs", "finetune_images"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.finetune_chains < 2:
-        parser.error(f"--finetune-chains must be >= 2, got {args.finetune_chains}")
-    if not args.finetune_lr > 0:
-        parser.error(f"--finetune-lr must be > 0, got {args.finetune_lr}")
+    for name in ("lr", "finetune_lr", "coupling_scale"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not (math.isfinite(args.penalty) and args.penalty >= 0):
+        parser.error(f"--penalty must be >= 0, got {args.penalty}")
     if args.threads < 0:
         parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    for prefix, build in (("--", sampler_config), ("--finetune-", finetune_config)):
+        try:
+            build(args)
+        except ValueError as err:  # err names the setting and its value
+            parser.error(f"{prefix}chains, {prefix}thermalization, {prefix}sweeps, --seed: {err}")
+    try:
+        check_output_folder(args.out)
+    except ValueError as err:
+        parser.error(str(err))
     return args
+
+
+def sampler_config(args: argparse.Namespace) -> SamplerConfig:
+    """Sampler settings of the quantum test."""
+    return SamplerConfig(
+        chains=args.chains, thermalization=args.thermalization, sweeps=args.sweeps, seed=args.seed
+    )
+
+
+def finetune_config(args: argparse.Namespace) -> SamplerConfig:
+    """Sampler settings of the fine-tuning steps."""
+    return SamplerConfig(
+        chains=args.finetune_chains,
+        thermalization=args.finetune_thermalization,
+        sweeps=args.finetune_sweeps,
+        seed=args.seed,
+    )
+
+
+def load_twin_weight(path: Path) -> Tensor:
+    """The (10, 784) weight tensor saved at ``path``; ValueError naming --weights otherwise."""
+    if not path.is_file():
+        raise ValueError(f"--weights {path} does not exist")
+    try:
+        loaded = torch.load(path, map_location="cpu")
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError):
+        loaded = None
+    if not isinstance(loaded, Tensor) or loaded.shape != (10, 784):
+        raise ValueError(f"--weights {path} does not hold a (10, 784) weight tensor")
+    return loaded
 
 
 def quantum_subset(test_set: Dataset, size: int, seed: int) -> Subset:
@@ -207,12 +245,7 @@ def _trainer(args: argparse.Namespace, **kwargs: object) -> L.Trainer:
 
 def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
     """Quantum-aware training of the transferred layer for ``--finetune-epochs`` epochs."""
-    config = SamplerConfig(
-        chains=args.finetune_chains,
-        thermalization=args.finetune_thermalization,
-        sweeps=args.finetune_sweeps,
-        seed=args.seed,
-    )
+    config = finetune_config(args)
     data = MNISTDataModule(args.data_dir, batch_size=args.finetune_batch_size, seed=args.seed)
     data.setup("fit")
     calibration = torch.stack([data.train_set[i][0] for i in range(CALIBRATION_IMAGES)])
@@ -236,6 +269,11 @@ def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline; returns 0 on success and 2 when MNIST or ``--weights`` is unusable."""
     args = parse_args(argv)
+    try:
+        loaded = None if args.weights is None else load_twin_weight(args.weights)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     configure_process(args.threads)
     L.seed_everything(args.seed, workers=True, verbose=False)
     seconds: dict[str, float] = {}
@@ -253,16 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     twin = ClassicalTwin(penalty=args.penalty, lr=args.lr)
     trainer = _trainer(args, max_epochs=args.epochs)
     stage = time.perf_counter()
-    if args.weights is None:
+    if loaded is None:
         trainer.fit(twin, datamodule=data)
     else:
-        try:
-            loaded = torch.load(args.weights, map_location="cpu")
-        except (OSError, RuntimeError, pickle.UnpicklingError):
-            loaded = None
-        if not isinstance(loaded, Tensor) or loaded.shape != twin.weight.shape:
-            print(f"error: {args.weights} does not hold a (10, 784) weight tensor", file=sys.stderr)
-            return 2
         with torch.no_grad():
             twin.weight.copy_(loaded)
     seconds["twin_training"] = time.perf_counter() - stage
@@ -273,9 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stage = time.perf_counter()
     weight = twin.weight.detach().cpu()
-    config = SamplerConfig(
-        chains=args.chains, thermalization=args.thermalization, sweeps=args.sweeps, seed=args.seed
-    )
+    config = sampler_config(args)
     evaluator = QuantumEvaluator(
         weight,
         coupling_scale=args.coupling_scale,
