@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from qnn_torch.config import SamplerConfig
 from qnn_torch.io import atomic_path, save_atomic, savefig_atomic, write_atomic
-from training import train_then_transfer
+from training import accuracy_curve, train_then_transfer
 from training.quantum import QuantumEvaluator, quantum_loader
 
 
@@ -123,3 +123,45 @@ def test_pipeline_checks_weights_before_any_work(
     torch.save(torch.zeros(10, 783), wrong)
     assert train_then_transfer.main(["--weights", str(wrong), "--out", str(tmp_path)]) == 2
     assert f"--weights {wrong} does not hold a (10, 784)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--images", "-5"], ["--images", "got -5"]),
+        (["--images", "10001"], ["--images", "got 10001"]),
+        (["--ks", "100", "0"], ["--ks", "got 0.0"]),
+        (["--sweeps", "25", "0"], ["--sweeps", "got 0"]),
+        (["--chains", "1"], ["--chains", "got 1"]),
+        (["--default-chains", "1"], ["--default-chains", "got 1"]),
+        (["--thermalization", "-1"], ["--thermalization", "got -1"]),
+        (["--batch-size", "0"], ["--batch-size", "got 0"]),
+        (["--threads", "-1"], ["--threads", "got -1"]),
+    ],
+)
+def test_accuracy_curve_rejects_bad_options_before_any_work(
+    argv: list[str],
+    expected: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(accuracy_curve, "MNISTDataModule", _no_data)
+    with pytest.raises(SystemExit) as exit_info:
+        accuracy_curve.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert all(text in error for text in expected), error
+
+
+def test_accuracy_curve_checks_out_and_weights_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(accuracy_curve, "MNISTDataModule", _no_data)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        accuracy_curve.main(["--out", str(blocker)])
+    assert f"--out {blocker}" in capsys.readouterr().err
+    missing = tmp_path / "absent.pt"
+    assert accuracy_curve.main(["--weights", str(missing), "--out", str(tmp_path)]) == 2
+    assert f"--weights {missing} does not exist" in capsys.readouterr().err
