@@ -8,14 +8,13 @@ import torch
 import qnn_torch
 from qnn_torch.functional import (
     action_density,
-    brightness_path,
     double_well,
     excitation_energy,
     inhibition_energy,
     kink_action,
     kink_path,
     network_action,
-    spike_profile,
+    potential_sum,
 )
 
 
@@ -38,14 +37,6 @@ def test_kink_path_shape_symmetry_and_public_name():
     assert int((positive != positive.roll(1)).sum()) == 4
     assert path[0] > 0.99 and path[-1] > 0.99
     assert torch.equal(kink_path(16, 0.7, 5000.0, 0), torch.ones(16))
-
-
-def test_brightness_encoding_scales_the_spike_profile():
-    path = kink_path(256, 0.7, 5000.0, 4, dtype=torch.float64)
-    b = torch.tensor([0.0, 0.3, 1.0])
-    grey = brightness_path(path, b)
-    assert torch.allclose(spike_profile(grey), b[:, None].double() * spike_profile(path))
-    assert torch.allclose(grey[0], torch.ones(256, dtype=torch.float64))
 
 
 def test_coupling_energies():
@@ -73,6 +64,39 @@ def test_network_action_of_uncoupled_neurons_is_the_sum_of_single_actions():
     )
     single = spacing * action_density(phi, spacing, lam).sum((-2, -1))
     assert torch.allclose(total, single)
+
+
+def test_network_action_of_constant_paths_matches_the_hand_written_terms():
+    # φ0 ≡ 0 spikes, φ1 ≡ c sits near its well: no kinetic term, and per slice
+    # U = V0(0) + V0(c) + h0·0 + h1·c² + H1·(c² − 1)⁴ + ε01·c²·1 + ε10·0 + η·1·(c² − 1)⁴.
+    n_time, spacing, lam, c = 8, 0.25, 4.0, 1.5
+    phi = torch.stack([torch.zeros(n_time), torch.full((n_time,), c)]).double()
+    drive = torch.tensor([[2.0], [3.0]]).double().expand(2, n_time)
+    inhibition = torch.tensor([[7.0], [0.5]]).double().expand(2, n_time)
+    excite = torch.tensor([[0.0, 5.0], [11.0, 0.0]]).double()
+    inhibit = torch.tensor([[0.0, 0.1], [0.1, 0.0]], dtype=torch.float64)
+    action = network_action(
+        phi,
+        spacing=spacing,
+        lam=lam,
+        drive=drive,
+        input_inhibition=inhibition,
+        excite=excite,
+        inhibit=inhibit,
+    )
+    w = (c * c - 1.0) ** 2  # 1.5625
+    per_slice = lam / 4 + lam / 4 * w + 3.0 * c * c + 7.0 + 0.5 * w * w + 5.0 * c * c + 0.1 * w * w
+    assert action.item() == pytest.approx(n_time * spacing * per_slice, rel=1e-12)
+
+
+def test_potential_sum_is_the_activity_normalisation():
+    path = kink_path(512, 0.7, 5000.0, 4, dtype=torch.float64)
+    # Four kinks, each ∫V0 dτ = half the kink action: Σ_t V0(ψ_t)·a ≈ 2·S_kink.
+    assert (0.7 / 512) * potential_sum(path, 5000.0).item() == pytest.approx(
+        2 * kink_action(5000.0), rel=2e-3
+    )
+    assert potential_sum(torch.ones(3, 4), 5.0).shape == (3,)
+    assert potential_sum(torch.zeros(2, 4), 5.0).tolist() == [5.0, 5.0]
 
 
 @pytest.mark.parametrize(

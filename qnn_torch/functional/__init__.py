@@ -2,6 +2,7 @@
 
 from qnn_torch.functional.exact import (
     driven_pair_reference,
+    single_neuron_activity,
     single_neuron_profile,
     single_neuron_reference,
     two_neuron_reference,
@@ -13,14 +14,13 @@ from qnn_torch.functional.observables import (
 )
 from qnn_torch.functional.physics import (
     action_density,
-    brightness_path,
     double_well,
     excitation_energy,
     inhibition_energy,
     kink_action,
     kink_path,
-    local_potential,
     network_action,
+    potential_sum,
     spike_profile,
 )
 from qnn_torch.functional.sampler import (
@@ -34,7 +34,6 @@ __all__ = [
     "action_density",
     "autocorrelation",
     "bisection_pass",
-    "brightness_path",
     "chain_mean_and_error",
     "double_well",
     "driven_pair_reference",
@@ -44,10 +43,11 @@ __all__ = [
     "kink_action",
     "kink_path",
     "local_half_sweep",
-    "local_potential",
     "local_sweep",
     "network_action",
+    "potential_sum",
     "sign_cluster_move",
+    "single_neuron_activity",
     "single_neuron_profile",
     "single_neuron_reference",
     "spike_profile",

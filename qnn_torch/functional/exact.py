@@ -18,6 +18,14 @@ import math
 import torch
 from torch import Tensor
 
+from qnn_torch.functional.physics import (
+    double_well,
+    excitation_energy,
+    inhibition_energy,
+    potential_sum,
+    spike_profile,
+)
+
 _DTYPE = torch.float64
 # Automatic grid (see _grid): φ_max = 1 + _TAIL_WIDTHS·ζ, and a spacing whose trapezoid error,
 # weighted by where the path has weight, stays below exp(−_ALIAS_EXPONENT).
@@ -31,11 +39,6 @@ _MAX_STORED_BYTES = 2**28
 # Transfer-matrix entries (all at most O(1)) below this are set to 0: they are far below the
 # target accuracy, and left alone they decay into subnormal numbers that slow matmul down.
 _NEGLIGIBLE = 1e-200
-
-
-def _double_well(phi: Tensor, lam: float) -> Tensor:
-    """V0(φ) = Λ/4·(φ² − 1)², elementwise."""
-    return 0.25 * lam * (phi * phi - 1.0) ** 2
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -241,7 +244,7 @@ def single_neuron_profile(
     spacing = time_extent / n_time
     extra = (0.0, drive.max().item(), inhibition.max().item())
     phi = _grid(n_time, spacing, lam, extra, grid_points, phi_max)
-    v0 = _double_well(phi, lam)
+    v0 = double_well(phi, lam)
     x2 = phi * phi
     quartic = (x2 - 1.0) ** 4
     flat_drive = drive.reshape(-1, n_time, 1)
@@ -275,6 +278,40 @@ def single_neuron_reference(
         grid_points=grid_points,
         phi_max=phi_max,
     ).sum(dim=-1)
+
+
+def single_neuron_activity(
+    drive: Tensor,
+    inhibition: Tensor | None,
+    path: Tensor,
+    *,
+    time_extent: float,
+    lam: float,
+    grid_points: int = 0,
+    phi_max: float = 0.0,
+) -> Tensor:
+    """Exact activity ⟨Σ_t V0(φ_t)⟩ / Σ_t V0(ψ_t) of one neuron under the input path ψ.
+
+    drive α (...) and inhibition β (...) or None are the amplitudes of the input fields
+    h_t = α·g_t and H_t = β·g_t², g_t = (ψ_t² − 1)² (see
+    :func:`~qnn_torch.functional.physics.input_fields`); path ψ has shape (Nt,). Grid
+    arguments as for :func:`single_neuron_profile`. Returns (...), float64 CPU.
+    """
+    path = torch.as_tensor(path).detach().to(device="cpu", dtype=_DTYPE)
+    profile = spike_profile(path)
+    drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
+    if inhibition is not None:
+        inhibition = torch.as_tensor(inhibition).detach().to(device="cpu", dtype=_DTYPE)
+        inhibition = inhibition[..., None] * profile * profile
+    expected = single_neuron_reference(
+        drive[..., None] * profile,
+        inhibition,
+        time_extent=time_extent,
+        lam=lam,
+        grid_points=grid_points,
+        phi_max=phi_max,
+    )
+    return expected / potential_sum(path, lam)
 
 
 def two_neuron_reference(
@@ -314,16 +351,15 @@ def two_neuron_reference(
     excite = max(excite_01, excite_10)
     phi = _pair_grid(n_time, spacing, lam, (4.0 * excite, excite, inhibit), grid_points, phi_max)
     m = phi.numel()
-    v0 = _double_well(phi, lam)
-    x2 = phi * phi
-    s2 = (x2 - 1.0) ** 2
+    v0 = double_well(phi, lam)
     # Row index i ↔ φ0 = phi[i], column j ↔ φ1 = phi[j].
+    phi_0, phi_1 = phi[:, None], phi[None, :]
     potential = (
         v0[:, None]
         + v0[None, :]
-        + excite_01 * s2[:, None] * x2[None, :]
-        + excite_10 * x2[:, None] * s2[None, :]
-        + inhibit * (s2[:, None] * s2[None, :]) ** 2
+        + excitation_energy(phi_0, phi_1, excite_01)
+        + excitation_energy(phi_1, phi_0, excite_10)
+        + inhibition_energy(phi_0, phi_1, inhibit)
     )
     half = torch.exp(-0.5 * spacing * (potential - potential.min()))
     kernel = _kinetic_kernel(phi, spacing)
@@ -428,9 +464,9 @@ def driven_pair_reference(
     largest = drive.max().item() if drive.numel() else 0.0
     phi = _pair_grid(n_time, spacing, lam, (0.0, largest, inhibit), grid_points, phi_max)
     m = phi.numel()
-    v0 = _double_well(phi, lam)
+    v0 = double_well(phi, lam)
     x2 = phi * phi
-    quartic = (x2 - 1.0) ** 4
+    coupling = inhibition_energy(phi[:, None], phi[None, :], inhibit)
     kernel = _kinetic_kernel(phi, spacing)
     bases = [(basis.T @ kernel @ basis, index) for basis, index in _parity_bases(m)]
 
@@ -438,11 +474,7 @@ def driven_pair_reference(
     results = []
     for fields in flat:
         # (Nt, M, M): row index i ↔ φ0 = phi[i], column j ↔ φ1 = phi[j].
-        potential = (
-            (v0 + fields[0] * x2)[:, :, None]
-            + (v0 + fields[1] * x2)[:, None, :]
-            + inhibit * quartic[:, None] * quartic[None, :]
-        )
+        potential = (v0 + fields[0] * x2)[:, :, None] + (v0 + fields[1] * x2)[:, None, :] + coupling
         shift = potential.amin(dim=(-2, -1))
         weight = torch.exp(-spacing * (potential - shift[:, None, None]))
         weight.masked_fill_(weight < _NEGLIGIBLE, 0.0)

@@ -24,6 +24,15 @@ def double_well(phi: Tensor, lam: float | Tensor) -> Tensor:
     return 0.25 * lam * (phi * phi - 1.0) ** 2
 
 
+def potential_sum(phi: Tensor, lam: float) -> Tensor:
+    """Σ_t V0(φ_t) over the last axis: (..., Nt) → (...).
+
+    The measured observable of a neuron, and for the input path ψ the activity
+    normalisation Σ_t V0(ψ_t).
+    """
+    return double_well(phi, lam).sum(-1)
+
+
 def excitation_energy(phi_src: Tensor, phi_dst: Tensor, strength: float | Tensor) -> Tensor:
     """Excitatory coupling density ε·φ_dst²·(φ_src² − 1)² (per unit τ), elementwise.
 
@@ -109,16 +118,6 @@ def spike_profile(path: Tensor) -> Tensor:
     return (path * path - 1.0) ** 2
 
 
-def brightness_path(path: Tensor, brightness: float | Tensor) -> Tensor:
-    """Grey input ψ̂_b = sqrt(√b·ψ² − √b + 1), so that (ψ̂_b² − 1)² = b·(ψ² − 1)².
-
-    ``path`` (..., Nt) and ``brightness`` (...) broadcast as path * brightness[..., None].
-    b = 1 gives |ψ|, b = 0 the vacuum 1; all couplings depend on ψ² only.
-    """
-    root_b = torch.as_tensor(brightness, dtype=path.dtype, device=path.device).sqrt()[..., None]
-    return (root_b * path * path - root_b + 1.0).clamp_min(0.0).sqrt()
-
-
 def input_fields(brightness: Tensor, excite: Tensor, inhibit: Tensor) -> tuple[Tensor, Tensor]:
     """Amplitudes of the fields that fixed inputs exert on simulated neurons.
 
@@ -132,25 +131,6 @@ def input_fields(brightness: Tensor, excite: Tensor, inhibit: Tensor) -> tuple[T
     drive = torch.einsum("...i,...in->...n", brightness, excite)
     inhibition = torch.einsum("...i,...in->...n", brightness * brightness, inhibit)
     return drive, inhibition
-
-
-def local_potential(
-    phi: Tensor,
-    lam: float,
-    excite_in: Tensor | float = 0.0,
-    excite_out: Tensor | float = 0.0,
-    inhibit: Tensor | float = 0.0,
-) -> Tensor:
-    """Potential density of one neuron given the others, per slice (shapes broadcast).
-
-    U = (Λ/4 + B)·(φ² − 1)² + A·φ² + C·(φ² − 1)⁴, where A = excite_in collects the
-    incoming excitation (inputs' drive + Σ_i ε_in·(φ_i² − 1)²), B = excite_out the
-    outgoing one (Σ_j ε_nj·φ_j²), and C = inhibit the inhibition
-    (input fields + Σ_j η_nj·(φ_j² − 1)⁴). The action of the slice is a·U.
-    """
-    x = phi * phi
-    w = (x - 1.0) ** 2
-    return (0.25 * lam + excite_out) * w + excite_in * x + inhibit * w * w
 
 
 def action_density(phi: Tensor, spacing: float, lam: float) -> Tensor:
@@ -187,10 +167,12 @@ def network_action(
     """
     x = phi * phi
     w = (x - 1.0) ** 2
-    potential = 0.25 * lam * w + drive * x + input_inhibition * w * w
-    # Σ_{i→j} ε_ij·x_j·w_i and ½·Σ_{i≠j} η_ij·w_i²·w_j² per slice.
-    coupled = torch.einsum("...it,...ij,...jt->...t", w, excite, x)
-    coupled = coupled + 0.5 * torch.einsum("...it,...ij,...jt->...t", w * w, inhibit, w * w)
+    potential = double_well(phi, lam) + drive * x + input_inhibition * w * w
+    # Every ordered pair (i, j) as (..., N, N, Nt): source i, destination j.
+    src, dst = phi[..., :, None, :], phi[..., None, :, :]
+    coupled = excitation_energy(src, dst, excite[..., None]).sum((-3, -2)) + 0.5 * (
+        inhibition_energy(src, dst, inhibit[..., None]).sum((-3, -2))
+    )
     return kinetic_action(phi, spacing).sum(-1) + spacing * (
         potential.sum((-2, -1)) + coupled.sum(-1)
     )

@@ -2,7 +2,7 @@
 
 A state is a path tensor φ of shape (R, N, Nt): R independent rows (networks × chains),
 N simulated neurons, Nt periodic slices of spacing a. The potential density of neuron n at
-slice t, given every other neuron, is (see :func:`qnn_torch.functional.physics.local_potential`)
+slice t, given every other neuron, is (from :func:`qnn_torch.functional.physics.network_action`)
 
     U_{n,t}(φ) = K_{n,t}·(φ² − 1)² + A_{n,t}·φ² + C_{n,t}·(φ² − 1)⁴,
 
@@ -22,6 +22,9 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+# Σ_t V0(φ_t), the measured observable: re-exported for qnn_torch.simulate.
+from qnn_torch.functional.physics import potential_sum as potential_sum
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,40 @@ def neuron_fields(
     return A, K, C
 
 
+def local_log_ratio(
+    cur: Tensor,
+    d: Tensor,
+    neighbours: Tensor,
+    A: Tensor,
+    K: Tensor | float,
+    C: Tensor | None,
+    *,
+    spacing: float,
+) -> Tensor:
+    """−ΔS of the single-site moves φ → φ' = φ + d at sites that do not interact (pure).
+
+    ``cur``, ``d`` and ``neighbours`` (..., M): the sites, their proposed steps and the sums
+    φ_{t−1} + φ_{t+1} of their time neighbours; A, K, C their fields (broadcastable). With
+    s = φ + φ',
+
+        ΔS = d·(s − nb)/a + a·d·s·(K·((s² + d²)/2 − 2) + A) + a·C·((φ'² − 1)⁴ − (φ² − 1)⁴).
+
+    Returns −ΔS, shape of ``cur`` (a fresh tensor the caller may overwrite).
+    """
+    a2 = spacing * spacing
+    s = torch.add(d, cur, alpha=2.0)
+    q = s * s
+    q.addcmul_(d, d).mul_(0.5).sub_(2.0).mul_(K).add_(A).mul_(s)
+    q.mul_(a2).add_(s).sub_(neighbours)
+    q.mul_(d)
+    if C is not None:
+        new = cur + d
+        w_new = (new * new - 1.0) ** 2
+        w_old = (cur * cur - 1.0) ** 2
+        q.add_(a2 * C * (w_new * w_new - w_old * w_old))
+    return q.mul_(-1.0 / spacing)  # q was a·ΔS
+
+
 def local_half_sweep(
     cur: Tensor,
     neighbours: Tensor,
@@ -98,27 +135,14 @@ def local_half_sweep(
 
     ``cur`` (..., M) are the sites, ``neighbours`` (..., M) the sums φ_{t−1} + φ_{t+1} of
     their time neighbours, A, K, C their fields (broadcastable). Proposal φ' = φ + d with
-    d uniform in [−width, width); with s = φ + φ' the action changes by
-
-        ΔS = d·(s − nb)/a + a·d·s·(K·((s² + d²)/2 − 2) + A) + a·C·((φ'² − 1)⁴ − (φ² − 1)⁴),
-
-    accepted with probability min(1, e^{−ΔS}). Returns the number of accepted sites (0-d).
+    d uniform in [−width, width), accepted with probability min(1, e^{−ΔS}), ΔS from
+    :func:`local_log_ratio`. Returns the number of accepted sites (0-d).
     """
-    a2 = spacing * spacing
     d = torch.empty_like(cur).uniform_(-width, width, generator=generator)
-    s = torch.add(d, cur, alpha=2.0)
-    q = s * s
-    q.addcmul_(d, d).mul_(0.5).sub_(2.0).mul_(K).add_(A).mul_(s)
-    q.mul_(a2).add_(s).sub_(neighbours)
-    q.mul_(d)
-    if C is not None:
-        new = cur + d
-        w_new = (new * new - 1.0) ** 2
-        w_old = (cur * cur - 1.0) ** 2
-        q.add_(a2 * C * (w_new * w_new - w_old * w_old))
-    # q = a·ΔS. Accept where u < exp(−ΔS); clamping −ΔS at −80 keeps exp out of slow
-    # denormals and changes acceptance probabilities below e^−80 only.
-    q.mul_(-1.0 / spacing).clamp_(-80.0, 0.0).exp_()
+    q = local_log_ratio(cur, d, neighbours, A, K, C, spacing=spacing)
+    # Accept where u < exp(−ΔS); clamping −ΔS at −80 keeps exp out of slow denormals and
+    # changes acceptance probabilities below e^−80 only.
+    q.clamp_(-80.0, 0.0).exp_()
     accept = torch.empty_like(cur).uniform_(generator=generator) < q
     d.mul_(accept)
     cur.add_(d)
@@ -157,6 +181,37 @@ def local_sweep(
     return accepted
 
 
+def bisection_stage_actions(
+    new: Tensor,
+    old: Tensor,
+    A: Tensor,
+    K: Tensor | float,
+    C: Tensor | None,
+    *,
+    spacing: float,
+) -> list[Tensor]:
+    """Staged potential actions ΔS_h of bisection proposals, coarsest first (pure).
+
+    ``new`` and ``old`` (..., m, L − 1) are the inner slices p = 1 … L − 1 of m blocks of
+    L = 2**levels slices, A, K, C their fields (broadcastable). With a·ΔU_p the change of
+    a·U at slice p, ΔS_h = h·Σ_{p ≡ 0 (mod h)} a·ΔU_p for h = L/2, …, 1, each (..., m); the
+    last, ΔS_1, is the exact change of the potential action.
+    """
+    L = new.shape[-1] + 1
+    x_new, x_old = new.square(), old.square()
+    w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
+    delta = A * (x_new - x_old)
+    delta += (w_new - w_old) * K
+    if C is not None:
+        delta += C * (w_new.square() - w_old.square())
+    delta = torch.nn.functional.pad(delta.mul_(spacing), (1, 0))  # index p = position
+    stages, h = [], L // 2
+    while h >= 1:
+        stages.append(h * delta[..., ::h].sum(-1))
+        h //= 2
+    return stages
+
+
 def bisection_pass(
     phi: Tensor,
     fields: LatticeFields,
@@ -170,12 +225,12 @@ def bisection_pass(
     The lattice, rotated by ``offset``, is cut into m = ⌊Nt/L⌋ blocks of L = 2**levels
     slices (the last one wraps around when L divides Nt). With both block ends fixed, the
     L − 1 inner slices of every block are regrown from the free Brownian bridge level by
-    level: at spacing h = L/2, …, 1 the midpoints
-    get mean (φ_left + φ_right)/2 and variance h·a/2. The kinetic action is sampled
-    exactly, so acceptance involves the potential alone, in stages: with
-    S_h = h·a·Σ_{p ≡ 0 (mod h)} U_p over the points known at level h, stage h accepts with
-    min(1, exp(−[ΔS_h − ΔS_{2h}])); a block moves only if all stages accept. The last stage
-    uses the exact potential, so the move satisfies detailed balance.
+    level: at spacing h = L/2, …, 1 the midpoints get mean (φ_left + φ_right)/2 and
+    variance h·a/2. The kinetic action is sampled exactly, so acceptance involves the
+    potential alone, in stages: with S_h = h·a·Σ_{p ≡ 0 (mod h)} U_p over the points known
+    at level h, stage h accepts with min(1, exp(−[ΔS_h − ΔS_{2h}])) (see
+    :func:`bisection_stage_actions`); a block moves only if all stages accept. The last
+    stage uses the exact potential, so the move satisfies detailed balance.
 
     Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed blocks).
     """
@@ -208,28 +263,33 @@ def bisection_pass(
         def inner(t: Tensor | float | None) -> Tensor | float | None:
             return t.unflatten(-1, (m, L))[..., 1:] if isinstance(t, Tensor) else t
 
-        # a·ΔU per inner slice, from x = φ² and w = (x − 1)² of the new and old paths.
-        x_new, x_old = new[..., 1:L].square(), old[..., 1:].square()
-        w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
-        delta = inner(A) * (x_new - x_old)
-        delta += (w_new - w_old) * inner(K)
-        if C is not None:
-            delta += inner(C) * (w_new.square() - w_old.square())
-        delta = torch.nn.functional.pad(delta.mul_(fields.spacing), (1, 0))  # index p = position
-        accept = torch.ones(delta.shape[:-1], dtype=torch.bool, device=phi.device)
+        stages = bisection_stage_actions(
+            new[..., 1:L], old[..., 1:], inner(A), inner(K), inner(C), spacing=fields.spacing
+        )
+        accept = torch.ones(stages[0].shape, dtype=torch.bool, device=phi.device)
         coarser = torch.zeros_like(accept, dtype=phi.dtype)
-        h = L // 2
-        while h >= 1:
-            level = h * delta[..., ::h].sum(-1)
+        for level in stages:
             threshold = -torch.empty_like(level).uniform_(generator=generator).log_()
             accept &= (level - coarser) < threshold
             coarser = level
-            h //= 2
         old[..., 1:] = torch.where(accept[..., None], new[..., 1:L], old[..., 1:])
         accepted += accept.sum()
     phi[..., offset:] = rotated[..., : Nt - offset]
     phi[..., :offset] = rotated[..., Nt - offset :]
     return accepted, R * N * m
+
+
+def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
+    """−2·J_t·σ_t·σ_{t+1} = −2·φ_t·φ_{t+1}/a for each periodic bond t → t+1 (pure).
+
+    Flipping the signs on one side of bond t changes its kinetic term by 2·φ_t·φ_{t+1}/a,
+    so a segment flip costs the sum of this over its two boundary bonds. Shapes: phi
+    (..., Nt) → (..., Nt), bond t in place t.
+    """
+    coupling = torch.empty_like(phi)
+    torch.mul(phi[..., :-1], phi[..., 1:], out=coupling[..., :-1])
+    torch.mul(phi[..., -1:], phi[..., :1], out=coupling[..., -1:])
+    return coupling.mul_(-2.0 / spacing)
 
 
 def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator) -> None:
@@ -253,11 +313,8 @@ def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator
 
     Shapes: phi (..., Nt).
     """
-    coupling = torch.empty_like(phi)  # σ_t·σ_{t+1}·|φ_t·φ_{t+1}| for bond t → t+1
-    torch.mul(phi[..., :-1], phi[..., 1:], out=coupling[..., :-1])
-    torch.mul(phi[..., -1:], phi[..., :1], out=coupling[..., -1:])
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
-    free = coupling.mul_(-2.0 / spacing).clamp_(-80.0, 0.0).exp_()
+    free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
     u = torch.empty_like(phi).uniform_(generator=generator)
     broken = u < free
     coin = u < free.mul_(0.5)
@@ -274,9 +331,3 @@ def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator
     overall = torch.empty_like(phi[..., :1]).uniform_(generator=generator) < 0.5
     flips += overall.to(phi.dtype)
     phi.mul_(flips.remainder_(2.0).mul_(-2.0).add_(1.0))
-
-
-def potential_sum(phi: Tensor, lam: float) -> Tensor:
-    """Σ_t V0(φ_t) over the last axis: (..., Nt) → (...)."""
-    w = phi * phi - 1.0
-    return (0.25 * lam) * (w * w).sum(-1)
