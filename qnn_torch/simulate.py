@@ -14,6 +14,7 @@ from qnn_torch.autograd import Jacobian, attach_jacobian
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
 from qnn_torch.functional.observables import binned_autocorrelation_time, chain_mean_and_error
+from qnn_torch.functional.physics import double_well
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
@@ -171,8 +172,7 @@ def _run_sampler(
                 sign_cluster_move(x, spacing=a, generator=generator)
             if measuring:
                 if profile_sum is not None:
-                    w = x * x - 1.0
-                    profile_sum[i:j] += (0.25 * config.lam) * w * w
+                    profile_sum[i:j] += double_well(x, config.lam)
                 sample = potential_sum(x, config.lam).double() / norm
                 step = sweep - config.thermalization
                 sums[i:j] += sample
