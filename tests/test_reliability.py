@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from qnn_torch import Network, SamplerConfig, simulate
+from qnn_torch.functional.observables import (
+    binned_autocorrelation_time,
+    integrated_autocorrelation_time,
+)
 from qnn_torch.functional.physics import double_well
 
 from .conftest import SMALL
@@ -14,6 +20,25 @@ QUICK = {**SMALL, "chains": 4, "thermalization": 20, "sweeps": 40, "seed": 5}
 
 def relay(strength: float | torch.Tensor) -> Network:
     return Network().add_input("x").add_neuron("y").excite("x", "y", strength)
+
+
+# -- 4. autocorrelation times from too short a series -----------------------------------------
+def test_one_bin_gives_an_infinite_autocorrelation_time():
+    bins = torch.rand(3, 4, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    variance = torch.ones(3, dtype=torch.float64)
+    for bin_length in (1, 50):
+        tau = binned_autocorrelation_time(bins, bin_length, variance)
+        assert tau.shape == (3,) and torch.isinf(tau).all() and (tau > 0).all()
+    assert torch.isinf(integrated_autocorrelation_time(bins)).all()
+    two = torch.rand(3, 4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.isfinite(binned_autocorrelation_time(two, 50, variance)).all()
+
+
+def test_a_single_sweep_reports_an_unknown_autocorrelation_time():
+    config = SamplerConfig(**{**QUICK, "sweeps": 1})
+    result = simulate(relay(120.0), config)
+    assert torch.isinf(result.autocorrelation_time["y"])
+    assert math.isfinite(float(result.stderr["y"])) and float(result.stderr["y"]) > 0
 
 
 # -- 6. the recorded potential profile is V0 of the paths -------------------------------------

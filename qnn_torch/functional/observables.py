@@ -42,8 +42,11 @@ def integrated_autocorrelation_time(series: Tensor, window_factor: float = 5.0) 
     W is the smallest lag with W ≥ ``window_factor``·τ_int(W). ``series`` (..., C, n) are
     C independent chains; returns τ_int (...) in units of the series' step, so that the
     variance of a chain mean is 2·τ_int·σ²/n. Saturates (is underestimated) when τ_int
-    approaches n / window_factor: run longer chains then.
+    approaches n / window_factor: run longer chains then. A series of one step carries no
+    correlation information: τ_int is +inf (unknown) then.
     """
+    if series.shape[-1] < 2:
+        return torch.full(series.shape[:-2], torch.inf, dtype=torch.float64, device=series.device)
     rho = autocorrelation(series)
     tau = rho.cumsum(-1) - 0.5  # τ(W) = 1/2 + Σ_{k=1}^{W} ρ(k) = Σ_{k=0}^{W} ρ(k) − 1/2
     lags = torch.arange(rho.shape[-1], device=rho.device, dtype=tau.dtype)
@@ -58,10 +61,11 @@ def binned_autocorrelation_time(bins: Tensor, bin_length: int, sample_variance: 
     ``bins`` (..., C, nb) are means of ``bin_length`` consecutive samples; the variance of a
     chain mean is var_bins·2τ_bins/nb = σ²·2τ/n with n = nb·L, so
     τ = L·τ_bins·var_bins/σ². ``sample_variance`` (...) is σ² of the raw samples (pooled
-    over chains). With bin_length 1 this is the plain Sokal estimate.
+    over chains). With bin_length 1 this is the plain Sokal estimate. A single bin per chain
+    cannot show any correlation: τ is +inf (unknown) then, never a reassuring 0.5.
     """
     tau_bins = integrated_autocorrelation_time(bins)
-    if bin_length == 1:
+    if bin_length == 1 or bins.shape[-1] < 2:
         return tau_bins
     var_bins = bins.var(-1, correction=0).mean(-1)
     ratio = var_bins / sample_variance.clamp_min(torch.finfo(sample_variance.dtype).tiny)
