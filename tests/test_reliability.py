@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from qnn_torch import Network, SamplerConfig, simulate
+from qnn_torch.functional.layer import readout
 from qnn_torch.functional.observables import (
     binned_autocorrelation_time,
     integrated_autocorrelation_time,
@@ -39,6 +41,15 @@ def test_a_single_sweep_reports_an_unknown_autocorrelation_time():
     result = simulate(relay(120.0), config)
     assert torch.isinf(result.autocorrelation_time["y"])
     assert math.isfinite(float(result.stderr["y"])) and float(result.stderr["y"]) > 0
+
+
+# -- 5. Born read-out -------------------------------------------------------------------------
+def test_born_readout_of_a_zero_row_raises():
+    activity = torch.tensor([[0.2, 0.4], [0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"readout 'born'.*row \(1,\)"):
+        readout(activity, "born")
+    scores = readout(activity[:1], "born")
+    torch.testing.assert_close(scores, torch.tensor([[0.2, 0.8]]))
 
 
 # -- 6. the recorded potential profile is V0 of the paths -------------------------------------

@@ -31,12 +31,22 @@ def output_drives(brightness: Tensor, weight: Tensor, coupling_scale: float | Te
 
 
 def readout(activity: Tensor, kind: str) -> Tensor:
-    """Scores from activities (..., O): raw, softmax (the paper's) or Born a_j²/Σ_k a_k²."""
+    """Scores from activities (..., O): raw, softmax (the paper's) or Born a_j²/Σ_k a_k².
+
+    Born scores are undefined for a row of zero activities: ValueError then.
+    """
     if kind == "activity":
         return activity
     if kind == "softmax":
         return torch.softmax(activity, dim=-1)
     if kind == "born":
         squared = activity * activity
-        return squared / squared.sum(-1, keepdim=True)
+        total = squared.sum(-1, keepdim=True)
+        if bool(total.eq(0).any()):
+            row = tuple(total.eq(0).nonzero()[0, :-1].tolist())
+            raise ValueError(
+                f"readout 'born' needs a non-zero activity in every row, got all zeros in "
+                f"row {row} (a_j²/Σ_k a_k² is 0/0)"
+            )
+        return squared / total
     raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")
