@@ -24,6 +24,29 @@ def relay(strength: float | torch.Tensor) -> Network:
     return Network().add_input("x").add_neuron("y").excite("x", "y", strength)
 
 
+# -- 2. the network keeps copies ----------------------------------------------------------
+def test_network_is_unaffected_by_later_in_place_changes():
+    # float64 on the CPU: the very dtype and device the network stores (no implicit copy).
+    strength = torch.tensor([6000.0, 100.0], dtype=torch.float64)
+    brightness = torch.tensor(0.5, dtype=torch.float64)
+    net = Network().add_input("x", brightness).add_neuron("y").excite("x", "y", strength)
+    strength.mul_(-1.0)
+    brightness.fill_(0.0)
+    compiled = net.compile(SamplerConfig(n_time=16))
+    assert compiled.drive[:, 0].tolist() == [3000.0, 50.0]
+
+
+def test_network_copy_keeps_the_gradient():
+    strength = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    net = Network().add_input("x", 0.5).add_neuron("y").excite("x", "y", strength)
+    with torch.no_grad():
+        strength.add_(1.0)  # an optimiser step after building: the network keeps 3.0
+    drive = net.compile(SamplerConfig(n_time=16, dtype=torch.float64)).drive
+    assert float(drive.detach()) == 1.5
+    (grad,) = torch.autograd.grad(drive.sum(), strength)
+    assert float(grad) == 0.5
+
+
 # -- 4. autocorrelation times from too short a series -----------------------------------------
 def test_one_bin_gives_an_infinite_autocorrelation_time():
     bins = torch.rand(3, 4, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
