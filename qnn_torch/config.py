@@ -11,6 +11,7 @@ from qnn_torch.functional.physics import validate_kinks, validate_lattice
 
 MOVES = ("local", "multilevel", "cluster")
 INITS = ("saw", "vacuum")
+SEED_LIMIT = 2**63  # a seed must fit a signed 64-bit integer (an int64 tensor, numpy, C)
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class SamplerConfig:
     """Lattice, physics and Monte Carlo settings of a simulation.
 
     Lattice and potential: ``n_time`` slices (even) over the periodic Euclidean time
-    ``time_extent``, double-well height ``lam`` (Λ), and ``n_kinks`` (even) equally spaced
+    ``time_extent``, double-well height ``lam`` (Λ), and ``n_kinks`` (even, ≥ 2) equally spaced
     kinks in the active input path. The defaults are the paper's.
 
     Monte Carlo: ``chains`` independent chains per network (the standard error comes from
@@ -41,9 +42,9 @@ class SamplerConfig:
     bridge proposals alone mix slowly. :attr:`moves` tells which.
 
     ``init`` is ``"vacuum"`` (φ ≡ 1) or the paper's ``"saw"`` (φ_t = t mod 2). The same
-    ``seed`` on the same ``device`` gives identical results. ``chunk_rows`` bounds how many
-    (network, chain) rows are updated at once (0: automatic, cache-sized on CPU, all rows
-    on CUDA). ``progress`` shows a progress bar over sweeps.
+    ``seed`` (0 ≤ seed < 2**63) on the same ``device`` gives identical results.
+    ``chunk_rows`` bounds how many (network, chain) rows are updated at once (0: automatic,
+    cache-sized on CPU, all rows on CUDA). ``progress`` shows a progress bar over sweeps.
     """
 
     n_time: int = 512
@@ -75,10 +76,17 @@ class SamplerConfig:
                 )
         validate_lattice(self.n_time, self.time_extent, self.lam)
         validate_kinks(self.n_kinks)
+        if self.n_kinks == 0:
+            raise ValueError(
+                "n_kinks must be >= 2: the activity is normalised by the potential of the "
+                "kinks, Σ_t V0(ψ_t), which vanishes without kinks; got 0"
+            )
         _check_int("chains", self.chains, 2)
         _check_int("thermalization", self.thermalization, 0)
         _check_int("sweeps", self.sweeps, 1)
         _check_int("seed", self.seed, 0)
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be < 2**63, got {self.seed!r}")
         _check_int("chunk_rows", self.chunk_rows, 0)
         _check_int("bisection_levels", self.bisection_levels, 0)
         if 2**self.bisection_levels > self.n_time:

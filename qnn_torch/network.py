@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 
 from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.physics import double_well, input_fields, kink_path, spike_profile
+from qnn_torch.functional.physics import (
+    double_well,
+    input_fields,
+    kink_path,
+    kink_width_rate,
+    spike_profile,
+)
 
 Number = float | int | Tensor
 
@@ -143,6 +149,14 @@ class Network:
         path = kink_path(
             config.n_time, config.time_extent, config.lam, config.n_kinks, dtype=torch.float64
         )
+        activity_norm = float(double_well(path, config.lam).sum())
+        if activity_norm == 0:
+            raise ValueError(
+                f"the kinks fall between the slices of n_time={config.n_time}: ψ_t² = 1 at every "
+                f"slice, so Σ_t V0(ψ_t) = 0 cannot normalise the activity (kink width "
+                f"{1 / kink_width_rate(config.lam):.3g} vs spacing {config.spacing:.3g}): use "
+                "more slices or a smaller lam"
+            )
         flat = math.prod(shape)
         to = {"device": torch.device(config.device), "dtype": config.dtype}
         for t in (excite, inhibit, drive, input_inhibition):
@@ -161,7 +175,7 @@ class Network:
             batch_shape=shape,
             color_bounds=tuple(bounds),
             profile=spike_profile(path).to(**to),
-            activity_norm=float(double_well(path, config.lam).sum()),
+            activity_norm=activity_norm,
             drive=drive.reshape(flat, n_neurons).to(**to),
             input_inhibition=input_inhibition.reshape(flat, n_neurons).to(**to),
             excite=excite.reshape(flat, n_neurons, n_neurons).to(**to)

@@ -81,8 +81,6 @@ def _run_sampler(
 ) -> SamplerOutput:
     if set(gradients) - set(PARAMETERS):
         raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
-    if config.n_kinks == 0:
-        raise ValueError("n_kinks must be >= 2 to normalise the activity, got 0")
     if network.drive.shape[0] == 0:
         raise ValueError(f"network batch shape {tuple(network.batch_shape)} holds no network")
     start_time = time.perf_counter()
@@ -277,7 +275,13 @@ def simulate(
     """
     if not isinstance(network, Network):
         raise ValueError(f"network must be a qnn_torch.Network, got {type(network).__name__}")
-    config = config or SamplerConfig()
+    if config is None:
+        config = SamplerConfig()
+    elif not isinstance(config, SamplerConfig):
+        raise ValueError(
+            f"config must be a qnn_torch.SamplerConfig or None, got {type(config).__name__} "
+            f"{config!r}"
+        )
     compiled = network.compile(config)
     parameters = compiled.parameters()
     gradients = tuple(

@@ -47,6 +47,36 @@ def test_network_copy_keeps_the_gradient():
     assert float(grad) == 0.5
 
 
+# -- 3. early, clear failures ---------------------------------------------------------------
+@pytest.mark.parametrize("config", [{}, {"n_time": 32}, "fast", 0])
+def test_simulate_refuses_a_config_that_is_not_a_sampler_config(config):
+    with pytest.raises(ValueError, match=r"config must be a qnn_torch\.SamplerConfig"):
+        simulate(relay(1.0), config)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64])
+def test_seed_out_of_range_is_refused_at_construction(seed):
+    with pytest.raises(ValueError, match=f"seed must be < 2\\*\\*63, got {seed}"):
+        SamplerConfig(seed=seed)
+
+
+def test_largest_seed_runs():
+    config = SamplerConfig(**{**QUICK, "seed": 2**63 - 1, "sweeps": 5, "thermalization": 5})
+    assert torch.isfinite(simulate(relay(1.0), config).activity["y"])
+
+
+def test_zero_kinks_are_refused_at_construction():
+    with pytest.raises(ValueError, match=r"n_kinks must be >= 2.*got 0"):
+        SamplerConfig(n_kinks=0)
+
+
+def test_kinks_between_slices_are_refused_before_sampling():
+    # Two slices, kinks far narrower than the spacing: ψ_t² = 1 at both slices.
+    config = SamplerConfig(n_time=2, time_extent=2.0, lam=1e7, n_kinks=2, algorithm="local")
+    with pytest.raises(ValueError, match="n_time=2"):
+        relay(1.0).compile(config)
+
+
 # -- 4. autocorrelation times from too short a series -----------------------------------------
 def test_one_bin_gives_an_infinite_autocorrelation_time():
     bins = torch.rand(3, 4, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
