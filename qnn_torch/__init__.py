@@ -9,7 +9,7 @@ from qnn_torch.functional.physics import kink_action, kink_path
 from qnn_torch.learning import learn_truth_table, verify_truth_table
 from qnn_torch.module.layer import QuantumNeuronLayer
 from qnn_torch.network import Network
-from qnn_torch.simulate import SimulationResult, simulate
+from qnn_torch.simulate import SimulationResult, StuckChainWarning, simulate
 
 __all__ = [
     "THRESHOLDS",
@@ -17,6 +17,7 @@ __all__ = [
     "QuantumNeuronLayer",
     "SamplerConfig",
     "SimulationResult",
+    "StuckChainWarning",
     "Thresholds",
     "add_input_grid",
     "circuits",

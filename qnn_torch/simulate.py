@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -27,6 +28,20 @@ from qnn_torch.network import CompiledNetwork, Network
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
 _CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
 _TUNE_EVERY = 10  # thermalisation sweeps between proposal-width updates
+_MOVE_HINTS = {
+    "local": "step_size too large, or too few thermalization sweeps to tune it",
+    "multilevel": "bisection segments too long for the well: fewer bisection_levels",
+}
+
+
+class StuckChainWarning(RuntimeWarning):
+    """A Monte Carlo chain did not move, so its errors cannot be measured.
+
+    Raised (as a warning) when a Metropolis move accepted none of its proposals, or when a
+    network has a chain whose measured activity never changed during the measurement, or
+    chains that all agree to the last bit. The standard errors and autocorrelation times of
+    such networks are set to +inf: their activities are not estimates.
+    """
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,8 @@ def run_sampler(
     earlier run, replaces ``config.init``. ``gradients`` names parameter families of
     :data:`~qnn_torch.functional.gradient.PARAMETERS` whose Jacobian ∂A/∂θ = −Cov(O, ∂S/∂θ)
     is measured alongside (no extra random numbers: the paths are the same with or without).
-    Raises FloatingPointError naming the sweep if a path becomes non-finite.
+    Raises FloatingPointError naming the sweep if a path becomes non-finite. Networks with
+    stuck chains get infinite errors and a :class:`StuckChainWarning`.
     """
     with torch.no_grad():
         return _run_sampler(network, config, record_profile, initial_paths, tuple(gradients))
@@ -128,6 +144,9 @@ def _run_sampler(
     n_bins = config.sweeps // bin_length
     sums = torch.zeros(R, N, dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
+    # The measured value before the measurement, and whether a sample ever differed from it.
+    reference = torch.zeros_like(sums)
+    moved = torch.zeros(R, N, dtype=torch.bool, device=device)
     bins = torch.zeros(R, N, n_bins, dtype=torch.float64, device=device)
     profile_sum = (
         torch.zeros(R, N, Nt, dtype=torch.float64, device=device) if record_profile else None
@@ -153,6 +172,8 @@ def _run_sampler(
         offset = int(torch.randint(2**levels, (1,), generator=offsets))
         for (i, j), part in zip(chunks, chunk_fields, strict=True):
             x = phi[i:j]
+            if sweep == config.thermalization:
+                reference[i:j] = potential_sum(x, config.lam).double() / norm
             if "local" in config.moves:
                 accepted = local_sweep(x, part, width=width, generator=generator)
                 counts["local"][0] += accepted
@@ -174,6 +195,7 @@ def _run_sampler(
                 sample = potential_sum(x, config.lam).double() / norm
                 step = sweep - config.thermalization
                 sums[i:j] += sample
+                moved[i:j] |= sample != reference[i:j]
                 squares[i:j] += sample * sample
                 if covariance:
                     derivatives = action_derivatives(x, part.profile, a, gradients)
@@ -203,6 +225,17 @@ def _run_sampler(
     profile = None
     if profile_sum is not None:
         profile = (profile_sum.view(Bf, C, N, Nt).mean(1) / config.sweeps).to(dtype)
+    jacobians = {
+        family: Jacobian.from_sums(sums, stats, config.sweeps, C)
+        for family, stats in covariance.items()
+    }
+    stuck = _stuck_networks(moved.view(Bf, C, N), stderr, counts)
+    if bool(stuck.any()):
+        stderr, tau = _infinite_rows(stderr, stuck), _infinite_rows(tau, stuck)
+        jacobians = {
+            family: replace(jac, stderr=_infinite_rows(jac.stderr, stuck))
+            for family, jac in jacobians.items()
+        }
     return SamplerOutput(
         chain_activity=chain_activity,
         activity=activity,
@@ -216,11 +249,41 @@ def _run_sampler(
         paths=phi.view(Bf, C, N, Nt),
         potential_profile=profile,
         seconds=time.perf_counter() - start_time,
-        jacobians={
-            family: Jacobian.from_sums(sums, stats, config.sweeps, C)
-            for family, stats in covariance.items()
-        },
+        jacobians=jacobians,
     )
+
+
+def _infinite_rows(t: Tensor, rows: Tensor) -> Tensor:
+    """A copy of ``t`` holding +inf in the rows (first axis) where ``rows`` is true."""
+    t = t.clone()
+    t[rows] = math.inf
+    return t
+
+
+def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor | int]]) -> Tensor:
+    """Networks whose errors cannot be trusted, (Bf,) bool.
+
+    ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed, ``stderr``
+    (Bf, N) is the spread of the chains (0: they agree to the last bit), ``counts`` the
+    accepted and proposed moves by type. Warns with a :class:`StuckChainWarning`.
+    """
+    problems = [
+        f"the {name} move accepted none of its {int(proposed)} proposals ({_MOVE_HINTS[name]})"
+        for name, (accepted, proposed) in counts.items()
+        if int(proposed) > 0 and int(accepted) == 0
+    ]
+    frozen = ~moved.all(-1).all(-1)
+    agreeing = stderr.eq(0).any(-1)
+    stuck = frozen | agreeing
+    if bool(stuck.any()):
+        problems.append(
+            f"{int(stuck.sum())} of {stuck.numel()} networks have a chain whose activity never "
+            f"changed ({int(frozen.sum())}) or chains that all agree ({int(agreeing.sum())}): "
+            "their standard errors and autocorrelation times are set to inf"
+        )
+    if problems:
+        warnings.warn("; ".join(problems), StuckChainWarning, stacklevel=4)
+    return stuck
 
 
 def starting_paths(

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from qnn_torch import Network, SamplerConfig, simulate
+from qnn_torch import Network, SamplerConfig, StuckChainWarning, simulate
 from qnn_torch.functional.layer import readout
 from qnn_torch.functional.observables import (
     binned_autocorrelation_time,
     integrated_autocorrelation_time,
 )
 from qnn_torch.functional.physics import double_well
+from qnn_torch.simulate import _infinite_rows, _stuck_networks, run_sampler
 
 from .conftest import SMALL
 
@@ -22,6 +24,83 @@ QUICK = {**SMALL, "chains": 4, "thermalization": 20, "sweeps": 40, "seed": 5}
 
 def relay(strength: float | torch.Tensor) -> Network:
     return Network().add_input("x").add_neuron("y").excite("x", "y", strength)
+
+
+# -- 1. stuck chains --------------------------------------------------------------------
+def test_bisection_segments_far_longer_than_the_well_are_refused():
+    # Nt = 64 at Λ = 5000: one slice is 1.09 correlation lengths 1/√(2Λ).
+    with pytest.raises(ValueError, match=r"bisection_levels=5 gives segments of 33\.9"):
+        SamplerConfig(algorithm="multilevel", bisection_levels=5, n_time=64)
+    with pytest.raises(ValueError, match="bisection_levels=3"):  # 7.7 correlation lengths
+        SamplerConfig(algorithm="multilevel", bisection_levels=3, n_time=64)
+    assert SamplerConfig(algorithm="multilevel", bisection_levels=2, n_time=64).levels == 2
+    # Without multilevel moves the levels are unused, and one level (one slice) is allowed.
+    SamplerConfig(algorithm="local", bisection_levels=5, n_time=64)
+    SamplerConfig(algorithm="multilevel", bisection_levels=1, n_time=8, lam=1e6)
+
+
+@pytest.mark.parametrize("n_time", [16, 32, 64, 128, 512, 2048])
+@pytest.mark.parametrize("lam", [1.0, 60.0, 5000.0, 1e6])
+@pytest.mark.parametrize("time_extent", [0.1, 0.7, 2.0, 20.0])
+def test_automatic_levels_are_never_refused(n_time, lam, time_extent):
+    auto = SamplerConfig(n_time=n_time, lam=lam, time_extent=time_extent)
+    explicit = SamplerConfig(
+        n_time=n_time, lam=lam, time_extent=time_extent, bisection_levels=auto.levels
+    )
+    assert explicit.levels == auto.levels
+
+
+@pytest.mark.parametrize("step_size", [1e3, 1e6])
+def test_off_scale_step_size_warns_and_reports_infinite_errors(step_size):
+    config = SamplerConfig(**{**QUICK, "thermalization": 0}, algorithm="local", step_size=step_size)
+    with pytest.warns(StuckChainWarning, match="never changed") as record:
+        result = simulate(relay(torch.tensor([0.0, 120.0])), config)
+    assert torch.isinf(result.stderr["y"]).all() and (result.stderr["y"] > 0).all()
+    assert torch.isinf(result.autocorrelation_time["y"]).all()
+    assert torch.isfinite(result.activity["y"]).all()
+    if step_size == 1e6:  # no proposal at all is accepted: the move is named
+        assert result.acceptance["local"] == 0.0
+        assert any("local move accepted none" in str(w.message) for w in record)
+
+
+def test_stuck_sampler_output_and_jacobians_are_not_trusted():
+    config = SamplerConfig(**{**QUICK, "thermalization": 0}, algorithm="local", step_size=1e6)
+    compiled = relay(120.0).compile(config)
+    with pytest.warns(StuckChainWarning):
+        out = run_sampler(compiled, config, gradients=("drive",))
+    assert torch.isinf(out.stderr).all() and torch.isinf(out.autocorrelation_time).all()
+    assert torch.isinf(out.jacobians["drive"].stderr).all()
+
+
+def test_healthy_run_is_not_flagged():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StuckChainWarning)
+        result = simulate(relay(torch.tensor([0.0, 120.0])), SamplerConfig(**QUICK))
+    stderr = result.stderr["y"]
+    assert torch.isfinite(stderr).all() and (stderr > 0).all()
+
+
+def test_stuck_networks_are_flagged_one_by_one():
+    # Three networks, two chains, one neuron: network 0 is fine, network 1 has a frozen
+    # chain, network 2 has chains that agree to the last bit.
+    moved = torch.tensor([[[True], [True]], [[True], [False]], [[True], [True]]])
+    stderr = torch.tensor([[0.1], [0.2], [0.0]], dtype=torch.float64)
+    counts = {"local": [torch.tensor(5), 10]}
+    with pytest.warns(StuckChainWarning, match="2 of 3 networks"):
+        stuck = _stuck_networks(moved, stderr, counts)
+    assert stuck.tolist() == [False, True, True]
+    honest = _infinite_rows(stderr, stuck)
+    assert honest.tolist() == [[0.1], [math.inf], [math.inf]]
+    assert stderr[2, 0] == 0.0  # the input is not modified
+
+
+def test_zero_acceptance_of_one_move_is_named():
+    moved = torch.ones(1, 2, 1, dtype=torch.bool)
+    stderr = torch.tensor([[0.1]], dtype=torch.float64)
+    counts = {"local": [torch.tensor(5), 10], "multilevel": [torch.tensor(0), 8]}
+    with pytest.warns(StuckChainWarning, match="multilevel move accepted none of its 8"):
+        stuck = _stuck_networks(moved, stderr, counts)
+    assert not stuck.any()  # the local move still samples: the errors stand
 
 
 # -- 2. the network keeps copies ----------------------------------------------------------
