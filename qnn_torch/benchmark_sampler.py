@@ -37,7 +37,7 @@ from qnn_torch.functional.sampler import (
     local_sweep,
     sign_cluster_move,
 )
-from qnn_torch.io import write_atomic
+from qnn_torch.io import check_output_file, write_atomic
 from qnn_torch.simulate import run_sampler
 
 SECTIONS = ("throughput", "efficiency", "gradient")
@@ -312,7 +312,8 @@ def print_tables(rows: list[dict]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, validated: every bad option is an argparse error naming it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark_sampler.json"))
     parser.add_argument("--neurons", type=int, default=10_000, help="driven neurons (throughput)")
@@ -333,12 +334,29 @@ def main(argv: list[str] | None = None) -> None:
         "--devices", nargs="*", default=None, help="default: cpu and cuda if present"
     )
     args = parser.parse_args(argv)
-    if args.neurons < 1 or args.chains < 2 or args.sweeps < 10 or args.local_sweeps < 10:
-        parser.error("--neurons >= 1, --chains >= 2, --sweeps and --local-sweeps >= 10")
-    if args.repeats < 1 or args.images < 1:
-        parser.error(f"--repeats and --images must be >= 1, got {args.repeats}, {args.images}")
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    minimums = {"neurons": 1, "repeats": 1, "chains": 2, "sweeps": 10, "local_sweeps": 10,
+                "images": 1, "threads": 0}  # fmt: skip
+    for name, minimum in minimums.items():
+        if getattr(args, name) < minimum:
+            option = f"--{name.replace('_', '-')}"
+            parser.error(f"{option} must be >= {minimum}, got {getattr(args, name)}")
+    if args.devices == []:
+        parser.error("--devices needs at least one device (omit it for the default)")
+    for name in args.devices or []:
+        try:
+            torch.empty(0, device=name)
+        except (RuntimeError, AssertionError) as err:  # AssertionError: torch without CUDA
+            parser.error(f"--devices: {name!r} is not an available device ({err})")
+    try:
+        check_output_file(args.out)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the chosen measurements, print the tables and write the JSON to ``--out``."""
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]

@@ -10,6 +10,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from qnn_torch import benchmark_sampler
 from qnn_torch.config import SamplerConfig
 from qnn_torch.io import atomic_path, save_atomic, savefig_atomic, write_atomic
 from training import accuracy_curve, train_then_transfer
@@ -71,6 +72,10 @@ def test_pipeline_figures_are_written_atomically(
 
 def _no_data(*args: object, **kwargs: object) -> None:
     raise AssertionError("MNIST was loaded before the arguments were validated")
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a measurement ran before the arguments were validated")
 
 
 @pytest.mark.parametrize(
@@ -165,3 +170,41 @@ def test_accuracy_curve_checks_out_and_weights_before_any_work(
     missing = tmp_path / "absent.pt"
     assert accuracy_curve.main(["--weights", str(missing), "--out", str(tmp_path)]) == 2
     assert f"--weights {missing} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--repeats", "0"], ["--repeats", "got 0"]),
+        (["--neurons", "0"], ["--neurons", "got 0"]),
+        (["--chains", "1"], ["--chains", "got 1"]),
+        (["--sweeps", "9"], ["--sweeps", "got 9"]),
+        (["--local-sweeps", "-1"], ["--local-sweeps", "got -1"]),
+        (["--images", "0"], ["--images", "got 0"]),
+        (["--threads", "-2"], ["--threads", "got -2"]),
+        (["--devices", "foo"], ["--devices", "'foo'"]),
+    ],
+)
+def test_benchmark_rejects_bad_options_before_any_work(
+    argv: list[str],
+    expected: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for stage in ("throughput", "efficiency", "gradient_overhead"):
+        monkeypatch.setattr(benchmark_sampler, stage, _no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_sampler.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert all(text in error for text in expected), error
+
+
+def test_benchmark_rejects_an_unusable_output_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for stage in ("throughput", "efficiency", "gradient_overhead"):
+        monkeypatch.setattr(benchmark_sampler, stage, _no_work)
+    with pytest.raises(SystemExit):
+        benchmark_sampler.main(["--out", str(tmp_path)])
+    assert f"--out {tmp_path}" in capsys.readouterr().err
