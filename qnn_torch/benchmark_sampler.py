@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
+from qnn_torch.functional.physics import double_well
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
@@ -70,7 +71,7 @@ def naive_local_sweep(
 
         def action(x: torch.Tensor, left=left, right=right, field=field) -> torch.Tensor:
             kinetic = ((x - left) ** 2 + (right - x) ** 2) / (2 * spacing)
-            return kinetic + spacing * (0.25 * lam * (x * x - 1) ** 2 + field * x * x)
+            return kinetic + spacing * (double_well(x, lam) + field * x * x)
 
         accept = torch.rand(old.shape, generator=generator, device=phi.device) < torch.exp(
             action(old) - action(new)

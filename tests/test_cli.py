@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from qnn_torch import benchmark_sampler
 from qnn_torch.config import SamplerConfig
+from qnn_torch.functional import physics
 from qnn_torch.io import atomic_path, save_atomic, savefig_atomic, write_atomic
 from training import accuracy_curve, train_then_transfer
 from training.quantum import QuantumEvaluator, quantum_loader
@@ -208,3 +209,20 @@ def test_benchmark_rejects_an_unusable_output_file(
     with pytest.raises(SystemExit):
         benchmark_sampler.main(["--out", str(tmp_path)])
     assert f"--out {tmp_path}" in capsys.readouterr().err
+
+
+def test_benchmark_reference_sweep_uses_the_double_well(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The naive sweep's potential comes from physics.double_well (one home per formula)."""
+    calls = []
+
+    def counted(phi: torch.Tensor, lam: float) -> torch.Tensor:
+        calls.append(lam)
+        return physics.double_well(phi, lam)
+
+    monkeypatch.setattr(benchmark_sampler, "double_well", counted)
+    phi = torch.ones(2, 8)
+    benchmark_sampler.naive_local_sweep(
+        phi, torch.zeros(2), torch.zeros(8), lam=50.0, spacing=0.1, width=0.1,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert calls and set(calls) == {50.0}
