@@ -10,7 +10,8 @@ Two steps turn the trained weight W (10, 784) into couplings ε̂ in [0, 1]:
 2. The paper's normalisation ``ε̂ = (W' − min W') / max(W' − min W')`` over the whole matrix.
 
 The quantum layer then couples pixel i to output j with ``k·ε̂_ji``. The paper uses
-k = 1000; after the shift, k = 100 (:data:`DEFAULT_COUPLING_SCALE`) is best on MNIST: a
+k = 1000; after the shift, the layer's default k = 100 (``DEFAULT_COUPLING_SCALE``) is best
+on MNIST: a
 smaller k leaves the activities close to each other, so sampling noise decides the argmax,
 and a larger k saturates the best-driven outputs (see docs/mnist.md for the curve).
 """
@@ -21,10 +22,7 @@ from torch import Tensor, nn
 
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
-from qnn_torch.module.layer import QuantumNeuronLayer, classical_weight
-
-DEFAULT_COUPLING_SCALE = 100.0
-"""Coupling scale k used for MNIST (the paper's 1000 saturates the outputs)."""
+from qnn_torch.module.layer import DEFAULT_COUPLING_SCALE, QuantumNeuronLayer, classical_weight
 
 
 def shift_per_pixel(weight: Tensor) -> Tensor:
@@ -53,6 +51,7 @@ def transfer(
     readout: str = "softmax",
     lateral_inhibition: float = 1e-17,
     config: SamplerConfig | None = None,
+    estimator: str = "monte_carlo",
 ) -> QuantumNeuronLayer:
     """The quantum layer of a trained classical weight (an nn.Linear or its weight (out, in))."""
     weight = classical_weight(weight_or_linear)
@@ -62,4 +61,5 @@ def transfer(
         lateral_inhibition=lateral_inhibition,
         readout=readout,
         config=config,
+        estimator=estimator,
     )

@@ -10,8 +10,9 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.layer import READOUTS, normalize_weights, output_drives, readout
-from qnn_torch.functional.physics import double_well, kink_path, spike_profile
+from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
 from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler
 
@@ -20,6 +21,24 @@ from qnn_torch.simulate import run_sampler
 # this relative amount, far under any Monte Carlo error (and float32's resolution).
 NEGLIGIBLE_ACTION = 1e-9
 _INHIBITION_BOUND = 3.0**8  # max (φ² − 1)⁸ for |φ| ≤ 2; paths practically never leave it
+ESTIMATORS = ("monte_carlo", "exact")
+# k·ε̂ with ε̂ ∈ [0, 1]: a typical MNIST digit (Σ_i b_i ≈ 100) then drives its outputs to
+# ~10³–10⁴, the range validated against the exact reference (the paper's k = 1000 drives
+# them ten times beyond it, where every output saturates).
+DEFAULT_COUPLING_SCALE = 100.0
+_LATTICE_FIELDS = ("n_time", "time_extent", "lam", "n_kinks")
+
+
+_EXACT_NEEDS_INDEPENDENT = (
+    "estimator='exact' needs independent outputs, but lateral_inhibition={:g} is large "
+    "enough to be simulated: use estimator='monte_carlo'"
+)
+
+
+def _checked_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 def classical_weight(weight_or_linear: nn.Linear | Tensor) -> Tensor:
@@ -58,12 +77,22 @@ class QuantumNeuronLayer(nn.Module):
     the layer skips inhibition below ``NEGLIGIBLE_ACTION`` (see ``simulates_inhibition``)
     and then samples the outputs as independent neurons; larger values are simulated.
 
+    ``estimator``: ``"monte_carlo"`` (the sampler, the default) or ``"exact"``, the
+    infinite-statistics limit of the same layer for independent outputs: each activity is
+    the transfer-matrix value A(α_j), tabulated once per lattice and interpolated (see
+    :mod:`qnn_torch.functional.activity_table`; error ≤ 1e-4), deterministic and instant.
+
     The layer is differentiable with respect to ``weight`` and its input: the sampler also
     measures ∂A_j/∂α_k = −Cov(O_j, ∂S/∂α_k) of each activity with respect to each drive
     α_k (diagonal for independent outputs, the full output Jacobian when inhibition is
-    simulated), at no extra sweep and with the same activities as without gradients.
-    Couplings must stay ≥ 0: after each optimiser step call :meth:`project_weights_`
-    (projected gradient descent onto ε̂ ≥ 0; ``training.QuantumClassifier`` does).
+    simulated), at no extra sweep and with the same activities as without gradients; the
+    exact estimator differentiates its interpolant. Couplings must stay ≥ 0: after each
+    optimiser step call :meth:`project_weights_` (projected gradient descent onto ε̂ ≥ 0;
+    ``training.QuantumClassifier`` does).
+
+    ``config`` may be reassigned (the derived spike profile and normalisation follow it),
+    and it is saved in the ``state_dict`` (extra state), so a loaded layer simulates the
+    lattice it was saved with.
     """
 
     def __init__(
@@ -71,10 +100,11 @@ class QuantumNeuronLayer(nn.Module):
         in_features: int,
         out_features: int,
         *,
-        coupling_scale: float = 1000.0,
+        coupling_scale: float = DEFAULT_COUPLING_SCALE,
         lateral_inhibition: float = 1e-17,
         readout: str = "softmax",
         config: SamplerConfig | None = None,
+        estimator: str = "monte_carlo",
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -86,25 +116,48 @@ class QuantumNeuronLayer(nn.Module):
         ):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self.readout = readout
-        self.config = config or SamplerConfig()
+        self.readout = _checked_choice("readout", readout, READOUTS)
+        self.estimator = _checked_choice("estimator", estimator, ESTIMATORS)
         self.weight = nn.Parameter(torch.rand(out_features, in_features))
         self.register_buffer("coupling_scale", torch.tensor(float(coupling_scale)))
         self.register_buffer("lateral_inhibition", torch.tensor(float(lateral_inhibition)))
+        self._checked_buffers()
+        # Derived from the config: moves with .to(), rebuilt (not loaded) with the config.
+        self.register_buffer("spike_profile", torch.empty(0), persistent=False)
+        self.config = SamplerConfig() if config is None else config
+        if self.estimator == "exact" and self.simulates_inhibition:
+            raise ValueError(_EXACT_NEEDS_INDEPENDENT.format(float(lateral_inhibition)))
+
+    @property
+    def config(self) -> SamplerConfig:
+        """The sampler settings; assigning new ones rebuilds the derived lattice buffers."""
+        return self._config
+
+    @config.setter
+    def config(self, config: SamplerConfig) -> None:
+        if not isinstance(config, SamplerConfig):
+            raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
         path = kink_path(
-            self.config.n_time,
-            self.config.time_extent,
-            self.config.lam,
-            self.config.n_kinks,
-            dtype=torch.float64,
+            config.n_time, config.time_extent, config.lam, config.n_kinks, dtype=torch.float64
         )
-        # Derived from the config: moves with .to(), not saved in the state_dict.
-        self.register_buffer("spike_profile", spike_profile(path), persistent=False)
-        self.activity_norm = float(double_well(path, self.config.lam).sum())
+        self._config = config
+        self.spike_profile = spike_profile(path).to(self.weight.device)
+        self.activity_norm = float(potential_sum(path, config.lam))
+
+    def get_extra_state(self) -> dict[str, object]:
+        """The config, saved with the ``state_dict`` as plain values (``weights_only`` loads)."""
+        fields = dataclasses.asdict(self.config)
+        fields["dtype"] = str(self.config.dtype).removeprefix("torch.")
+        fields["device"] = str(self.config.device)
+        return {"config": fields}
+
+    def set_extra_state(self, state: dict[str, object]) -> None:
+        """Restore the config of :meth:`get_extra_state` (validated by SamplerConfig)."""
+        fields = dict(state["config"])
+        fields["dtype"] = getattr(torch, str(fields["dtype"]))
+        self.config = SamplerConfig(**fields)
 
     @classmethod
     def from_classical(
@@ -146,13 +199,35 @@ class QuantumNeuronLayer(nn.Module):
                 f"input brightnesses must lie in [0, 1], got min {x.min().item():.4g} "
                 f"and max {x.max().item():.4g}"
             )
+        coupling_scale, _ = self._checked_buffers()
         weight = self.weight.to(x)
         if not torch.isfinite(weight).all() or (weight < 0).any():
             raise ValueError(
                 f"weight must be finite and >= 0 (couplings ε̂), got min {weight.min().item():.4g}"
                 " (after an optimiser step, call project_weights_())"
             )
-        return output_drives(x, weight, self.coupling_scale.to(x))
+        drive = output_drives(x, weight, coupling_scale.to(x))
+        if not torch.isfinite(drive).all():
+            raise ValueError(
+                f"coupling_scale={coupling_scale.item():g} overflows the drives in {x.dtype}: "
+                "lower it"
+            )
+        return drive
+
+    def _checked_buffers(self) -> tuple[Tensor, Tensor]:
+        """``coupling_scale`` and ``lateral_inhibition`` as stored, ValueError unless finite ≥ 0.
+
+        Checked where forward uses them, so values loaded by ``load_state_dict``, or that
+        overflow float32 when stored, are refused too.
+        """
+        for name in ("coupling_scale", "lateral_inhibition"):
+            value = getattr(self, name)
+            if value.numel() != 1 or not torch.isfinite(value).all() or (value < 0).any():
+                raise ValueError(
+                    f"{name} must be a finite number >= 0 (as stored, {value.dtype}), "
+                    f"got {value.tolist()!r}"
+                )
+        return self.coupling_scale, self.lateral_inhibition
 
     @torch.no_grad()
     def project_weights_(self) -> QuantumNeuronLayer:
@@ -178,6 +253,10 @@ class QuantumNeuronLayer(nn.Module):
             return drive.new_empty(drive.shape).to(
                 x.dtype if x.is_floating_point() else drive.dtype
             )
+        if self.estimator == "exact":
+            activity = self._exact_activity(flat)
+            scores = readout(activity.reshape(*batch_shape, out), self.readout)
+            return scores.to(x.dtype) if x.is_floating_point() else scores
         config = dataclasses.replace(
             self.config,
             device=drive.device,
@@ -216,6 +295,16 @@ class QuantumNeuronLayer(nn.Module):
         scores = readout(activity.reshape(*batch_shape, out), self.readout)
         return scores.to(x.dtype) if x.is_floating_point() else scores
 
+    def _exact_activity(self, drive: Tensor) -> Tensor:
+        """A(α) of drives (B, O) from the transfer-matrix table (independent outputs only)."""
+        if self.simulates_inhibition:
+            raise ValueError(_EXACT_NEEDS_INDEPENDENT.format(float(self.lateral_inhibition)))
+        c = self.config
+        table = activity_table(
+            c.n_time, c.time_extent, c.lam, c.n_kinks, max_drive=float(drive.detach().max())
+        )
+        return table(drive)
+
     def extra_repr(self) -> str:
         c = self.config
         inhibition = "" if self.simulates_inhibition else " (negligible: skipped)"
@@ -223,7 +312,8 @@ class QuantumNeuronLayer(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"coupling_scale={float(self.coupling_scale):g}, "
             f"lateral_inhibition={float(self.lateral_inhibition):g}{inhibition}, "
-            f"readout={self.readout!r}, n_time={c.n_time}, lam={c.lam:g}, "
+            f"readout={self.readout!r}, estimator={self.estimator!r}, "
+            f"n_time={c.n_time}, lam={c.lam:g}, "
             f"time_extent={c.time_extent:g}, chains={c.chains}, "
             f"sweeps={c.thermalization}+{c.sweeps}, algorithm={c.algorithm!r}"
         )

@@ -1,0 +1,158 @@
+"""The exact estimator: the tabulated transfer-matrix activity, against the reference and MC."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from qnn_torch import QuantumNeuronLayer, SamplerConfig
+from qnn_torch.functional.activity_table import activity_table, driven_activity, table_range
+from qnn_torch.functional.physics import kink_path, spike_profile
+
+from .conftest import SMALL, exact_activity
+
+SIGMAS = 4.0
+TABLE = activity_table(**SMALL, max_drive=100.0)
+# Drives of a neuron that goes from rest to firing on the small lattice.
+DRIVES = torch.tensor([0.0, 1.3, 7.0, 19.5, 33.0, 61.0, 140.0, 700.0], dtype=torch.float64)
+
+
+def test_table_matches_the_transfer_matrix_reference_to_1e_4() -> None:
+    assert TABLE.error_bound <= 1e-4
+    assert TABLE.max_drive == table_range(100.0, SMALL["lam"]) >= 100.0
+    torch.testing.assert_close(TABLE(DRIVES), exact_activity(SMALL, DRIVES), rtol=0, atol=1e-4)
+    # The two homes of the exact single-neuron activity agree.
+    torch.testing.assert_close(
+        driven_activity(DRIVES, **SMALL), exact_activity(SMALL, DRIVES), rtol=1e-12, atol=0
+    )
+
+
+def test_table_derivative_matches_a_central_difference_of_the_reference() -> None:
+    drive = DRIVES[1:6].clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(TABLE(drive).sum(), drive)
+    step = 0.01 * drive.detach()
+    exact = (
+        exact_activity(SMALL, drive.detach() + step) - exact_activity(SMALL, drive.detach() - step)
+    ) / (2 * step)
+    torch.testing.assert_close(slope, exact, rtol=2e-3, atol=1e-6)
+
+
+def test_table_refuses_drives_outside_its_range() -> None:
+    with pytest.raises(ValueError, match="drive must lie in"):
+        TABLE(torch.tensor([TABLE.max_drive * 1.01], dtype=torch.float64))
+    with pytest.raises(ValueError, match="drive must lie in"):
+        TABLE(torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="max_drive must be <="):
+        table_range(1e30, SMALL["lam"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_layer_agrees_with_the_monte_carlo_layer(dtype: torch.dtype) -> None:
+    torch.manual_seed(1)
+    config = SamplerConfig(**SMALL, chains=8, thermalization=100, sweeps=400, dtype=dtype)
+    exact = QuantumNeuronLayer(5, 4, coupling_scale=15.0, readout="activity", estimator="exact")
+    exact.config = config
+    monte_carlo = QuantumNeuronLayer(5, 4, readout="activity", config=config)
+    monte_carlo.load_state_dict(exact.state_dict())
+    x = torch.rand(3, 5, dtype=dtype)
+    expected = exact(x)
+    assert expected.dtype == dtype
+    torch.testing.assert_close(
+        expected.double(),
+        exact_activity(SMALL, exact.drives(x).detach().flatten()).view(3, 4),
+        rtol=0,
+        atol=1e-4 if dtype == torch.float64 else 1e-4 + 1e-6,
+    )
+    # Independent seeds give independent estimates: their spread is an honest error.
+    runs = torch.stack([monte_carlo(x, seed=seed).double() for seed in range(6)])
+    mean, stderr = runs.mean(0), runs.std(0) / 6**0.5
+    z = (mean - expected.double()) / stderr
+    assert z.abs().max() < SIGMAS, f"z-scores {z}"
+
+
+def test_exact_layer_is_differentiable_in_weight_and_input() -> None:
+    torch.manual_seed(2)
+    layer = QuantumNeuronLayer(
+        4,
+        2,
+        coupling_scale=10.0,
+        readout="activity",
+        estimator="exact",
+        config=SamplerConfig(**SMALL),
+    )
+    x = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)
+    layer.double()
+    layer(x).sum().backward()
+    drive = layer.drives(x).detach()
+    step = 1e-3 * drive
+    slope = (TABLE(drive + step) - TABLE(drive - step)) / (2 * step)  # dA/dα
+    expected_weight = layer.coupling_scale.double() * slope.T @ x.detach()
+    torch.testing.assert_close(layer.weight.grad, expected_weight, rtol=1e-4, atol=1e-9)
+    expected_input = layer.coupling_scale.double() * slope @ layer.weight.detach()
+    torch.testing.assert_close(x.grad, expected_input, rtol=1e-4, atol=1e-9)
+
+
+def test_exact_estimator_needs_independent_outputs() -> None:
+    with pytest.raises(ValueError, match="needs independent outputs"):
+        QuantumNeuronLayer(3, 2, lateral_inhibition=10.0, estimator="exact")
+    layer = QuantumNeuronLayer(3, 2, estimator="exact", config=SamplerConfig(**SMALL))
+    with torch.no_grad():
+        layer.lateral_inhibition.fill_(10.0)
+    with pytest.raises(ValueError, match="needs independent outputs"):
+        layer(torch.rand(1, 3))
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        QuantumNeuronLayer(3, 2, estimator="transfer")
+
+
+def test_config_is_saved_and_derived_buffers_follow_it() -> None:
+    layer = QuantumNeuronLayer(3, 2, config=SamplerConfig(**SMALL))
+    path = kink_path(**SMALL, dtype=torch.float64)
+    torch.testing.assert_close(layer.spike_profile, spike_profile(path))
+    target = QuantumNeuronLayer(3, 2)  # the paper's lattice
+    target.load_state_dict(layer.state_dict())
+    assert target.config == layer.config
+    assert target.spike_profile.shape == (SMALL["n_time"],)
+    assert target.activity_norm == layer.activity_norm
+    loaded = QuantumNeuronLayer(3, 2)
+    loaded.load_state_dict(torch.load(_saved(layer.state_dict()), weights_only=True))
+    assert loaded.config == layer.config
+    with pytest.raises(ValueError, match="config must be a SamplerConfig"):
+        layer.config = {}
+    with pytest.raises(ValueError, match="config must be a SamplerConfig"):
+        QuantumNeuronLayer(3, 2, config={})
+
+
+def _saved(state: dict) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("coupling_scale", float("nan"), "coupling_scale must be a finite number"),
+        ("lateral_inhibition", float("inf"), "lateral_inhibition must be a finite number"),
+        ("coupling_scale", -1.0, "coupling_scale must be a finite number"),
+    ],
+)
+def test_buffers_are_checked_where_forward_uses_them(name: str, value: float, match: str) -> None:
+    layer = QuantumNeuronLayer(3, 2, config=SamplerConfig(**SMALL, chains=2, sweeps=2))
+    state = layer.state_dict()
+    state[name] = torch.tensor(value)
+    layer.load_state_dict(state)
+    with pytest.raises(ValueError, match=match):
+        layer(torch.rand(1, 3))
+
+
+def test_a_coupling_scale_that_overflows_float32_is_refused() -> None:
+    with pytest.raises(ValueError, match="coupling_scale must be a finite number"):
+        QuantumNeuronLayer(3, 2, coupling_scale=1e39)
+    layer = QuantumNeuronLayer(3, 2, coupling_scale=3e38, config=SamplerConfig(**SMALL))
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    with pytest.raises(ValueError, match="overflows the drives"):
+        layer(torch.ones(1, 3))
