@@ -10,10 +10,10 @@ from torch import Tensor
 
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.physics import (
-    double_well,
     input_fields,
     kink_path,
     kink_width_rate,
+    potential_sum,
     spike_profile,
 )
 
@@ -149,7 +149,7 @@ class Network:
         path = kink_path(
             config.n_time, config.time_extent, config.lam, config.n_kinks, dtype=torch.float64
         )
-        activity_norm = float(double_well(path, config.lam).sum())
+        activity_norm = float(potential_sum(path, config.lam))
         if activity_norm == 0:
             raise ValueError(
                 f"the kinks fall between the slices of n_time={config.n_time}: ψ_t² = 1 at every "

@@ -29,14 +29,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from qnn_torch import SamplerConfig, circuits, simulate
-from qnn_torch.functional.exact import single_neuron_reference
+from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.observables import chain_mean_and_error
 from qnn_torch.functional.physics import (
     action_density,
     double_well,
     kink_action,
     kink_path,
-    spike_profile,
 )
 from qnn_torch.io import savefig_atomic, write_atomic
 from qnn_torch.network import Network
@@ -176,15 +175,11 @@ def input_path(config: SamplerConfig) -> Tensor:
 
 def exact_activity(config: SamplerConfig, drive: Tensor) -> Tensor:
     """Exact activity (transfer matrices) of one neuron driven by active inputs: drive (...)."""
-    path = input_path(config)
     values, inverse = drive.double().unique(return_inverse=True)
-    reference = single_neuron_reference(
-        values[:, None] * spike_profile(path),
-        None,
-        time_extent=config.time_extent,
-        lam=config.lam,
+    activity = single_neuron_activity(
+        values, None, input_path(config), time_extent=config.time_extent, lam=config.lam
     )
-    return (reference / double_well(path, config.lam).sum())[inverse]
+    return activity[inverse]
 
 
 def new_figure(columns: int = 1, width: float = 6.0) -> tuple[Figure, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qnn_torch.functional.exact import single_neuron_reference
-from qnn_torch.functional.physics import double_well, kink_path, spike_profile
+from qnn_torch.functional.exact import single_neuron_activity
+from qnn_torch.functional.physics import kink_path
 
 # A small lattice where the neuron tunnels and the local sampler equilibrates quickly.
 SMALL = {"n_time": 32, "time_extent": 2.0, "lam": 60.0, "n_kinks": 2}
@@ -19,14 +19,13 @@ def exact_activity(
     lattice: dict, drives: torch.Tensor, inhibitions: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Exact activity of one neuron driven by one active input: drive ε, inhibition η."""
-    path = kink_path(**lattice, dtype=torch.float64)
-    g = spike_profile(path)
-    drive = drives.double()[:, None] * g
-    inhibition = None if inhibitions is None else inhibitions.double()[:, None] * g * g
-    expected = single_neuron_reference(
-        drive, inhibition, time_extent=lattice["time_extent"], lam=lattice["lam"]
+    return single_neuron_activity(
+        drives,
+        inhibitions,
+        kink_path(**lattice, dtype=torch.float64),
+        time_extent=lattice["time_extent"],
+        lam=lattice["lam"],
     )
-    return expected / double_well(path, lattice["lam"]).sum()
 
 
 def assert_within(result_activity, result_stderr, expected, sigmas: float = 4.0) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig, grad_with_stderr, simulate
 from qnn_torch.functional.exact import driven_pair_reference, two_neuron_reference
 from qnn_torch.functional.gradient import CovarianceSums, action_derivatives, jackknife_covariance
-from qnn_torch.functional.physics import double_well, kink_path, network_action, spike_profile
+from qnn_torch.functional.physics import kink_path, network_action, potential_sum, spike_profile
 
 from .conftest import PAPER, SMALL, assert_within, exact_activity
 
@@ -83,7 +83,7 @@ def test_input_inhibition_and_brightness_gradients():
 def test_coupled_neurons_excitation_and_inhibition_gradients():
     lattice = {"n_time": 16, "time_extent": 2.0, "lam": 20.0, "n_kinks": 2}
     excite, inhibit = 30.0, 10.0
-    norm = double_well(kink_path(**lattice, dtype=torch.float64), lattice["lam"]).sum()
+    norm = potential_sum(kink_path(**lattice, dtype=torch.float64), lattice["lam"])
 
     def exact(excite_01: float, eta: float) -> torch.Tensor:
         pair = two_neuron_reference(
@@ -314,7 +314,7 @@ def test_layer_output_jacobian_with_simulated_inhibition_matches_the_driven_pair
     activity = layer(x)
 
     path = kink_path(**SMALL, dtype=torch.float64)
-    profile, norm = spike_profile(path), double_well(path, SMALL["lam"]).sum()
+    profile, norm = spike_profile(path), potential_sum(path, SMALL["lam"])
     alpha, step = k * x.detach()[0], 0.01 * k * x.detach()[0]
     shifted = torch.stack(
         [alpha + sign * step[m] * torch.eye(2)[m] for sign in (1, -1) for m in range(2)]
