@@ -5,7 +5,7 @@ The sampler measures ∂A/∂θ = −Cov(O, ∂S/∂θ) while it measures A
 a tensor whose ``grad_fn`` contracts that Jacobian with the incoming gradient, so that
 ``backward()`` reaches strengths, brightnesses, a layer's weight and its input through
 ordinary autograd. :func:`grad_with_stderr` gives any such gradient with a jackknife
-standard error over the independent chains.
+standard error over the independent chains, +inf where that error cannot be trusted.
 """
 
 from __future__ import annotations
@@ -44,9 +44,16 @@ class Jacobian:
 
 
 class _Jackknife:
-    """Which estimate backward passes use: the full one (None) or leave-chain-c-out."""
+    """What backward passes use in place of each Jacobian (set by grad_with_stderr).
 
-    replicate: int | None = None
+    ``replicate``: the full estimate (None), leave-chain-c-out (c), or a probe: random
+    values on the entries with a non-finite stderr ("untrusted") or on every entry ("all"),
+    drawn from ``generator``, so that a gradient entry is non-zero only where such
+    Jacobian entries reach it.
+    """
+
+    replicate: int | str | None = None
+    generator: torch.Generator | None = None
     chains_seen: set[int] = set()  # noqa: RUF012 (reset by grad_with_stderr)
 
 
@@ -79,15 +86,7 @@ class _SampledActivity(torch.autograd.Function):
             ctx.jacobians.items(), ctx.shapes, strict=True
         ):
             _SELECTION.chains_seen.add(jacobian.replicates.shape[0])
-            if replicate is None:
-                matrix = jacobian.value
-            elif replicate < jacobian.replicates.shape[0]:
-                matrix = jacobian.replicates[replicate]
-            else:
-                raise ValueError(
-                    f"jackknife replicate {replicate} does not exist: the sampled activities "
-                    f"have {jacobian.replicates.shape[0]} chains"
-                )
+            matrix = _selected(jacobian, replicate)
             incoming = grad.to(matrix)
             if jacobian.diagonal:
                 result = incoming * matrix
@@ -97,6 +96,25 @@ class _SampledActivity(torch.autograd.Function):
                 raise FloatingPointError(_non_finite_message(ctx, family, result, grad))
             grads.append(result.reshape(shape).to(dtype))
         return (None, None, None, None, *grads)
+
+
+def _selected(jacobian: Jacobian, replicate: int | str | None) -> Tensor:
+    """The matrix a backward pass uses for ``jacobian`` (see :class:`_Jackknife`)."""
+    if replicate is None:
+        return jacobian.value
+    if isinstance(replicate, str):
+        noise = torch.randn(
+            jacobian.value.shape, generator=_SELECTION.generator, dtype=torch.float64
+        ).to(jacobian.value)
+        if replicate == "untrusted":
+            return torch.where(torch.isfinite(jacobian.stderr), 0.0, noise)
+        return noise
+    if replicate < jacobian.replicates.shape[0]:
+        return jacobian.replicates[replicate]
+    raise ValueError(
+        f"jackknife replicate {replicate} does not exist: the sampled activities "
+        f"have {jacobian.replicates.shape[0]} chains"
+    )
 
 
 def _non_finite_message(ctx, family: str, result: Tensor, grad: Tensor) -> str:
@@ -146,8 +164,12 @@ def grad_with_stderr(
     in the graph, then once per chain c with the estimates that leave chain c out; the
     spread of these gives the jackknife error √((C−1)/C·Σ_c (g_{−c} − ḡ)²). All sampled
     activities in the graph must come from the same number of chains C. The error covers
-    the Monte Carlo noise of the Jacobians, for the given incoming gradients. Not
-    thread-safe: run one at a time.
+    the Monte Carlo noise of the Jacobians, for the given incoming gradients. It is +inf
+    where a Jacobian entry with a non-finite stderr (a stuck network) reaches the gradient,
+    and where the replicates agree exactly although some Jacobian entry reaches it; a
+    gradient entry that no Jacobian entry reaches is exact (error 0). Two more backward
+    passes, with random probes in place of the Jacobians, find which entries reach which.
+    Not thread-safe: run one at a time.
     """
     _SELECTION.chains_seen = set()
     _SELECTION.replicate = None
@@ -159,16 +181,21 @@ def grad_with_stderr(
             f"outputs and inputs, found chain counts {sorted(chains) or 'none'}"
         )
     count = chains.pop()
-    replicates = []
+    passes = []
     try:
-        for c in range(count):
-            _SELECTION.replicate = c
-            replicates.append(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True))
+        _SELECTION.generator = torch.Generator().manual_seed(0)
+        for selection in (*range(count), "untrusted", "all"):
+            _SELECTION.replicate = selection
+            passes.append(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True))
     finally:
         _SELECTION.replicate = None
+        _SELECTION.generator = None
+    *replicates, untrusted, reached = passes
     stderr = []
     for k in range(len(full)):
         stack = torch.stack([r[k] for r in replicates])
         spread = (stack - stack.mean(0)).square().sum(0)
-        stderr.append(((count - 1) / count * spread).sqrt())
+        agreeing = (stack == stack[:1]).all(0) & reached[k].ne(0)
+        error = ((count - 1) / count * spread).sqrt()
+        stderr.append(error.masked_fill(agreeing | untrusted[k].ne(0), torch.inf))
     return tuple(full), tuple(stderr)

@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from qnn_torch import Network, SamplerConfig, StuckChainWarning, simulate
+from qnn_torch import Network, SamplerConfig, StuckChainWarning, grad_with_stderr, simulate
+from qnn_torch.autograd import Jacobian, attach_jacobian
 from qnn_torch.functional.layer import readout
 from qnn_torch.functional.observables import (
     binned_autocorrelation_time,
@@ -70,6 +71,46 @@ def test_stuck_sampler_output_and_jacobians_are_not_trusted():
         out = run_sampler(compiled, config, gradients=("drive",))
     assert torch.isinf(out.stderr).all() and torch.isinf(out.autocorrelation_time).all()
     assert torch.isinf(out.jacobians["drive"].stderr).all()
+
+
+def test_gradient_of_a_stuck_network_has_an_infinite_error():
+    config = SamplerConfig(**{**QUICK, "thermalization": 0}, algorithm="local", step_size=1e6)
+    strength = torch.tensor([0.0, 120.0], dtype=torch.float64, requires_grad=True)
+    with pytest.warns(StuckChainWarning):
+        activity = simulate(relay(strength), config).activity["y"]
+    (grad,), (stderr,) = grad_with_stderr(activity.sum(), strength)
+    assert grad.tolist() == [0.0, 0.0]  # frozen chains: every covariance replicate is 0
+    assert torch.isinf(stderr).all() and (stderr > 0).all()
+
+
+def sampled(
+    stderr: list[float], replicates: list[list[float]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activities (1, 2) of two independent neurons with a hand-made drive Jacobian."""
+    loo = torch.tensor(replicates, dtype=torch.float64)[:, None]  # (C, 1, 2)
+    jacobian = Jacobian(loo.mean(0), torch.tensor([stderr], dtype=torch.float64), loo, True)
+    drive = torch.tensor([[1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    activity = torch.tensor([[0.3, 0.6]], dtype=torch.float64)
+    out = attach_jacobian(activity, {"drive": jacobian}, {"drive": drive}, names="ab", what="t")
+    return out, drive
+
+
+def test_gradient_error_is_infinite_where_an_untrusted_or_agreeing_jacobian_contributes():
+    spread = [[0.1, 0.2], [0.3, 0.2], [0.2, 0.2]]  # neuron a varies, neuron b agrees exactly
+    activity, drive = sampled([0.05, 0.0], spread)
+    (grad,), (stderr,) = grad_with_stderr(activity.sum(), drive)
+    torch.testing.assert_close(grad, torch.tensor([[0.2, 0.2]], dtype=torch.float64))
+    assert 0 < stderr[0, 0] < math.inf and stderr[0, 1] == math.inf
+    activity, drive = sampled([math.inf, 0.05], [[0.1, 0.2], [0.3, 0.1], [0.2, 0.3]])
+    (_,), (stderr,) = grad_with_stderr(activity.sum(), drive)
+    assert stderr[0, 0] == math.inf and 0 < stderr[0, 1] < math.inf
+
+
+def test_gradient_no_jacobian_entry_reaches_keeps_its_zero_error():
+    activity, drive = sampled([0.05, math.inf], [[0.1, 0.2], [0.3, 0.2], [0.2, 0.2]])
+    (grad,), (stderr,) = grad_with_stderr(activity[:, 0].sum(), drive)
+    assert grad[0, 1] == 0 and stderr[0, 1] == 0  # neuron b is not in the output: exact
+    assert 0 < stderr[0, 0] < math.inf
 
 
 def test_healthy_run_is_not_flagged():
