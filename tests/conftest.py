@@ -29,6 +29,10 @@ def exact_activity(
 
 
 def assert_within(result_activity, result_stderr, expected, sigmas: float = 4.0) -> None:
-    """Every Monte Carlo estimate lies within ``sigmas`` standard errors of the exact value."""
+    """Every Monte Carlo estimate lies within ``sigmas`` standard errors of the exact value.
+
+    The errors must be finite: an infinite one (an untrusted estimate) would pass vacuously.
+    """
+    assert torch.isfinite(torch.as_tensor(result_stderr)).all(), f"errors {result_stderr}"
     z = (torch.as_tensor(result_activity).double() - expected) / torch.as_tensor(result_stderr)
     assert torch.all(z.abs() < sigmas), f"z-scores {z.tolist()} (estimates {result_activity})"
