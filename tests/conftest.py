@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
 
@@ -13,6 +17,17 @@ SMALL = {"n_time": 32, "time_extent": 2.0, "lam": 60.0, "n_kinks": 2}
 PAPER = {"n_time": 512, "time_extent": 0.7, "lam": 5000.0, "n_kinks": 4}
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Exact-activity tables go to a cache of this session (shared with the subprocesses
+    the pipeline tests start), not the user's: every run builds and checks them anew."""
+    config.qnn_torch_cache = tempfile.mkdtemp(prefix="qnn_torch_cache_")
+    os.environ["QNN_TORCH_CACHE"] = config.qnn_torch_cache
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.qnn_torch_cache, ignore_errors=True)
 
 
 def exact_activity(

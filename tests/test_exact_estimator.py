@@ -156,3 +156,26 @@ def test_a_coupling_scale_that_overflows_float32_is_refused() -> None:
         layer.weight.fill_(1.0)
     with pytest.raises(ValueError, match="overflows the drives"):
         layer(torch.ones(1, 3))
+
+
+def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from qnn_torch.functional import activity_table as module
+
+    monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
+    module._build_table.cache_clear()
+    built = activity_table(**SMALL, max_drive=100.0)
+    (stored,) = tmp_path.glob("activity_table_*.pt")
+    module._build_table.cache_clear()
+    loaded = activity_table(**SMALL, max_drive=100.0)
+    torch.testing.assert_close(loaded.coefficients, built.coefficients, rtol=0, atol=0)
+    assert loaded.error_bound == built.error_bound
+    # A file whose key does not match (e.g. a hash collision) is not trusted.
+    state = torch.load(stored, weights_only=True)
+    state["key"][0] += 1
+    state["table"]["coefficients"] = state["table"]["coefficients"] * 2
+    torch.save(state, stored)
+    module._build_table.cache_clear()
+    rebuilt = activity_table(**SMALL, max_drive=100.0)
+    torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
