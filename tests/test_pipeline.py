@@ -23,6 +23,7 @@ QUANTUM = ["--quantum-test-size", "40", "--quantum-batch-size", "10", "--threads
 KEYS = {
     "classical_accuracy",
     "quantum_accuracy",
+    "exact_quantum_accuracy",
     "classical_accuracy_same_images",
     "agreement",
     "quantum_images",
@@ -83,6 +84,9 @@ def test_single_process_pipeline(single_run: Path) -> None:
     assert results["quantum_accuracy"] >= 0.75
     assert results["agreement"] >= 0.75
     assert results["coupling_scale"] == 100
+    # The exact estimator is monotone in the drive and the transfer keeps the argmax.
+    assert [row["exact"] for row in predictions] == [row["classical"] for row in predictions]
+    assert results["exact_quantum_accuracy"] == results["classical_accuracy_same_images"]
     for name in results["figures"]:
         assert (single_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (single_run / "twin_weight.pt").exists()
@@ -98,8 +102,8 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     first image's index, so each image is simulated with the same random numbers however
     the data is sharded: predictions, accuracies and agreement equal the 1-process run's
     exactly, and the logged torchmetrics hold all 40 images (aggregated over processes).
-    The fine-tuning stage trains through the sampler under DDP (gradients averaged) and is
-    evaluated on the same images.
+    The fine-tuning stage trains through the exact estimator under DDP (gradients
+    averaged) and is evaluated on the same images with the sampler and the exact estimator.
     """
     run_script(
         "--data-dir",
@@ -122,6 +126,8 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     columns = list(single_predictions[0])
     assert [{k: row[k] for k in columns} for row in ddp_predictions] == single_predictions
     assert ddp["finetuned_quantum_accuracy"] >= 0.75
+    assert ddp["finetuned_exact_accuracy"] >= 0.75
+    assert ddp["finetune_estimator"] == "exact" and ddp["finetune_lr"] == 1e-3
     assert {row["finetuned"] for row in ddp_predictions} <= {str(d) for d in range(10)}
     couplings = torch.load(tmp_path / "finetuned_couplings.pt")
     assert couplings.shape == (10, 784) and (couplings >= 0).all()

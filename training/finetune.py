@@ -1,8 +1,12 @@
-"""Quantum-aware training: a QuantumNeuronLayer trained on MNIST through the sampler.
+"""Quantum-aware training: a QuantumNeuronLayer trained on MNIST through its estimator.
 
-The layer's activities are differentiable (∂A/∂α = −Cov(O, ∂S/∂α), measured by the same
-Monte Carlo run), so the couplings ε̂ learn from the cross-entropy of the quantum net
-itself, starting from the transferred classical twin or from scratch. Logits are
+The layer's activities are differentiable, so the couplings ε̂ learn from the
+cross-entropy of the quantum net itself, starting from the transferred classical twin or
+from scratch. With the Monte Carlo estimator every step runs the sampler and
+∂A/∂α = −Cov(O, ∂S/∂α) comes from the same run (a noisy stochastic gradient); with the
+exact estimator (the layer's infinite-statistics limit, see
+:mod:`qnn_torch.functional.activity_table`) the activities and gradients are exact and a
+step costs a matrix product. Logits are
 ``logit_scale · activity`` with a fixed ``logit_scale``: it changes no prediction, but it
 sets the margin that the cross-entropy asks for (it stops pushing once
 logit_scale·(A_true − A_other) is a few units), and a margin in activity is what keeps a
@@ -51,7 +55,10 @@ def calibrate_logit_scale(layer: QuantumNeuronLayer, weight: Tensor, images: Ten
 
 
 FINETUNE_CONFIG = SamplerConfig(chains=2, thermalization=30, sweeps=60)
-"""Sampler settings of a training step: cheap and noisy, as a stochastic gradient may be."""
+"""Sampler settings of a Monte Carlo training step: cheap and noisy, as a stochastic
+gradient may be (the exact estimator uses only the lattice of the config)."""
+FINETUNE_LR = {"exact": 1e-3, "monte_carlo": 1e-4}
+"""Adam learning rates that worked for each estimator (MNIST, k = 100; docs/mnist.md)."""
 
 
 class QuantumClassifier(L.LightningModule):
@@ -101,12 +108,14 @@ class QuantumClassifier(L.LightningModule):
         coupling_scale: float = DEFAULT_COUPLING_SCALE,
         per_pixel_shift: bool = True,
         config: SamplerConfig = FINETUNE_CONFIG,
+        estimator: str = "monte_carlo",
         calibration_images: Tensor | None = None,
         **kwargs: Any,
     ) -> QuantumClassifier:
         """Start from the transfer of the classical twin's weight W (10, 784).
 
-        With ``calibration_images`` (B, ...) the logit scale is fitted to the twin's logits
+        ``estimator`` is the layer's (``"monte_carlo"`` or ``"exact"``). With
+        ``calibration_images`` (B, ...) the logit scale is fitted to the twin's logits
         (:func:`calibrate_logit_scale`) instead of taken from ``logit_scale``.
         """
         layer = transfer(
@@ -115,6 +124,7 @@ class QuantumClassifier(L.LightningModule):
             per_pixel_shift=per_pixel_shift,
             readout="activity",
             config=config,
+            estimator=estimator,
         )
         if calibration_images is not None:
             kwargs["logit_scale"] = calibrate_logit_scale(layer, weight, calibration_images)
@@ -126,6 +136,7 @@ class QuantumClassifier(L.LightningModule):
         *,
         coupling_scale: float = DEFAULT_COUPLING_SCALE,
         config: SamplerConfig = FINETUNE_CONFIG,
+        estimator: str = "monte_carlo",
         seed: int = 0,
         **kwargs: Any,
     ) -> QuantumClassifier:
@@ -136,6 +147,7 @@ class QuantumClassifier(L.LightningModule):
             coupling_scale=coupling_scale,
             readout="activity",
             config=config,
+            estimator=estimator,
         )
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():

@@ -10,6 +10,7 @@ predictions are then identical for any number of processes (on the same device t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,11 +108,13 @@ def quantum_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> D
 class QuantumEvaluator(L.LightningModule):
     """The classical twin's weight and its quantum transfer, evaluated side by side.
 
-    ``test_step`` logs ``quantum_acc`` and ``classical_acc`` (on the same images) and
-    ``agreement`` (fraction of images where both argmaxes coincide) as torchmetrics, which
-    Lightning aggregates over processes under DDP. After ``Trainer.test`` the per-image
-    predictions of all processes, sorted by index, are in :attr:`predictions`.
-    ``predict_step`` returns the indices and both sets of scores of a batch.
+    ``test_step`` logs ``quantum_acc`` (the Monte Carlo layer), ``exact_acc`` (the same
+    layer's exact estimator, its infinite-statistics limit) and ``classical_acc`` (on the
+    same images) and ``agreement`` (fraction of images where the quantum and classical
+    argmaxes coincide) as torchmetrics, which Lightning aggregates over processes under
+    DDP. After ``Trainer.test`` the per-image predictions of all processes, sorted by
+    index, are in :attr:`predictions`. ``predict_step`` returns the indices and the
+    classical and Monte Carlo scores of a batch.
 
     Batches are :data:`Batch` triples, as made by :func:`quantum_loader`; the sampler of
     the batch starting at image ``start`` uses seed ``config.seed + start``.
@@ -149,11 +152,14 @@ class QuantumEvaluator(L.LightningModule):
                 )
             with torch.no_grad():
                 self.layer.weight.copy_(couplings)
+        self.exact_layer = copy.deepcopy(self.layer)
+        self.exact_layer.estimator = "exact"
         self.quantum_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.exact_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.classical_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.agreement = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.gathered = nn.ModuleDict(
-            {name: CatMetric() for name in ("index", "label", "classical", "quantum")}
+            {name: CatMetric() for name in ("index", "label", "classical", "quantum", "exact")}
         )
         self.predictions: dict[str, Tensor] = {}
 
@@ -169,11 +175,14 @@ class QuantumEvaluator(L.LightningModule):
         x, y, start = batch
         classical = self.classical_scores(x).argmax(-1)
         quantum = self(x, start).argmax(-1)
+        exact = self.exact_layer(x.flatten(1).double()).argmax(-1)
         self.quantum_acc(quantum, y)
+        self.exact_acc(exact, y)
         self.classical_acc(classical, y)
         self.agreement(quantum, classical)
         size = len(y)
         self.log("quantum_acc", self.quantum_acc, prog_bar=True, batch_size=size)
+        self.log("exact_acc", self.exact_acc, batch_size=size)
         self.log("classical_acc", self.classical_acc, prog_bar=True, batch_size=size)
         self.log("agreement", self.agreement, prog_bar=True, batch_size=size)
         index = torch.arange(start, start + size, device=y.device)
@@ -182,6 +191,7 @@ class QuantumEvaluator(L.LightningModule):
             ("label", y),
             ("classical", classical),
             ("quantum", quantum),
+            ("exact", exact),
         ):
             self.gathered[name].update(value)
 

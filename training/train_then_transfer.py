@@ -38,9 +38,10 @@ from torch.utils.data import Dataset, Subset
 
 from qnn_torch.config import SamplerConfig
 from qnn_torch.io import check_output_folder, save_atomic, savefig_atomic, write_atomic
+from qnn_torch.module.layer import ESTIMATORS
 from training.classical import ClassicalTwin
 from training.data import MNISTDataModule, copy_offline_mnist
-from training.finetune import FINETUNE_CONFIG, QuantumClassifier
+from training.finetune import FINETUNE_CONFIG, FINETUNE_LR, QuantumClassifier
 from training.quantum import QuantumEvaluator, quantum_loader
 from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight
 
@@ -73,7 +74,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--threads", type=int, default=1, help="torch CPU threads per process (0: default)")
     add("--finetune-epochs", type=int, default=0, help="epochs of quantum-aware training")
     add("--finetune-images", type=int, default=0, help="training images per epoch (0: all)")
-    add("--finetune-lr", type=float, default=1e-4, help="Adam learning rate of fine-tuning")
+    add(
+        "--finetune-estimator",
+        choices=ESTIMATORS,
+        default="exact",
+        help="the layer's estimator while fine-tuning (exact: its infinite-statistics limit)",
+    )
+    add("--finetune-lr", type=float, help="Adam learning rate (default: 1e-3 exact, 1e-4 MC)")
     add("--finetune-batch-size", type=int, default=100, help="images per training step")
     add("--finetune-chains", type=int, default=FINETUNE_CONFIG.chains, help="chains per step")
     add(
@@ -97,6 +104,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("finetune_epochs", "finetune_images"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.finetune_lr is None:
+        args.finetune_lr = FINETUNE_LR[args.finetune_estimator]
     for name in ("lr", "finetune_lr", "coupling_scale"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -254,6 +263,7 @@ def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
         coupling_scale=args.coupling_scale,
         per_pixel_shift=not args.no_pixel_shift,
         config=config,
+        estimator=args.finetune_estimator,
         calibration_images=calibration,
         lr=args.finetune_lr,
     )
@@ -371,11 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     mnist_index = torch.tensor(subset.indices)[predictions["index"]]
     columns = {
         "test_index": mnist_index,
-        **{k: predictions[k] for k in ("label", "classical", "quantum")},
+        **{k: predictions[k] for k in ("label", "classical", "quantum", "exact")},
     }
     if finetuned is not None:
         save_atomic(finetuned["couplings"], args.out / "finetuned_couplings.pt")
         columns["finetuned"] = finetuned["predictions"]["quantum"]
+        columns["finetuned_exact"] = finetuned["predictions"]["exact"]
     rows = zip(*(column.tolist() for column in columns.values()), strict=True)
     write_atomic(
         args.out / "predictions.csv",
@@ -387,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {
         "classical_accuracy": classical_accuracy,
         "quantum_accuracy": metrics["quantum_acc"],
+        "exact_quantum_accuracy": metrics["exact_acc"],
         "classical_accuracy_same_images": metrics["classical_acc"],
         "agreement": metrics["agreement"],
         "quantum_images": images_tested,
@@ -415,19 +427,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.update(
             {
                 "finetuned_quantum_accuracy": finetuned["quantum_acc"],
+                "finetuned_exact_accuracy": finetuned["exact_acc"],
+                "finetune_estimator": args.finetune_estimator,
                 "finetuned_agreement": finetuned["agreement"],
                 "finetune_epochs": args.finetune_epochs,
                 "finetune_images": args.finetune_images,
                 "finetune_lr": args.finetune_lr,
                 "finetune_batch_size": args.finetune_batch_size,
                 "finetune_logit_scale": finetuned["logit_scale"],
-                "finetune_sampler": {
-                    "chains": args.finetune_chains,
-                    "thermalization": args.finetune_thermalization,
-                    "sweeps": args.finetune_sweeps,
-                },
             }
         )
+        if args.finetune_estimator == "monte_carlo":
+            results["finetune_sampler"] = {
+                "chains": args.finetune_chains,
+                "thermalization": args.finetune_thermalization,
+                "sweeps": args.finetune_sweeps,
+            }
     write_atomic(args.out / "results.json", json.dumps(results, indent=2) + "\n")
     print_summary(results, args)
     return 0
@@ -443,12 +458,17 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
             f"{results['classical_accuracy_same_images']:.4f}",
         ),
         (f"quantum accuracy ({n} images)", f"{results['quantum_accuracy']:.4f}"),
+        (f"exact quantum accuracy ({n} images)", f"{results['exact_quantum_accuracy']:.4f}"),
         *(
             [
                 (
                     f"fine-tuned quantum accuracy ({n} images)",
                     f"{results['finetuned_quantum_accuracy']:.4f}",
-                )
+                ),
+                (
+                    f"fine-tuned exact accuracy ({n} images)",
+                    f"{results['finetuned_exact_accuracy']:.4f}",
+                ),
             ]
             if "finetuned_quantum_accuracy" in results
             else []

@@ -119,7 +119,7 @@ class QuantumNeuronLayer(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.readout = _checked_choice("readout", readout, READOUTS)
-        self.estimator = _checked_choice("estimator", estimator, ESTIMATORS)
+        self._estimator = _checked_choice("estimator", estimator, ESTIMATORS)
         self.weight = nn.Parameter(torch.rand(out_features, in_features))
         self.register_buffer("coupling_scale", torch.tensor(float(coupling_scale)))
         self.register_buffer("lateral_inhibition", torch.tensor(float(lateral_inhibition)))
@@ -129,6 +129,15 @@ class QuantumNeuronLayer(nn.Module):
         self.config = SamplerConfig() if config is None else config
         if self.estimator == "exact" and self.simulates_inhibition:
             raise ValueError(_EXACT_NEEDS_INDEPENDENT.format(float(lateral_inhibition)))
+
+    @property
+    def estimator(self) -> str:
+        """``"monte_carlo"`` or ``"exact"`` (see the class doc); may be reassigned."""
+        return self._estimator
+
+    @estimator.setter
+    def estimator(self, estimator: str) -> None:
+        self._estimator = _checked_choice("estimator", estimator, ESTIMATORS)
 
     @property
     def config(self) -> SamplerConfig:
