@@ -15,12 +15,11 @@ from qnn_torch.autograd import Jacobian, attach_jacobian
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
 from qnn_torch.functional.observables import binned_autocorrelation_time, chain_mean_and_error
-from qnn_torch.functional.physics import double_well
+from qnn_torch.functional.physics import double_well, potential_sum
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
     local_sweep,
-    potential_sum,
     sign_cluster_move,
 )
 from qnn_torch.network import CompiledNetwork, Network

@@ -23,9 +23,6 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-# Σ_t V0(φ_t), the measured observable: re-exported for qnn_torch.simulate.
-from qnn_torch.functional.physics import potential_sum as potential_sum
-
 
 @dataclass(frozen=True)
 class LatticeFields:
