@@ -51,6 +51,16 @@ class SamplerConfig:
     ``"local+multilevel+cluster"`` on coarse ones, where the potential dominates and
     bridge proposals alone mix slowly. :attr:`moves` tells which.
 
+    Precision on demand: with ``target_stderr`` > 0 (absolute, in activity units; 0: off)
+    the measurement runs in blocks of ``sweeps`` sweeps, and a network stops once the
+    standard error of each of its neurons is at most ``target_stderr``, or once it has
+    measured ``max_sweeps`` sweeps (> ``sweeps`` then; the last block is cut there).
+    ``max_sweeps`` also bounds the blocks of :func:`~qnn_torch.simulate.run_sampler`'s
+    ``stop_when``; 0 means ``sweeps`` (no extension). Without a stopping criterion every
+    network measures ``sweeps``. The rule reads the measured error, which itself scatters
+    by about 1/√(2·(chains − 1)) relative: with few chains a network may stop on a low
+    estimate, so use many chains (16 or more) for honest errors.
+
     ``init`` is ``"vacuum"`` (φ ≡ 1) or the paper's ``"saw"`` (φ_t = t mod 2). The same
     ``seed`` (0 ≤ seed < 2**63) on the same ``device`` gives identical results.
     ``chunk_rows`` bounds how many (network, chain) rows are updated at once (0: automatic,
@@ -75,6 +85,8 @@ class SamplerConfig:
     cluster_every: int = 4
     chunk_rows: int = 0
     progress: bool = False
+    target_stderr: float = 0.0
+    max_sweeps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("time_extent", "lam", "step_size", "target_acceptance"):
@@ -94,6 +106,7 @@ class SamplerConfig:
         _check_int("chains", self.chains, 2)
         _check_int("thermalization", self.thermalization, 0)
         _check_int("sweeps", self.sweeps, 1)
+        self._check_precision()
         _check_int("seed", self.seed, 0)
         if self.seed >= SEED_LIMIT:
             raise ValueError(f"seed must be < 2**63, got {self.seed!r}")
@@ -128,6 +141,25 @@ class SamplerConfig:
                 f"target_acceptance must lie in (0, 1), got {self.target_acceptance!r}"
             )
         torch.device(self.device)  # raises on a malformed device string
+
+    def _check_precision(self) -> None:
+        """Refuse a target error or a sweep cap that cannot be used as asked."""
+        target = self.target_stderr
+        if isinstance(target, bool) or not isinstance(target, int | float):
+            raise ValueError(f"target_stderr must be a Python number >= 0 (0: off), got {target!r}")
+        if not math.isfinite(target) or target < 0:
+            raise ValueError(f"target_stderr must be finite and >= 0 (0: off), got {target!r}")
+        _check_int("max_sweeps", self.max_sweeps, 0)
+        if 0 < self.max_sweeps < self.sweeps:
+            raise ValueError(
+                f"max_sweeps must be 0 (no extension) or >= sweeps={self.sweeps}, "
+                f"got {self.max_sweeps}"
+            )
+        if target > 0 and self.max_sweeps <= self.sweeps:
+            raise ValueError(
+                f"target_stderr={target!r} needs max_sweeps > sweeps={self.sweeps} (the "
+                f"measurement may extend to max_sweeps), got max_sweeps={self.max_sweeps}"
+            )
 
     def _check_segment(self) -> None:
         """Refuse explicit bisection levels whose segments no proposal can cross."""

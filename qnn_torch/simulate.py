@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -48,8 +49,9 @@ class SamplerOutput:
     """Raw statistics of a run, neurons in the compiled (colour) order.
 
     Shapes (Bf networks, C chains, N neurons, Nt slices): chain_activity (Bf, C, N);
-    activity, stderr, autocorrelation_time (Bf, N); paths (Bf, C, N, Nt);
-    potential_profile (Bf, N, Nt) or None. ``jacobians`` holds ∂A/∂θ of each parameter
+    activity, stderr, autocorrelation_time (Bf, N); paths (Bf, C, N, Nt) (each network's
+    last configuration); potential_profile (Bf, N, Nt) or None; sweeps (Bf,) int64, the
+    measurement sweeps each network used. ``jacobians`` holds ∂A/∂θ of each parameter
     family that was asked for (see :class:`~qnn_torch.autograd.Jacobian`).
     """
 
@@ -63,6 +65,11 @@ class SamplerOutput:
     potential_profile: Tensor | None
     seconds: float
     jacobians: dict[str, Jacobian]
+    sweeps: Tensor
+
+
+StopCriterion = Callable[[Tensor, Tensor], Tensor]
+"""``stop_when(activity (Bf, N), stderr (Bf, N)) -> (Bf,) bool``: networks that may stop."""
 
 
 def run_sampler(
@@ -72,6 +79,7 @@ def run_sampler(
     record_profile: bool = False,
     initial_paths: Tensor | None = None,
     gradients: tuple[str, ...] = (),
+    stop_when: StopCriterion | None = None,
 ) -> SamplerOutput:
     """Thermalise, then measure the activity A_n = ⟨Σ_t V0(φ_{n,t})⟩ / Σ_t V0(ψ_t).
 
@@ -80,11 +88,63 @@ def run_sampler(
     earlier run, replaces ``config.init``. ``gradients`` names parameter families of
     :data:`~qnn_torch.functional.gradient.PARAMETERS` whose Jacobian ∂A/∂θ = −Cov(O, ∂S/∂θ)
     is measured alongside (no extra random numbers: the paths are the same with or without).
+
+    Block mode, when ``config.target_stderr`` > 0 or ``stop_when`` is given: the
+    measurement runs in blocks of ``config.sweeps`` sweeps (the last one cut at
+    ``config.max_sweeps``). After each block every network still measuring gets its
+    activities and standard errors from its chains so far, and stops when each neuron's
+    error is at most ``target_stderr``, when ``stop_when(activity, stderr)`` is true for
+    it, or at ``max_sweeps``. ``stop_when`` sees every network of the batch, (Bf, N) in
+    the compiled order, float64 (stopped networks with their final values; their answer is
+    ignored) and returns (Bf,) bool. Errors of networks whose chains look stuck are +inf
+    there, so that they never stop early. A stopped network's rows leave the path tensor:
+    its results, final paths and statistics are frozen and it costs nothing more.
+    ``sweeps`` reports the measurement sweeps of each network; its autocorrelation times
+    come from all of them (bins sized for ``max_sweeps``: +inf with fewer than two bins).
+    Without either criterion every network measures ``config.sweeps`` sweeps.
+
     Raises FloatingPointError naming the sweep if a path becomes non-finite. Networks with
     stuck chains get infinite errors and a :class:`StuckChainWarning`.
     """
     with torch.no_grad():
-        return _run_sampler(network, config, record_profile, initial_paths, tuple(gradients))
+        return _run_sampler(
+            network, config, record_profile, initial_paths, tuple(gradients), stop_when
+        )
+
+
+@dataclass
+class _Rows:
+    """Per-row measurement state of the networks still measuring.
+
+    Rows are (network, chain) pairs, chains fastest: ``networks`` (Ba,) holds the batch
+    index of each network still measuring, phi (Ba·C, N, Nt) its paths; reference, sums,
+    squares (Ba·C, N) float64 and moved (bool) the measured value before the measurement,
+    the sums of the samples and of their squares, and whether a sample ever differed from
+    the reference; bins (Ba·C, N, n_bins) the bin means; profile_sum (Ba·C, N, Nt) or None.
+    """
+
+    networks: Tensor
+    phi: Tensor
+    reference: Tensor
+    sums: Tensor
+    squares: Tensor
+    moved: Tensor
+    bins: Tensor
+    profile_sum: Tensor | None
+    covariance: dict[str, CovarianceSums]
+
+    def keep(self, networks: Tensor) -> None:
+        """Keep only the ``networks`` (bool (Ba,)) and their rows."""
+        rows = networks.repeat_interleave(self.phi.shape[0] // self.networks.shape[0])
+        self.networks = self.networks[networks]
+        for name in ("phi", "reference", "sums", "squares", "moved", "bins"):
+            setattr(self, name, getattr(self, name)[rows])
+        if self.profile_sum is not None:
+            self.profile_sum = self.profile_sum[rows]
+        self.covariance = {
+            family: CovarianceSums(stats.derivative[rows], stats.product[rows], stats.diagonal)
+            for family, stats in self.covariance.items()
+        }
 
 
 def _run_sampler(
@@ -93,9 +153,12 @@ def _run_sampler(
     record_profile: bool,
     initial_paths: Tensor | None,
     gradients: tuple[str, ...],
+    stop_when: StopCriterion | None,
 ) -> SamplerOutput:
     if set(gradients) - set(PARAMETERS):
         raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
+    if stop_when is not None and not callable(stop_when):
+        raise ValueError(f"stop_when must be callable or None, got {stop_when!r}")
     if network.drive.shape[0] == 0:
         raise ValueError(f"network batch shape {tuple(network.batch_shape)} holds no network")
     start_time = time.perf_counter()
@@ -103,76 +166,94 @@ def _run_sampler(
     Bf, N = network.drive.shape
     C, Nt, a = config.chains, config.n_time, config.spacing
     R = Bf * C
-
-    def per_row(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.repeat_interleave(C, 0)
+    blocks = config.target_stderr > 0 or stop_when is not None
+    max_sweeps = (config.max_sweeps or config.sweeps) if blocks else config.sweeps
 
     inhibition = network.input_inhibition if network.input_inhibition.ne(0).any() else None
-    fields = LatticeFields(
-        lam=config.lam,
-        spacing=a,
-        profile=network.profile,
-        drive=per_row(network.drive),
-        input_inhibition=per_row(inhibition),
-        excite=per_row(network.excite),
-        inhibit=per_row(network.inhibit),
-        color_bounds=network.color_bounds,
-    )
-    if initial_paths is None:
-        phi = starting_paths(config.init, (R, N, Nt), dtype=dtype, device=device)
-    elif initial_paths.shape != (Bf, C, N, Nt):
+
+    def row_fields(networks: Tensor | None) -> LatticeFields:
+        """The physics of every chain of ``networks`` (indices; None: all)."""
+
+        def per_row(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            return (t if networks is None else t[networks]).repeat_interleave(C, 0)
+
+        return LatticeFields(
+            lam=config.lam,
+            spacing=a,
+            profile=network.profile,
+            drive=per_row(network.drive),
+            input_inhibition=per_row(inhibition),
+            excite=per_row(network.excite),
+            inhibit=per_row(network.inhibit),
+            color_bounds=network.color_bounds,
+        )
+
+    if initial_paths is not None and initial_paths.shape != (Bf, C, N, Nt):
         raise ValueError(
             f"initial_paths must have shape {(Bf, C, N, Nt)}, got {tuple(initial_paths.shape)}"
         )
-    else:
-        phi = initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone()
     generator = torch.Generator(device).manual_seed(config.seed)
     offsets = torch.Generator().manual_seed(config.seed)  # block offsets: state-independent
     chunk = config.chunk_rows or (
         R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
     )
-    chunks = [(i, min(i + chunk, R)) for i in range(0, R, chunk)]
-    chunk_fields = [fields.rows(i, j) for i, j in chunks]
+
+    def chunked(fields: LatticeFields, rows: int) -> list[tuple[tuple[int, int], LatticeFields]]:
+        """Row ranges of at most ``chunk`` rows and their physics."""
+        bounds = [(i, min(i + chunk, rows)) for i in range(0, rows, chunk)]
+        return [((i, j), fields.rows(i, j)) for i, j in bounds]
+
+    chunks = chunked(row_fields(None), R)
     width = config.step_size or 1.5 * math.sqrt(a / 2)
     levels = config.levels
-    counts = {m: [phi.new_zeros((), dtype=torch.int64), 0] for m in config.moves if m != "cluster"}
-    tune_counts = [phi.new_zeros((), dtype=torch.int64), 0]
+    counts = {m: [_zero_count(device), 0] for m in config.moves if m != "cluster"}
+    tune_counts = [_zero_count(device), 0]
 
-    max_bins = max(1, min(config.sweeps, _SERIES_BUDGET // (R * N)))
-    bin_length = config.sweeps // max_bins
-    n_bins = config.sweeps // bin_length
-    sums = torch.zeros(R, N, dtype=torch.float64, device=device)
-    squares = torch.zeros_like(sums)
-    # The measured value before the measurement, and whether a sample ever differed from it.
-    reference = torch.zeros_like(sums)
-    moved = torch.zeros(R, N, dtype=torch.bool, device=device)
-    bins = torch.zeros(R, N, n_bins, dtype=torch.float64, device=device)
-    profile_sum = (
-        torch.zeros(R, N, Nt, dtype=torch.float64, device=device) if record_profile else None
-    )
-    norm = network.activity_norm
+    max_bins = max(1, min(max_sweeps, _SERIES_BUDGET // (R * N)))
+    bin_length = max_sweeps // max_bins
+    n_bins = max_sweeps // bin_length
+    statistics = {"dtype": torch.float64, "device": device}
     # Inputs' drive and inhibition act on one neuron each: with no links between neurons
     # their Jacobians are diagonal. Links couple the neurons: full Jacobians.
     independent = network.excite is None and network.inhibit is None
-    covariance = {
-        family: CovarianceSums.zeros(
-            R,
-            N,
-            N if family in ("drive", "input_inhibition") else N * N,
-            diagonal=independent and family in ("drive", "input_inhibition"),
-            device=device,
-        )
-        for family in gradients
-    }
+    state = _Rows(
+        networks=torch.arange(Bf, device=device),
+        phi=starting_paths(config.init, (R, N, Nt), dtype=dtype, device=device)
+        if initial_paths is None
+        else initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone(),
+        reference=torch.zeros(R, N, **statistics),
+        sums=torch.zeros(R, N, **statistics),
+        squares=torch.zeros(R, N, **statistics),
+        moved=torch.zeros(R, N, dtype=torch.bool, device=device),
+        bins=torch.zeros(R, N, n_bins, **statistics),
+        profile_sum=torch.zeros(R, N, Nt, **statistics) if record_profile else None,
+        covariance={
+            family: CovarianceSums.zeros(
+                R,
+                N,
+                N if family in ("drive", "input_inhibition") else N * N,
+                diagonal=independent and family in ("drive", "input_inhibition"),
+                device=device,
+            )
+            for family in gradients
+        },
+    )
+    norm = network.activity_norm
+    # Block mode: every network's latest activity and error, for stop_when.
+    latest = torch.zeros(2, Bf, N, **statistics)
+    finished: list[dict[str, Tensor]] = []  # results of the networks that stopped
 
-    total = config.thermalization + config.sweeps
+    total = config.thermalization + max_sweeps
     for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
         measuring = sweep >= config.thermalization
+        step = sweep - config.thermalization
         offset = int(torch.randint(2**levels, (1,), generator=offsets))
-        for (i, j), part in zip(chunks, chunk_fields, strict=True):
-            x = phi[i:j]
+        for (i, j), part in chunks:
+            x = state.phi[i:j]
             if sweep == config.thermalization:
-                reference[i:j] = potential_sum(x, config.lam).double() / norm
+                state.reference[i:j] = potential_sum(x, config.lam).double() / norm
             if "local" in config.moves:
                 accepted = local_sweep(x, part, width=width, generator=generator)
                 counts["local"][0] += accepted
@@ -189,21 +270,20 @@ def _run_sampler(
             if "cluster" in config.moves and sweep % config.cluster_every == 0:
                 sign_cluster_move(x, spacing=a, generator=generator)
             if measuring:
-                if profile_sum is not None:
-                    profile_sum[i:j] += double_well(x, config.lam)
+                if state.profile_sum is not None:
+                    state.profile_sum[i:j] += double_well(x, config.lam)
                 sample = potential_sum(x, config.lam).double() / norm
-                step = sweep - config.thermalization
-                sums[i:j] += sample
-                moved[i:j] |= sample != reference[i:j]
-                squares[i:j] += sample * sample
-                if covariance:
+                state.sums[i:j] += sample
+                state.moved[i:j] |= sample != state.reference[i:j]
+                state.squares[i:j] += sample * sample
+                if state.covariance:
                     derivatives = action_derivatives(x, part.profile, a, gradients)
-                    for family, stats in covariance.items():
+                    for family, stats in state.covariance.items():
                         stats.add(i, j, sample, derivatives[family].flatten(1))
                 if step < n_bins * bin_length:
-                    bins[i:j, :, step // bin_length] += sample / bin_length
+                    state.bins[i:j, :, step // bin_length] += sample / bin_length
         # While measuring, the running sums turn non-finite with any path (one small check).
-        if not torch.isfinite(sums if measuring else phi).all():
+        if not torch.isfinite(state.sums if measuring else state.phi).all():
             raise FloatingPointError(
                 f"the simulation produced non-finite paths at sweep {sweep} "
                 f"({'measurement' if measuring else 'thermalization'}); check the strengths "
@@ -212,23 +292,47 @@ def _run_sampler(
         if "local" in config.moves and not measuring and (sweep + 1) % _TUNE_EVERY == 0:
             rate = float(tune_counts[0]) / max(tune_counts[1], 1)
             width *= min(2.0, max(0.5, math.exp(2.0 * (rate - config.target_acceptance))))
-            tune_counts = [phi.new_zeros((), dtype=torch.int64), 0]
+            tune_counts = [_zero_count(device), 0]
+        measured = step + 1
+        if measured == max_sweeps or (blocks and measured > 0 and measured % config.sweeps == 0):
+            chain_activity = (state.sums / measured).view(-1, C, N)
+            activity, stderr = chain_mean_and_error(chain_activity, dim=1)
+            if measured == max_sweeps:
+                done = torch.ones_like(state.networks, dtype=torch.bool)
+            else:
+                moved = state.moved.view(-1, C, N)
+                done = _stopping(
+                    state.networks, moved, activity, stderr, latest, config.target_stderr, stop_when
+                )
+            if not bool(done.any()):
+                continue
+            finished.append(
+                _stopped_results(
+                    state, done, measured, bin_length, chain_activity, activity, stderr
+                )
+            )
+            if bool(done.all()):
+                break
+            state.keep(~done)
+            chunks = chunked(row_fields(state.networks), state.phi.shape[0])
 
-    chain_means = sums / config.sweeps
-    variance = (squares / config.sweeps - chain_means**2).clamp_min(0.0)
-    chain_activity = chain_means.view(Bf, C, N)
-    activity, stderr = chain_mean_and_error(chain_activity, dim=1)
-    tau = binned_autocorrelation_time(
-        bins.view(Bf, C, N, n_bins).transpose(1, 2), bin_length, variance.view(Bf, C, N).mean(1)
-    )
-    profile = None
-    if profile_sum is not None:
-        profile = (profile_sum.view(Bf, C, N, Nt).mean(1) / config.sweeps).to(dtype)
-    jacobians = {
-        family: Jacobian.from_sums(sums, stats, config.sweeps, C)
-        for family, stats in covariance.items()
+    out = _gather(finished)
+    chain_means = out["chain_activity"].reshape(R, N)
+    jacobians = {  # from sums per sweep: sweep counts may differ between networks
+        family: Jacobian.from_sums(
+            chain_means,
+            CovarianceSums(
+                out[f"{family} derivative"].flatten(0, 1),
+                out[f"{family} product"].flatten(0, 1),
+                stats.diagonal,
+            ),
+            1,
+            C,
+        )
+        for family, stats in state.covariance.items()
     }
-    stuck = _stuck_networks(moved.view(Bf, C, N), stderr, counts)
+    stderr, tau = out["stderr"], out["autocorrelation_time"]
+    stuck = _stuck_networks(out["moved"], stderr, counts)
     if bool(stuck.any()):
         stderr, tau = _infinite_rows(stderr, stuck), _infinite_rows(tau, stuck)
         jacobians = {
@@ -236,8 +340,8 @@ def _run_sampler(
             for family, jac in jacobians.items()
         }
     return SamplerOutput(
-        chain_activity=chain_activity,
-        activity=activity,
+        chain_activity=out["chain_activity"],
+        activity=out["activity"],
         stderr=stderr,
         autocorrelation_time=tau,
         acceptance={
@@ -245,11 +349,116 @@ def _run_sampler(
             **({"cluster": 1.0} if "cluster" in config.moves else {}),  # rejection-free
         },
         step_size=width,
-        paths=phi.view(Bf, C, N, Nt),
-        potential_profile=profile,
+        paths=out["paths"],
+        potential_profile=out.get("potential_profile"),
         seconds=time.perf_counter() - start_time,
         jacobians=jacobians,
+        sweeps=out["sweeps"],
     )
+
+
+def _stopped_results(
+    state: _Rows,
+    done: Tensor,
+    measured: int,
+    bin_length: int,
+    chain_activity: Tensor,
+    activity: Tensor,
+    stderr: Tensor,
+) -> dict[str, Tensor]:
+    """The results of the networks that stop after ``measured`` sweeps, ``done`` (Ba,) bool.
+
+    ``chain_activity`` (Ba, C, N), ``activity`` and ``stderr`` (Ba, N) are the estimates of
+    every network still measuring (stderr raw: stuck chains are flagged at the end).
+    Returns tensors with a leading axis over the Bd stopping networks: networks (batch
+    indices), sweeps (Bd,); chain_activity, moved (Bd, C, N); activity, stderr,
+    autocorrelation_time (Bd, N); paths (Bd, C, N, Nt); potential_profile (Bd, N, Nt) when
+    recorded; and per gradient family its sums per sweep, "<family> derivative" (Bd, C, P)
+    and "<family> product" (Bd, C, N[, P]). Without a copy when every network stops.
+    """
+    C = chain_activity.shape[1]
+    every = bool(done.all())
+    rows = done.repeat_interleave(C)
+
+    def pick(t: Tensor, per_row: bool = True) -> Tensor:
+        return t if every else t[rows if per_row else done]
+
+    Bd = int(done.sum())
+    means = pick(chain_activity, per_row=False).view(Bd * C, -1)
+    variance = (pick(state.squares) / measured - means**2).clamp_min(0.0)
+    bins = pick(state.bins)[..., : measured // bin_length]
+    phi = pick(state.phi)
+    results = {
+        "networks": pick(state.networks, per_row=False),
+        "sweeps": torch.full((Bd,), measured, dtype=torch.int64, device=phi.device),
+        "chain_activity": means.view(Bd, C, -1),
+        "moved": pick(state.moved).view(Bd, C, -1),
+        "activity": pick(activity, per_row=False),
+        "stderr": pick(stderr, per_row=False),
+        "autocorrelation_time": binned_autocorrelation_time(
+            bins.view(Bd, C, *bins.shape[1:]).transpose(1, 2),
+            bin_length,
+            variance.view(Bd, C, -1).mean(1),
+        ),
+        "paths": phi.view(Bd, C, *phi.shape[1:]),
+    }
+    if state.profile_sum is not None:
+        profile = pick(state.profile_sum)
+        profile = profile.view(Bd, C, *profile.shape[1:]).mean(1)
+        results["potential_profile"] = (profile / measured).to(phi.dtype)
+    for family, stats in state.covariance.items():
+        results[f"{family} derivative"] = (pick(stats.derivative) / measured).view(Bd, C, -1)
+        product = pick(stats.product) / measured
+        results[f"{family} product"] = product.view(Bd, C, *product.shape[1:])
+    return results
+
+
+def _stopping(
+    networks: Tensor,
+    moved: Tensor,
+    activity: Tensor,
+    stderr: Tensor,
+    latest: Tensor,
+    target_stderr: float,
+    stop_when: StopCriterion | None,
+) -> Tensor:
+    """Which networks still measuring may stop after this block, (Ba,) bool.
+
+    ``networks`` (Ba,) are their batch indices, ``moved`` (Ba, C, N) as in
+    :func:`_stuck_parts`, ``activity`` and ``stderr`` (Ba, N) their estimates. ``latest``
+    (2, Bf, N) keeps every network's latest activity and error for ``stop_when`` (updated
+    here). Errors of networks whose chains look stuck count as +inf.
+    """
+    frozen, agreeing = _stuck_parts(moved, stderr)
+    stderr = _infinite_rows(stderr, frozen | agreeing)
+    done = torch.zeros_like(networks, dtype=torch.bool)
+    if target_stderr > 0:
+        done |= (stderr <= target_stderr).all(-1)
+    if stop_when is not None:
+        latest[0, networks] = activity
+        latest[1, networks] = stderr
+        stop = stop_when(latest[0].clone(), latest[1].clone())
+        shape = latest.shape[1:2]
+        if not (isinstance(stop, Tensor) and stop.dtype == torch.bool and stop.shape == shape):
+            got = f"{stop.dtype} {tuple(stop.shape)}" if isinstance(stop, Tensor) else repr(stop)
+            raise ValueError(
+                f"stop_when must return a bool tensor of shape {tuple(shape)}, got {got}"
+            )
+        done |= stop.to(done.device)[networks]
+    return done
+
+
+def _zero_count(device: torch.device) -> Tensor:
+    """A 0-d int64 counter of accepted moves."""
+    return torch.zeros((), dtype=torch.int64, device=device)
+
+
+def _gather(finished: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The results of every network in batch order, from those of successive stops."""
+    if len(finished) == 1:  # every network stopped at once: already in order
+        return finished[0]
+    order = torch.argsort(torch.cat([part["networks"] for part in finished]))
+    return {name: torch.cat([part[name] for part in finished])[order] for name in finished[0]}
 
 
 def _infinite_rows(t: Tensor, rows: Tensor) -> Tensor:
@@ -259,20 +468,28 @@ def _infinite_rows(t: Tensor, rows: Tensor) -> Tensor:
     return t
 
 
+def _stuck_parts(moved: Tensor, stderr: Tensor) -> tuple[Tensor, Tensor]:
+    """Networks with a chain whose value never changed, and with chains that all agree.
+
+    ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed, ``stderr``
+    (Bf, N) is the spread of the chains (0: they agree to the last bit). Returns two
+    (Bf,) bool tensors.
+    """
+    return ~moved.all(-1).all(-1), stderr.eq(0).any(-1)
+
+
 def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor | int]]) -> Tensor:
     """Networks whose errors cannot be trusted, (Bf,) bool.
 
-    ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed, ``stderr``
-    (Bf, N) is the spread of the chains (0: they agree to the last bit), ``counts`` the
-    accepted and proposed moves by type. Warns with a :class:`StuckChainWarning`.
+    ``moved`` and ``stderr`` as in :func:`_stuck_parts`, ``counts`` the accepted and
+    proposed moves by type. Warns with a :class:`StuckChainWarning`.
     """
     problems = [
         f"the {name} move accepted none of its {int(proposed)} proposals ({_MOVE_HINTS[name]})"
         for name, (accepted, proposed) in counts.items()
         if int(proposed) > 0 and int(accepted) == 0
     ]
-    frozen = ~moved.all(-1).all(-1)
-    agreeing = stderr.eq(0).any(-1)
+    frozen, agreeing = _stuck_parts(moved, stderr)
     stuck = frozen | agreeing
     if bool(stuck.any()):
         problems.append(
@@ -306,7 +523,9 @@ class SimulationResult:
     works). ``activity[name]`` is differentiable with respect to every strength and
     brightness given as a tensor with ``requires_grad=True`` (gradient −Cov(O, ∂S/∂θ),
     measured in the same run; :func:`~qnn_torch.autograd.grad_with_stderr` adds errors).
-    ``acceptance`` gives the acceptance rate of each move. Tensors with a neuron axis
+    ``acceptance`` gives the acceptance rate of each move, ``sweeps`` (int64, batch shape)
+    the measurement sweeps each network used (``config.sweeps`` unless
+    ``config.target_stderr`` asked for more precision). Tensors with a neuron axis
     follow ``names``: chain_activity (*batch, C, N), paths (*batch, C, N, Nt) (the last
     configuration), potential_profile (*batch, N, Nt) = ⟨V0(φ_{n,t})⟩ when recorded.
     """
@@ -322,6 +541,7 @@ class SimulationResult:
     potential_profile: Tensor | None
     step_size: float
     seconds: float
+    sweeps: Tensor
 
 
 def simulate(
@@ -331,6 +551,9 @@ def simulate(
 
     A batched network (tensor strengths or brightnesses) is one batched simulation.
     ``record_profile`` also averages V0(φ_{n,t}) per slice (memory: one more path tensor).
+    With ``config.target_stderr`` > 0 each network measures in blocks of ``config.sweeps``
+    until every neuron's standard error is at most that, or ``config.max_sweeps``
+    (:func:`run_sampler`); ``sweeps`` in the result tells how many each used.
     When gradients are enabled and a strength or brightness requires grad, the run also
     accumulates the covariances that make the activities differentiable (the paths, and
     so the activities, are bit-identical to a run without).
@@ -385,4 +608,5 @@ def simulate(
         else neurons_axis(out.potential_profile, 1),
         step_size=out.step_size,
         seconds=out.seconds,
+        sweeps=out.sweeps.cpu().reshape(shape),
     )
