@@ -9,6 +9,7 @@ import torch
 
 from qnn_torch import QuantumNeuronLayer, SamplerConfig
 from qnn_torch.functional.activity_table import activity_table, driven_activity, table_range
+from qnn_torch.functional.layer import decided
 from qnn_torch.functional.physics import kink_path, spike_profile
 
 from .conftest import SMALL, exact_activity
@@ -179,3 +180,37 @@ def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     module._build_table.cache_clear()
     rebuilt = activity_table(**SMALL, max_drive=100.0)
     torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
+
+
+def test_decided_compares_the_top_two_outputs_in_standard_errors() -> None:
+    activity = torch.tensor([[1.0, 0.5, 0.9], [1.0, 0.5, 0.9], [0.2, 0.9, 0.1]])
+    stderr = torch.tensor([[0.02, 0.5, 0.02], [0.05, 0.0, 0.05], [0.1, float("inf"), 0.1]])
+    # Row 0: 0.1 ≥ 3·0.028; row 1: 0.1 < 3·0.071 (the runner-up is 0.9, not 0.5).
+    assert decided(activity, stderr, 3.0).tolist() == [True, False, False]
+
+
+def test_decision_mode_stops_clear_inputs_early_and_follows_the_exact_argmax() -> None:
+    config = SamplerConfig(**SMALL, chains=8, thermalization=100, sweeps=20, max_sweeps=400)
+    layer = QuantumNeuronLayer(3, 3, coupling_scale=20.0, decision_sigmas=3.0, config=config)
+    with torch.no_grad():  # outputs 0 and 1 are identical: no margin ever decides between them
+        layer.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.9], [1.0, 0.0, 0.0]])
+    scores = layer(x)
+    assert layer.last_sweeps.tolist()[2] == 400  # a tie runs to the cap
+    assert layer.last_sweeps.tolist()[:2] < [400, 400] and min(layer.last_sweeps) >= 20
+    assert scores[:2].argmax(-1).tolist() == [2, 2]
+    # Without decision mode every input measures `sweeps`.
+    layer.decision_sigmas = 0.0
+    layer(x)
+    assert layer.last_sweeps.tolist() == [20, 20, 20]
+
+
+def test_decision_mode_needs_a_cap_above_the_block() -> None:
+    with pytest.raises(ValueError, match="decision_sigmas=3 needs"):
+        QuantumNeuronLayer(3, 2, decision_sigmas=3.0, config=SamplerConfig(**SMALL))
+    with pytest.raises(ValueError, match="decision_sigmas must be a finite number >= 0"):
+        QuantumNeuronLayer(3, 2, decision_sigmas=-1.0)
+    layer = QuantumNeuronLayer(3, 2, config=SamplerConfig(**SMALL))
+    layer.decision_sigmas = 2.0
+    with pytest.raises(ValueError, match=r"needs at least 2 outputs and config\.max_sweeps"):
+        layer(torch.rand(1, 3))

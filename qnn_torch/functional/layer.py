@@ -50,3 +50,14 @@ def readout(activity: Tensor, kind: str) -> Tensor:
             )
         return squared / total
     raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")
+
+
+def decided(activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
+    """Whether each row's top output is ahead of the runner-up by ``sigmas`` standard errors.
+
+    A_top − A_second ≥ sigmas·√(σ_top² + σ_second²) (independent estimates); activity and
+    stderr (B, O) with O ≥ 2 → bool (B,). An infinite error never decides.
+    """
+    top, index = activity.topk(2, dim=-1)
+    errors = stderr.gather(-1, index)
+    return top[:, 0] - top[:, 1] >= sigmas * errors.square().sum(-1).sqrt()

@@ -11,7 +11,13 @@ from torch import Tensor, nn
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.activity_table import activity_table
-from qnn_torch.functional.layer import READOUTS, normalize_weights, output_drives, readout
+from qnn_torch.functional.layer import (
+    READOUTS,
+    decided,
+    normalize_weights,
+    output_drives,
+    readout,
+)
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
 from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler
@@ -90,6 +96,12 @@ class QuantumNeuronLayer(nn.Module):
     optimiser step call :meth:`project_weights_` (projected gradient descent onto ε̂ ≥ 0;
     ``training.QuantumClassifier`` does).
 
+    Decision mode (``decision_sigmas`` > 0, for classification): the sampler measures in
+    blocks of ``config.sweeps`` sweeps, and each input stops once its top output is ahead
+    of the runner-up by ``decision_sigmas`` standard errors (from the chains), or at
+    ``config.max_sweeps``; inputs that are done stop costing anything. ``last_sweeps``
+    holds the measurement sweeps each input of the last Monte Carlo forward used.
+
     ``config`` may be reassigned (the derived spike profile and normalisation follow it),
     and it is saved in the ``state_dict`` (extra state), so a loaded layer simulates the
     lattice it was saved with.
@@ -105,6 +117,7 @@ class QuantumNeuronLayer(nn.Module):
         readout: str = "softmax",
         config: SamplerConfig | None = None,
         estimator: str = "monte_carlo",
+        decision_sigmas: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
@@ -120,6 +133,8 @@ class QuantumNeuronLayer(nn.Module):
         self.out_features = out_features
         self.readout = _checked_choice("readout", readout, READOUTS)
         self._estimator = _checked_choice("estimator", estimator, ESTIMATORS)
+        self.decision_sigmas = decision_sigmas
+        self.last_sweeps: Tensor | None = None
         self.weight = nn.Parameter(torch.rand(out_features, in_features))
         self.register_buffer("coupling_scale", torch.tensor(float(coupling_scale)))
         self.register_buffer("lateral_inhibition", torch.tensor(float(lateral_inhibition)))
@@ -129,6 +144,17 @@ class QuantumNeuronLayer(nn.Module):
         self.config = SamplerConfig() if config is None else config
         if self.estimator == "exact" and self.simulates_inhibition:
             raise ValueError(_EXACT_NEEDS_INDEPENDENT.format(float(lateral_inhibition)))
+        self._check_decision()
+
+    def _check_decision(self) -> None:
+        """Decision mode needs room to measure more: ``config.max_sweeps`` > ``sweeps``."""
+        c = self.config
+        if self.decision_sigmas > 0 and (c.max_sweeps <= c.sweeps or self.out_features < 2):
+            raise ValueError(
+                f"decision_sigmas={self.decision_sigmas:g} needs at least 2 outputs and "
+                f"config.max_sweeps > config.sweeps (blocks of sweeps up to a cap), got "
+                f"{self.out_features} outputs, max_sweeps={c.max_sweeps}, sweeps={c.sweeps}"
+            )
 
     @property
     def estimator(self) -> str:
@@ -138,6 +164,22 @@ class QuantumNeuronLayer(nn.Module):
     @estimator.setter
     def estimator(self, estimator: str) -> None:
         self._estimator = _checked_choice("estimator", estimator, ESTIMATORS)
+
+    @property
+    def decision_sigmas(self) -> float:
+        """Decision mode's margin in standard errors (0: off; see the class doc)."""
+        return self._decision_sigmas
+
+    @decision_sigmas.setter
+    def decision_sigmas(self, sigmas: float) -> None:
+        if (
+            isinstance(sigmas, bool)
+            or not isinstance(sigmas, (int, float))
+            or not math.isfinite(sigmas)
+            or sigmas < 0
+        ):
+            raise ValueError(f"decision_sigmas must be a finite number >= 0, got {sigmas!r}")
+        self._decision_sigmas = float(sigmas)
 
     @property
     def config(self) -> SamplerConfig:
@@ -293,7 +335,16 @@ class QuantumNeuronLayer(nn.Module):
             inhibit=inhibit,
         )
         gradients = ("drive",) if torch.is_grad_enabled() and flat.requires_grad else ()
-        sampled = run_sampler(network, config, gradients=gradients)
+        stop_when = None
+        if self.decision_sigmas > 0:
+            self._check_decision()
+            sigmas = self.decision_sigmas
+
+            def stop_when(activity: Tensor, stderr: Tensor) -> Tensor:
+                return decided(activity, stderr, sigmas)
+
+        sampled = run_sampler(network, config, gradients=gradients, stop_when=stop_when)
+        self.last_sweeps = sampled.sweeps.reshape(batch_shape)
         activity = attach_jacobian(
             sampled.activity,
             sampled.jacobians,
