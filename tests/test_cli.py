@@ -31,7 +31,7 @@ def test_evaluating_one_image_gives_one_prediction() -> None:
     )  # fmt: skip
     trainer.test(evaluator, dataloaders=quantum_loader([(image, 3)], 10), verbose=False)
     assert {name: value.shape for name, value in evaluator.predictions.items()} == {
-        name: (1,) for name in ("index", "label", "classical", "quantum")
+        name: (1,) for name in ("index", "label", "classical", "quantum", "exact")
     }
     assert evaluator.predictions["label"].tolist() == [3]
 

@@ -68,7 +68,9 @@ def read_outputs(out: Path) -> tuple[dict, list[dict]]:
 @pytest.fixture(scope="module")
 def single_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("single")
-    result = run_script("--data-dir", str(data_dir), "--epochs", "1", *QUANTUM, "--out", str(out))
+    result = run_script(
+        "--data-dir", str(data_dir), "--epochs", "1", "--devices", "1", *QUANTUM, "--out", str(out)
+    )  # fmt: skip
     assert "quantum accuracy (40 images)" in result.stdout
     assert "--quantum-test-size 10000" in result.stdout
     return out
@@ -84,6 +86,7 @@ def test_single_process_pipeline(single_run: Path) -> None:
     assert results["quantum_accuracy"] >= 0.75
     assert results["agreement"] >= 0.75
     assert results["coupling_scale"] == 100
+    assert results["decision_sigmas"] == 3 and 20 <= results["mean_sweeps"] <= 600
     # The exact estimator is monotone in the drive and the transfer keeps the argmax.
     assert [row["exact"] for row in predictions] == [row["classical"] for row in predictions]
     assert results["exact_quantum_accuracy"] == results["classical_accuracy_same_images"]

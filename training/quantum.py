@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
-from torchmetrics import CatMetric
+from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from qnn_torch.config import SamplerConfig
@@ -125,6 +125,9 @@ class QuantumEvaluator(L.LightningModule):
         per_pixel_shift: Subtract the per-pixel minimum of W before normalising (see
             :mod:`training.transfer`).
         config: Sampler settings; ``seed`` is the base seed.
+        decision_sigmas: The layer's decision mode (0: off; else ``config.max_sweeps`` caps
+            it, see :class:`~qnn_torch.QuantumNeuronLayer`); ``sweeps`` logs the mean
+            measurement sweeps per image.
         couplings: Couplings ε̂ (10, 784) to evaluate instead of the transfer of ``weight``,
             e.g. those of a fine-tuned :class:`training.QuantumClassifier`.
     """
@@ -136,6 +139,7 @@ class QuantumEvaluator(L.LightningModule):
         coupling_scale: float = DEFAULT_COUPLING_SCALE,
         per_pixel_shift: bool = True,
         config: SamplerConfig | None = None,
+        decision_sigmas: float = 0.0,
         couplings: Tensor | None = None,
     ) -> None:
         super().__init__()
@@ -144,6 +148,7 @@ class QuantumEvaluator(L.LightningModule):
         self.layer = transfer(
             weight, coupling_scale=coupling_scale, per_pixel_shift=per_pixel_shift, config=config
         )
+        self.layer.decision_sigmas = decision_sigmas
         if couplings is not None:
             if couplings.shape != self.layer.weight.shape:
                 raise ValueError(
@@ -156,6 +161,7 @@ class QuantumEvaluator(L.LightningModule):
         self.exact_layer.estimator = "exact"
         self.quantum_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.exact_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.sweeps = MeanMetric()
         self.classical_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.agreement = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.gathered = nn.ModuleDict(
@@ -178,11 +184,13 @@ class QuantumEvaluator(L.LightningModule):
         exact = self.exact_layer(x.flatten(1).double()).argmax(-1)
         self.quantum_acc(quantum, y)
         self.exact_acc(exact, y)
+        self.sweeps(self.layer.last_sweeps.double())
         self.classical_acc(classical, y)
         self.agreement(quantum, classical)
         size = len(y)
         self.log("quantum_acc", self.quantum_acc, prog_bar=True, batch_size=size)
         self.log("exact_acc", self.exact_acc, batch_size=size)
+        self.log("sweeps", self.sweeps, batch_size=size)
         self.log("classical_acc", self.classical_acc, prog_bar=True, batch_size=size)
         self.log("agreement", self.agreement, prog_bar=True, batch_size=size)
         index = torch.arange(start, start + size, device=y.device)

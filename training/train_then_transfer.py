@@ -8,11 +8,14 @@ test images with ``Trainer.test`` (DDP across ``--devices``); (5) with
 (``training.QuantumClassifier``) and evaluate it on the same images with the same
 sampler settings; (6) figures and results.json.
 
-The quantum test costs ~0.09 s per image on one CPU core at the defaults, so by default it
-runs on a fixed random subset of ``--quantum-test-size`` 2000 test images (the whole job
-then takes ~3 min on 2 cores); the command for all 10 000 is printed at the end.
-With ``--devices N`` every stage runs under DDP: Lightning re-launches this script in N
-processes, and only rank 0 writes the outputs.
+By default the quantum test covers all 10 000 test images in decision mode: each image is
+sampled in blocks of ``--sweeps`` sweeps until its top class leads the runner-up by
+``--decision-sigmas`` standard errors, or up to ``--max-sweeps`` (``--decision-sigmas 0``
+measures ``--sweeps`` sweeps for every image). The exact estimator (the infinite-statistics
+limit of the same layer) is reported beside it. ``--quantum-test-size`` picks a fixed
+random subset instead. Every stage runs under DDP across ``--devices`` processes (default:
+the available cores): Lightning re-launches this script in N processes, and only rank 0
+writes the outputs.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight
 ROOT = Path(__file__).resolve().parents[1]  # the project folder
 OFFLINE_MNIST = ROOT.parent / "shared" / "data"
 CALIBRATION_IMAGES = 200  # training images that fit the fine-tuning's logit scale
+MAX_CPU_PROCESSES = 8
 DPI = 100
 
 
@@ -58,20 +62,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--epochs", type=int, default=2, help="training epochs of the twin")
     add("--penalty", type=float, default=100.0, help="λ of the penalty λ·Σ max(−W, 0)")
     add("--lr", type=float, default=1e-2, help="initial Adam learning rate of the twin")
-    add("--batch-size", type=int, default=256, help="batch size of the twin")
+    add("--batch-size", type=int, default=256, help="batch size of the twin (all processes)")
     add("--weights", type=Path, help="load the twin's W (a twin_weight.pt) instead of training")
     add("--coupling-scale", type=float, default=DEFAULT_COUPLING_SCALE, help="k (paper: 1000)")
     add("--no-pixel-shift", action="store_true", help="skip the per-pixel shift of W")
     add("--chains", type=int, default=4, help="Monte Carlo chains per image")
-    add("--thermalization", type=int, default=50, help="discarded sweeps per chain")
-    add("--sweeps", type=int, default=300, help="measurement sweeps per chain")
-    add("--quantum-test-size", type=int, default=2000, help="test images for the quantum net")
+    add("--thermalization", type=int, default=30, help="discarded sweeps per chain")
+    add("--sweeps", type=int, default=20, help="measurement sweeps per block (per chain)")
+    add("--max-sweeps", type=int, default=600, help="cap of measurement sweeps per image")
+    add(
+        "--decision-sigmas",
+        type=float,
+        default=3.0,
+        help="an image stops once its top class leads by this many standard errors (0: off)",
+    )
+    add("--quantum-test-size", type=int, default=10_000, help="test images for the quantum net")
     add("--quantum-batch-size", type=int, default=50, help="images per sampler call")
     add("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
-    add("--devices", type=int, default=1, help="processes/devices (DDP when > 1)")
+    add(
+        "--devices",
+        type=int,
+        default=0,
+        help="processes/devices, DDP when > 1 (0: every available core, up to 8, or GPU)",
+    )
     add("--seed", type=int, default=0, help="seed of training, subset and sampler")
     add("--out", type=Path, default=Path("outputs/train_then_transfer"), help="output folder")
-    add("--threads", type=int, default=1, help="torch CPU threads per process (0: default)")
+    add(
+        "--threads",
+        type=int,
+        help="torch CPU threads per process (default: cores / devices; 0: PyTorch's)",
+    )
     add("--finetune-epochs", type=int, default=0, help="epochs of quantum-aware training")
     add("--finetune-images", type=int, default=0, help="training images per epoch (0: all)")
     add(
@@ -96,7 +116,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "batch_size",
         "quantum_test_size",
         "quantum_batch_size",
-        "devices",
         "finetune_batch_size",
     ):
         if getattr(args, name) < 1:
@@ -111,13 +130,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if not (math.isfinite(args.penalty) and args.penalty >= 0):
         parser.error(f"--penalty must be >= 0, got {args.penalty}")
-    if args.threads < 0:
+    if args.devices < 0:
+        parser.error(f"--devices must be >= 0 (0: automatic), got {args.devices}")
+    if args.threads is not None and args.threads < 0:
         parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+    args.devices, args.threads = machine_share(args.accelerator, args.devices, args.threads)
+    if args.batch_size < args.devices:
+        parser.error(
+            f"--batch-size must be >= the {args.devices} devices (it is split between them), "
+            f"got {args.batch_size}"
+        )
     for prefix, build in (("--", sampler_config), ("--finetune-", finetune_config)):
         try:
             build(args)
         except ValueError as err:  # err names the setting and its value
-            parser.error(f"{prefix}chains, {prefix}thermalization, {prefix}sweeps, --seed: {err}")
+            parser.error(
+                f"{prefix}chains, {prefix}thermalization, {prefix}sweeps, --max-sweeps, "
+                f"--seed: {err}"
+            )
+    if not (math.isfinite(args.decision_sigmas) and args.decision_sigmas >= 0):
+        parser.error(f"--decision-sigmas must be >= 0 (0: off), got {args.decision_sigmas}")
+    if args.decision_sigmas > 0 and args.max_sweeps <= args.sweeps:
+        parser.error(
+            f"--max-sweeps must exceed --sweeps={args.sweeps} in decision mode "
+            f"(--decision-sigmas > 0), got {args.max_sweeps}"
+        )
     try:
         check_output_folder(args.out)
     except ValueError as err:
@@ -125,10 +162,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def machine_share(accelerator: str, devices: int, threads: int | None) -> tuple[int, int]:
+    """Processes and torch threads per process; 0 devices / None threads: use the machine.
+
+    On CPU, one process per available core (up to ``MAX_CPU_PROCESSES``: each holds MNIST
+    and a copy of the model) with cores / processes threads each; on a GPU, every visible
+    GPU with one thread per process.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if devices == 0:
+        gpus = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 0
+        devices = gpus or min(cores or 1, MAX_CPU_PROCESSES)
+    if threads is None:
+        threads = max(1, (cores or 1) // devices) if accelerator == "cpu" else 1
+    return devices, threads
+
+
 def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     """Sampler settings of the quantum test."""
     return SamplerConfig(
-        chains=args.chains, thermalization=args.thermalization, sweeps=args.sweeps, seed=args.seed
+        chains=args.chains,
+        thermalization=args.thermalization,
+        sweeps=args.sweeps,
+        max_sweeps=args.max_sweeps if args.decision_sigmas > 0 else 0,
+        seed=args.seed,
     )
 
 
@@ -291,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if OFFLINE_MNIST.is_dir():
         copy_offline_mnist(OFFLINE_MNIST, args.data_dir)
-    data = MNISTDataModule(args.data_dir, batch_size=args.batch_size, seed=args.seed)
+    per_process = args.batch_size // args.devices  # the twin's batch is split, not multiplied
+    data = MNISTDataModule(args.data_dir, batch_size=per_process, seed=args.seed)
     try:
         data.prepare_data()
     except FileNotFoundError as err:
@@ -320,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         coupling_scale=args.coupling_scale,
         per_pixel_shift=not args.no_pixel_shift,
         config=config,
+        decision_sigmas=args.decision_sigmas,
     )
     seconds["transfer"] = time.perf_counter() - stage
 
@@ -343,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             coupling_scale=args.coupling_scale,
             per_pixel_shift=not args.no_pixel_shift,
             config=config,
+            decision_sigmas=args.decision_sigmas,
             couplings=classifier.couplings.cpu(),
         )
         finetuned = _trainer(args).test(
@@ -410,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chains": args.chains,
         "thermalization": args.thermalization,
         "sweeps": args.sweeps,
+        "max_sweeps": args.max_sweeps,
+        "decision_sigmas": args.decision_sigmas,
+        "mean_sweeps": metrics["sweeps"],
         "quantum_batch_size": args.quantum_batch_size,
         "epochs": args.epochs,
         "penalty": args.penalty,
@@ -428,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "finetuned_quantum_accuracy": finetuned["quantum_acc"],
                 "finetuned_exact_accuracy": finetuned["exact_acc"],
+                "finetuned_mean_sweeps": finetuned["sweeps"],
                 "finetune_estimator": args.finetune_estimator,
                 "finetuned_agreement": finetuned["agreement"],
                 "finetune_epochs": args.finetune_epochs,
@@ -459,6 +523,7 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
         ),
         (f"quantum accuracy ({n} images)", f"{results['quantum_accuracy']:.4f}"),
         (f"exact quantum accuracy ({n} images)", f"{results['exact_quantum_accuracy']:.4f}"),
+        ("mean measurement sweeps per image", f"{results['mean_sweeps']:.1f}"),
         *(
             [
                 (
@@ -487,7 +552,8 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
             f"--devices {args.devices}; each extra device or node divides it):\n"
             f"  python scripts/train_then_transfer.py --weights {args.out / 'twin_weight.pt'} "
             f"--quantum-test-size 10000 --chains {args.chains} --thermalization "
-            f"{args.thermalization} --sweeps {args.sweeps} --coupling-scale "
+            f"{args.thermalization} --sweeps {args.sweeps} --max-sweeps {args.max_sweeps} "
+            f"--decision-sigmas {args.decision_sigmas:g} --coupling-scale "
             f"{args.coupling_scale:g} --quantum-batch-size {args.quantum_batch_size} "
             f"--seed {args.seed} --data-dir {args.data_dir} --accelerator {args.accelerator} "
             f"--devices {args.devices} --threads {args.threads}"
