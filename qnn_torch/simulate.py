@@ -13,7 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from qnn_torch.autograd import Jacobian, attach_jacobian
-from qnn_torch.config import SamplerConfig
+from qnn_torch.config import INITS, SamplerConfig
 from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
 from qnn_torch.functional.observables import binned_autocorrelation_time, chain_mean_and_error
 from qnn_torch.functional.physics import double_well, potential_sum
@@ -220,7 +220,9 @@ def _run_sampler(
     independent = network.excite is None and network.inhibit is None
     state = _Rows(
         networks=torch.arange(Bf, device=device),
-        phi=starting_paths(config.init, (R, N, Nt), dtype=dtype, device=device)
+        phi=starting_paths(
+            config.init, (R, N, Nt), dtype=dtype, device=device, profile=network.profile
+        )
         if initial_paths is None
         else initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone(),
         reference=torch.zeros(R, N, **statistics),
@@ -503,15 +505,30 @@ def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor
 
 
 def starting_paths(
-    init: str, shape: tuple[int, ...], *, dtype: torch.dtype, device: torch.device
+    init: str,
+    shape: tuple[int, ...],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    profile: Tensor | None = None,
 ) -> Tensor:
-    """Starting paths: ``"vacuum"`` φ ≡ 1, or the paper's ``"saw"`` φ_t = t mod 2."""
+    """Starting paths of shape (..., Nt): see ``SamplerConfig.init``.
+
+    ``"vacuum"`` φ ≡ 1; the paper's ``"saw"`` φ_t = t mod 2; ``"spikes"`` the spiking path
+    |ψ_t| = √(1 − √g_t) of the active input, from the spike profile g_t = (ψ_t² − 1)²
+    (``profile``, shape (Nt,)).
+    """
     if init == "vacuum":
         return torch.ones(shape, dtype=dtype, device=device)
     if init == "saw":
         saw = (torch.arange(shape[-1], device=device) % 2).to(dtype)
         return saw.expand(shape).contiguous()
-    raise ValueError(f"init must be 'saw' or 'vacuum', got {init!r}")
+    if init == "spikes":
+        if profile is None:
+            raise ValueError("init='spikes' needs the network's spike profile")
+        spikes = (1.0 - profile.to(device=device, dtype=torch.float64).sqrt()).clamp_min(0.0)
+        return spikes.sqrt().to(dtype).expand(shape).contiguous()
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
 @dataclass(frozen=True)
