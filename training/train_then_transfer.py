@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from qnn_torch.config import SamplerConfig
+from qnn_torch.config import INITS, SamplerConfig
 from qnn_torch.io import check_output_folder, save_atomic, savefig_atomic, write_atomic
 from qnn_torch.module.layer import ESTIMATORS
 from training.classical import ClassicalTwin
@@ -67,7 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--coupling-scale", type=float, default=DEFAULT_COUPLING_SCALE, help="k (paper: 1000)")
     add("--no-pixel-shift", action="store_true", help="skip the per-pixel shift of W")
     add("--chains", type=int, default=4, help="Monte Carlo chains per image")
-    add("--thermalization", type=int, default=30, help="discarded sweeps per chain")
+    add("--thermalization", type=int, default=100, help="discarded sweeps per chain")
+    add("--init", choices=INITS, default="spikes", help="starting paths of the chains")
     add("--sweeps", type=int, default=20, help="measurement sweeps per block (per chain)")
     add("--max-sweeps", type=int, default=600, help="cap of measurement sweeps per image")
     add(
@@ -185,6 +186,7 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
         thermalization=args.thermalization,
         sweeps=args.sweeps,
         max_sweeps=args.max_sweeps if args.decision_sigmas > 0 else 0,
+        init=args.init,
         seed=args.seed,
     )
 
@@ -470,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chains": args.chains,
         "thermalization": args.thermalization,
         "sweeps": args.sweeps,
+        "init": args.init,
         "max_sweeps": args.max_sweeps,
         "decision_sigmas": args.decision_sigmas,
         "mean_sweeps": metrics["sweeps"],
@@ -552,7 +555,8 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
             f"--devices {args.devices}; each extra device or node divides it):\n"
             f"  python scripts/train_then_transfer.py --weights {args.out / 'twin_weight.pt'} "
             f"--quantum-test-size 10000 --chains {args.chains} --thermalization "
-            f"{args.thermalization} --sweeps {args.sweeps} --max-sweeps {args.max_sweeps} "
+            f"{args.thermalization} --init {args.init} --sweeps {args.sweeps} "
+            f"--max-sweeps {args.max_sweeps} "
             f"--decision-sigmas {args.decision_sigmas:g} --coupling-scale "
             f"{args.coupling_scale:g} --quantum-batch-size {args.quantum_batch_size} "
             f"--seed {args.seed} --data-dir {args.data_dir} --accelerator {args.accelerator} "
