@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from qnn_torch.functional import exact, physics
 from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.physics import kink_path, validate_kinks, validate_lattice
 from qnn_torch.io import save_atomic
@@ -45,7 +48,6 @@ TOLERANCE = 1e-4
 _FIRST_NODES = 65
 _MAX_NODES = 513
 _CHECKS = 16
-_CACHE_VERSION = 1  # bump when the table's construction changes
 _DTYPE = torch.float64
 
 
@@ -152,25 +154,47 @@ def activity_table(
         raise ValueError("n_kinks must be >= 2: the activity is normalised by the kinks, got 0")
     if not math.isfinite(tolerance) or tolerance <= 0:
         raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
-    return _build_table(n_time, time_extent, lam, n_kinks, table_range(max_drive, lam), tolerance)
+    top = table_range(max_drive, lam)
+    return _build_table(n_time, float(time_extent), float(lam), n_kinks, top, float(tolerance))
 
 
 @functools.lru_cache(maxsize=16)
 def _build_table(
     n_time: int, time_extent: float, lam: float, n_kinks: int, top: float, tolerance: float
 ) -> ActivityTable:
-    key = (n_time, time_extent, lam, n_kinks, top, tolerance)
-    name = hashlib.sha256(repr((_CACHE_VERSION, *key)).encode()).hexdigest()[:24]
+    key = [n_time, time_extent, lam, n_kinks, top, tolerance, _source_digest()]
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
     path = cache_dir() / f"activity_table_{name}.pt"
     if path.is_file():
-        stored = torch.load(path, weights_only=True)
-        if stored.get("key") == list(key):
-            return ActivityTable(**stored["table"])
+        stored = _load_cached(path, key)
+        if stored is not None:
+            return stored
     table = _tabulate(n_time, time_extent, lam, n_kinks, top, tolerance)
     try:
-        save_atomic({"key": list(key), "table": dataclasses.asdict(table)}, path)
+        save_atomic({"key": key, "table": dataclasses.asdict(table)}, path)
     except OSError as err:  # a read-only home only costs the next process a rebuild
         warnings.warn(f"could not cache the activity table in {path}: {err}", stacklevel=3)
+    return table
+
+
+def _source_digest() -> str:
+    """Hash of the code that computes a table: a change to it invalidates cached tables."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], exact, physics):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+def _load_cached(path: Path, key: list) -> ActivityTable | None:
+    """The table stored at ``path`` if it was built for ``key`` and is sound; else None."""
+    try:
+        stored = torch.load(path, weights_only=True)
+        table = ActivityTable(**stored["table"]) if stored["key"] == key else None
+    except Exception as err:  # a damaged file is rebuilt, not trusted
+        warnings.warn(f"ignoring the unreadable cached table {path}: {err}", stacklevel=4)
+        return None
+    if table is None or not torch.isfinite(table.coefficients).all():
+        return None
     return table
 
 
