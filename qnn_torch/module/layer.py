@@ -100,7 +100,9 @@ class QuantumNeuronLayer(nn.Module):
     blocks of ``config.sweeps`` sweeps, and each input stops once its top output is ahead
     of the runner-up by ``decision_sigmas`` standard errors (from the chains), or at
     ``config.max_sweeps``; inputs that are done stop costing anything. ``last_sweeps``
-    holds the measurement sweeps each input of the last Monte Carlo forward used.
+    holds the measurement sweeps each input of the last Monte Carlo forward used (None
+    after an exact one). The data-dependent stopping would bias gradients, so decision mode
+    runs only without them (``torch.no_grad()``, evaluation loops).
 
     ``config`` may be reassigned (the derived spike profile and normalisation follow it),
     and it is saved in the ``state_dict`` (extra state), so a loaded layer simulates the
@@ -300,6 +302,7 @@ class QuantumNeuronLayer(nn.Module):
         drive = self.drives(x)
         batch_shape, out = drive.shape[:-1], self.out_features
         flat = drive.reshape(-1, out)
+        self.last_sweeps = None
         if flat.shape[0] == 0:
             return drive.new_empty(drive.shape).to(
                 x.dtype if x.is_floating_point() else drive.dtype
@@ -338,6 +341,12 @@ class QuantumNeuronLayer(nn.Module):
         stop_when = None
         if self.decision_sigmas > 0:
             self._check_decision()
+            if gradients:
+                raise ValueError(
+                    f"decision_sigmas={self.decision_sigmas:g} is for evaluation: its "
+                    "data-dependent stopping would bias the gradients; set it to 0 to train "
+                    "(or run under torch.no_grad())"
+                )
             sigmas = self.decision_sigmas
 
             def stop_when(activity: Tensor, stderr: Tensor) -> Tensor:
@@ -360,9 +369,10 @@ class QuantumNeuronLayer(nn.Module):
         if self.simulates_inhibition:
             raise ValueError(_EXACT_NEEDS_INDEPENDENT.format(float(self.lateral_inhibition)))
         c = self.config
-        table = activity_table(
-            c.n_time, c.time_extent, c.lam, c.n_kinks, max_drive=float(drive.detach().max())
-        )
+        # The range holds every drive any input in [0, 1] can give, so it does not depend on
+        # the batch (nor, under DDP, on the process).
+        bound = float(self.coupling_scale) * float(self.weight.detach().sum(-1).max())
+        table = activity_table(c.n_time, c.time_extent, c.lam, c.n_kinks, max_drive=bound)
         return table(drive)
 
     def extra_repr(self) -> str:
