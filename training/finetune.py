@@ -54,7 +54,7 @@ def calibrate_logit_scale(layer: QuantumNeuronLayer, weight: Tensor, images: Ten
     return scale
 
 
-FINETUNE_CONFIG = SamplerConfig(chains=2, thermalization=30, sweeps=60)
+FINETUNE_CONFIG = SamplerConfig(chains=2, thermalization=30, sweeps=60, init="spikes")
 """Sampler settings of a Monte Carlo training step: cheap and noisy, as a stochastic
 gradient may be (the exact estimator uses only the lattice of the config)."""
 FINETUNE_LR = {"exact": 1e-3, "monte_carlo": 1e-4}

@@ -197,6 +197,7 @@ def finetune_config(args: argparse.Namespace) -> SamplerConfig:
         chains=args.finetune_chains,
         thermalization=args.finetune_thermalization,
         sweeps=args.finetune_sweeps,
+        init=FINETUNE_CONFIG.init,
         seed=args.seed,
     )
 
