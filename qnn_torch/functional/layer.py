@@ -55,8 +55,11 @@ def readout(activity: Tensor, kind: str) -> Tensor:
 def decided(activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
     """Whether each row's top output is ahead of the runner-up by ``sigmas`` standard errors.
 
-    A_top − A_second ≥ sigmas·√(σ_top² + σ_second²) (independent estimates); activity and
-    stderr (B, O) with O ≥ 2 → bool (B,). An infinite error never decides.
+    A_top − A_second ≥ sigmas·√(σ_top² + σ_second²); activity and stderr (B, O) with O ≥ 2
+    → bool (B,). An infinite error never decides. The errors are combined as independent,
+    which holds for independent outputs; simulated lateral inhibition anti-correlates the
+    outputs, and then the margin is optimistic. With few chains the errors themselves are
+    noisy (C − 1 degrees of freedom), so use a few more sigmas than a Gaussian would need.
     """
     top, index = activity.topk(2, dim=-1)
     errors = stderr.gather(-1, index)
