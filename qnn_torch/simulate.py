@@ -244,7 +244,7 @@ def _run_sampler(
     )
     norm = network.activity_norm
     # Block mode: every network's latest activity and error, for stop_when.
-    latest = torch.zeros(2, Bf, N, **statistics)
+    latest = torch.zeros(2, Bf, N, **statistics) if blocks else None
     finished: list[dict[str, Tensor]] = []  # results of the networks that stopped
 
     total = config.thermalization + max_sweeps
@@ -272,9 +272,10 @@ def _run_sampler(
             if "cluster" in config.moves and sweep % config.cluster_every == 0:
                 sign_cluster_move(x, spacing=a, generator=generator)
             if measuring:
+                well = double_well(x, config.lam)  # V0 per slice: one pass serves both
                 if state.profile_sum is not None:
-                    state.profile_sum[i:j] += double_well(x, config.lam)
-                sample = potential_sum(x, config.lam).double() / norm
+                    state.profile_sum[i:j] += well
+                sample = well.sum(-1).double() / norm
                 state.sums[i:j] += sample
                 state.moved[i:j] |= sample != state.reference[i:j]
                 state.squares[i:j] += sample * sample
