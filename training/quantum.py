@@ -10,7 +10,6 @@ predictions are then identical for any number of processes (on the same device t
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,8 +156,6 @@ class QuantumEvaluator(L.LightningModule):
                 )
             with torch.no_grad():
                 self.layer.weight.copy_(couplings)
-        self.exact_layer = copy.deepcopy(self.layer)
-        self.exact_layer.estimator = "exact"
         self.quantum_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.exact_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.sweeps = MeanMetric()
@@ -181,7 +178,7 @@ class QuantumEvaluator(L.LightningModule):
         x, y, start = batch
         classical = self.classical_scores(x).argmax(-1)
         quantum = self(x, start).argmax(-1)
-        exact = self.exact_layer(x.flatten(1).double()).argmax(-1)
+        exact = self.layer.exact_activity(x.flatten(1).double()).argmax(-1)
         self.quantum_acc(quantum, y)
         self.exact_acc(exact, y)
         self.sweeps(self.layer.last_sweeps.double())

@@ -134,7 +134,7 @@ class QuantumNeuronLayer(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.readout = _checked_choice("readout", readout, READOUTS)
-        self._estimator = _checked_choice("estimator", estimator, ESTIMATORS)
+        self.estimator = estimator
         self.decision_sigmas = decision_sigmas
         self.last_sweeps: Tensor | None = None
         self.weight = nn.Parameter(torch.rand(out_features, in_features))
@@ -363,6 +363,11 @@ class QuantumNeuronLayer(nn.Module):
         ).to(drive.dtype)
         scores = readout(activity.reshape(*batch_shape, out), self.readout)
         return scores.to(x.dtype) if x.is_floating_point() else scores
+
+    def exact_activity(self, x: Tensor) -> Tensor:
+        """The exact estimator's activities (..., out_features) of inputs (..., in_features),
+        whatever ``estimator`` is set to (e.g. to compare it with the Monte Carlo)."""
+        return self._exact_activity(self.drives(x))
 
     def _exact_activity(self, drive: Tensor) -> Tensor:
         """A(α) of drives (B, O) from the transfer-matrix table (independent outputs only)."""
