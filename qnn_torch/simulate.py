@@ -170,6 +170,10 @@ def _run_sampler(
     max_sweeps = (config.max_sweeps or config.sweeps) if blocks else config.sweeps
 
     inhibition = network.input_inhibition if network.input_inhibition.ne(0).any() else None
+    # Without links between neurons: common random numbers for the neurons of a row (see
+    # qnn_torch.functional.sampler), and the inputs' drive and inhibition, which act on one
+    # neuron each, have diagonal Jacobians. Links couple the neurons: full Jacobians.
+    independent = network.excite is None and network.inhibit is None
 
     def row_fields(networks: Tensor | None) -> LatticeFields:
         """The physics of every chain of ``networks`` (indices; None: all)."""
@@ -188,6 +192,7 @@ def _run_sampler(
             excite=per_row(network.excite),
             inhibit=per_row(network.inhibit),
             color_bounds=network.color_bounds,
+            shared_noise=independent,
         )
 
     if initial_paths is not None and initial_paths.shape != (Bf, C, N, Nt):
@@ -215,9 +220,6 @@ def _run_sampler(
     bin_length = max_sweeps // max_bins
     n_bins = max_sweeps // bin_length
     statistics = {"dtype": torch.float64, "device": device}
-    # Inputs' drive and inhibition act on one neuron each: with no links between neurons
-    # their Jacobians are diagonal. Links couple the neurons: full Jacobians.
-    independent = network.excite is None and network.inhibit is None
     state = _Rows(
         networks=torch.arange(Bf, device=device),
         phi=starting_paths(
@@ -270,7 +272,9 @@ def _run_sampler(
                 counts["multilevel"][0] += accepted
                 counts["multilevel"][1] += proposed
             if "cluster" in config.moves and sweep % config.cluster_every == 0:
-                sign_cluster_move(x, spacing=a, generator=generator)
+                sign_cluster_move(
+                    x, spacing=a, generator=generator, shared_noise=part.shared_noise
+                )
             if measuring:
                 well = double_well(x, config.lam)  # V0 per slice: one pass serves both
                 if state.profile_sum is not None:

@@ -13,6 +13,15 @@ where g_t is the spike profile of the inputs and α, β their amplitudes. Neuron
 colour range [c0, c1) share no link, so their fields do not depend on each other and they
 are updated at once. Every move updates ``phi`` in place; the Metropolis moves return
 their acceptance counts.
+
+Common random numbers: when no neuron is linked to another (``shared_noise``), the neurons
+of one row draw the same random numbers (shape (R, 1, ...), broadcast over N). Each
+neuron's chain is then still an exact Metropolis chain of its own distribution, which is
+all that its activity and its diagonal gradient statistics read; only the dependence
+between neurons changes: neurons with similar drives move together, so the difference of
+their activities is measured with a far smaller error, from N times fewer random numbers.
+With links, a neuron's field depends on the others' paths and the moves need independent
+numbers (the joint distribution would be wrong otherwise).
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ class LatticeFields:
 
     Shapes: profile (Nt,); drive and input_inhibition (R, N); excite and inhibit
     (R, N, N) or None when absent. ``color_bounds`` lists the neuron ranges [c0, c1) that
-    may be updated at once.
+    may be updated at once. ``shared_noise``: the neurons of a row draw common random
+    numbers (module doc); only valid without excite and inhibit.
     """
 
     lam: float
@@ -41,6 +51,19 @@ class LatticeFields:
     excite: Tensor | None
     inhibit: Tensor | None
     color_bounds: tuple[tuple[int, int], ...]
+    shared_noise: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shared_noise and (self.excite is not None or self.inhibit is not None):
+            raise ValueError(
+                "shared_noise needs independent neurons (excite and inhibit None): linked "
+                "neurons must draw independent random numbers"
+            )
+
+    def noise_shape(self, sites: Tensor) -> tuple[int, ...]:
+        """Shape of the random numbers for ``sites`` (R, n, ...): (R, 1, ...) if shared."""
+        shape = tuple(sites.shape)
+        return (shape[0], 1, *shape[2:]) if self.shared_noise else shape
 
     def rows(self, start: int, stop: int) -> LatticeFields:
         """The same physics restricted to rows [start, stop)."""
@@ -127,22 +150,26 @@ def local_half_sweep(
     width: float,
     spacing: float,
     generator: torch.Generator,
+    shared_noise: bool = False,
 ) -> Tensor:
     """Single-site Metropolis on sites that do not interact with each other (in place).
 
-    ``cur`` (..., M) are the sites, ``neighbours`` (..., M) the sums φ_{t−1} + φ_{t+1} of
+    ``cur`` (R, n, M) are the sites, ``neighbours`` (R, n, M) the sums φ_{t−1} + φ_{t+1} of
     their time neighbours, A, K, C their fields (broadcastable). Proposal φ' = φ + d with
     d uniform in [−width, width), accepted with probability min(1, e^{−ΔS}), ΔS from
-    :func:`local_log_ratio`. Returns the number of accepted sites (0-d).
+    :func:`local_log_ratio`. With ``shared_noise`` the n neurons of a row draw the same
+    d and uniforms (R, 1, M). Returns the number of accepted sites (0-d).
     """
-    d = torch.empty_like(cur).uniform_(-width, width, generator=generator)
+    R, n, M = cur.shape
+    shape = (R, 1, M) if shared_noise else (R, n, M)
+    options = {"dtype": cur.dtype, "device": cur.device}
+    d = torch.empty(shape, **options).uniform_(-width, width, generator=generator)
     q = local_log_ratio(cur, d, neighbours, A, K, C, spacing=spacing)
     # Accept where u < exp(−ΔS); clamping −ΔS at −80 keeps exp out of slow denormals and
     # changes acceptance probabilities below e^−80 only.
     q.clamp_(-80.0, 0.0).exp_()
-    accept = torch.empty_like(cur).uniform_(generator=generator) < q
-    d.mul_(accept)
-    cur.add_(d)
+    accept = torch.empty(shape, **options).uniform_(generator=generator) < q
+    cur.add_(d * accept if shared_noise else d.mul_(accept))
     return accept.sum()
 
 
@@ -173,6 +200,7 @@ def local_sweep(
                 width=width,
                 spacing=fields.spacing,
                 generator=generator,
+                shared_noise=fields.shared_noise,
             )
     phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
     return accepted
@@ -245,7 +273,15 @@ def bisection_pass(
         new[..., 0] = old[..., 0]
         new[..., : m - 1, L] = old[..., 1:, 0]
         new[..., m - 1, L] = rotated[:, c0:c1, (m * L) % Nt]
-        noise = torch.randn(R, n, m, L - 1, dtype=phi.dtype, device=phi.device, generator=generator)
+        noise = torch.randn(
+            R,
+            1 if fields.shared_noise else n,
+            m,
+            L - 1,
+            dtype=phi.dtype,
+            device=phi.device,
+            generator=generator,
+        )
         used, h = 0, L // 2
         while h >= 1:
             count = L // (2 * h)
@@ -266,7 +302,8 @@ def bisection_pass(
         accept = torch.ones(stages[0].shape, dtype=torch.bool, device=phi.device)
         coarser = torch.zeros_like(accept, dtype=phi.dtype)
         for level in stages:
-            threshold = -torch.empty_like(level).uniform_(generator=generator).log_()
+            u = torch.empty(noise.shape[:-1], dtype=phi.dtype, device=phi.device)
+            threshold = -u.uniform_(generator=generator).log_()
             accept &= (level - coarser) < threshold
             coarser = level
         old[..., 1:] = torch.where(accept[..., None], new[..., 1:L], old[..., 1:])
@@ -289,7 +326,9 @@ def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
     return coupling.mul_(-2.0 / spacing)
 
 
-def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator) -> None:
+def sign_cluster_move(
+    phi: Tensor, *, spacing: float, generator: torch.Generator, shared_noise: bool = False
+) -> None:
     """Swendsen–Wang update of the signs of every path (in place, rejection-free).
 
     Write φ_t = σ_t·|φ_t|. Every term of the action except the kinetic one is even in each
@@ -308,11 +347,13 @@ def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator
     first); otherwise flipping the first cluster's side restores it, which keeps the flips
     uniform.
 
-    Shapes: phi (..., Nt).
+    Shapes: phi (..., N, Nt); with ``shared_noise`` the N paths of a row draw the same
+    uniforms (..., 1, Nt) and coins (..., 1, 1).
     """
+    shape = (*phi.shape[:-2], 1, phi.shape[-1]) if shared_noise else phi.shape
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
     free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
-    u = torch.empty_like(phi).uniform_(generator=generator)
+    u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
     broken = u < free
     coin = u < free.mul_(0.5)
     # Sign flip of site t relative to site 0: parity of the coins on bonds 0 … t−1.
@@ -325,6 +366,6 @@ def sign_cluster_move(phi: Tensor, *, spacing: float, generator: torch.Generator
     odd = (flips[..., -1:] + coin[..., -1:].to(phi.dtype)) % 2 == 1
     flips += (odd & ~broken[..., -1:] & first).to(phi.dtype)
     # The same flip seen from a random overall sign: multiply by ±1 per path.
-    overall = torch.empty_like(phi[..., :1]).uniform_(generator=generator) < 0.5
+    overall = torch.empty_like(u[..., :1]).uniform_(generator=generator) < 0.5
     flips += overall.to(phi.dtype)
     phi.mul_(flips.remainder_(2.0).mul_(-2.0).add_(1.0))

@@ -81,7 +81,9 @@ class QuantumNeuronLayer(nn.Module):
 
     The paper's lateral inhibition 1e-17 changes a path's action by at most ~1e-12, so
     the layer skips inhibition below ``NEGLIGIBLE_ACTION`` (see ``simulates_inhibition``)
-    and then samples the outputs as independent neurons; larger values are simulated.
+    and then samples the outputs as independent neurons, which share their random numbers
+    (common random numbers: each output's chain is exact, and outputs with close drives
+    move together; see :mod:`qnn_torch.functional.sampler`); larger values are simulated.
 
     ``estimator``: ``"monte_carlo"`` (the sampler, the default) or ``"exact"``, the
     infinite-statistics limit of the same layer for independent outputs: each activity is
