@@ -68,8 +68,9 @@ class SamplerOutput:
     sweeps: Tensor
 
 
-StopCriterion = Callable[[Tensor, Tensor], Tensor]
-"""``stop_when(activity (Bf, N), stderr (Bf, N)) -> (Bf,) bool``: networks that may stop."""
+StopCriterion = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``stop_when(activity (Bf, N), stderr (Bf, N), chain_activity (Bf, C, N)) -> (Bf,) bool``:
+the networks that may stop."""
 
 
 def run_sampler(
@@ -93,11 +94,12 @@ def run_sampler(
     measurement runs in blocks of ``config.sweeps`` sweeps (the last one cut at
     ``config.max_sweeps``). After each block every network still measuring gets its
     activities and standard errors from its chains so far, and stops when each neuron's
-    error is at most ``target_stderr``, when ``stop_when(activity, stderr)`` is true for
-    it, or at ``max_sweeps``. ``stop_when`` sees every network of the batch, (Bf, N) in
-    the compiled order, float64 (stopped networks with their final values; their answer is
-    ignored) and returns (Bf,) bool. Errors of networks whose chains look stuck are +inf
-    there, so that they never stop early. A stopped network's rows leave the path tensor:
+    error is at most ``target_stderr``, when ``stop_when(activity, stderr, chain_activity)``
+    is true for it, or at ``max_sweeps``. ``stop_when`` sees every network of the batch,
+    (Bf, N) and each chain's mean (Bf, C, N), in the compiled order, float64 (stopped
+    networks with their final values; their answer is ignored) and returns (Bf,) bool.
+    Errors of networks whose chains look stuck are +inf there, so that they never stop
+    early. A stopped network's rows leave the path tensor:
     its results, final paths and statistics are frozen and it costs nothing more.
     ``sweeps`` reports the measurement sweeps of each network; its autocorrelation times
     come from all of them (bins sized for ``max_sweeps``: +inf with fewer than two bins).
@@ -246,7 +248,15 @@ def _run_sampler(
     )
     norm = network.activity_norm
     # Block mode: every network's latest activity and error, for stop_when.
-    latest = torch.zeros(2, Bf, N, **statistics) if blocks else None
+    latest = (
+        {
+            "activity": torch.zeros(Bf, N, **statistics),
+            "stderr": torch.zeros(Bf, N, **statistics),
+            "chain_activity": torch.zeros(Bf, C, N, **statistics),
+        }
+        if stop_when is not None
+        else {}
+    )
     finished: list[dict[str, Tensor]] = []  # results of the networks that stopped
 
     total = config.thermalization + max_sweeps
@@ -272,9 +282,7 @@ def _run_sampler(
                 counts["multilevel"][0] += accepted
                 counts["multilevel"][1] += proposed
             if "cluster" in config.moves and sweep % config.cluster_every == 0:
-                sign_cluster_move(
-                    x, spacing=a, generator=generator, shared_noise=part.shared_noise
-                )
+                sign_cluster_move(x, spacing=a, generator=generator, shared_noise=part.shared_noise)
             if measuring:
                 well = double_well(x, config.lam)  # V0 per slice: one pass serves both
                 if state.profile_sum is not None:
@@ -309,7 +317,13 @@ def _run_sampler(
             else:
                 moved = state.moved.view(-1, C, N)
                 done = _stopping(
-                    state.networks, moved, activity, stderr, latest, config.target_stderr, stop_when
+                    state.networks,
+                    moved,
+                    chain_activity,
+                    stderr,
+                    latest,
+                    config.target_stderr,
+                    stop_when,
                 )
             if not bool(done.any()):
                 continue
@@ -423,18 +437,19 @@ def _stopped_results(
 def _stopping(
     networks: Tensor,
     moved: Tensor,
-    activity: Tensor,
+    chain_activity: Tensor,
     stderr: Tensor,
-    latest: Tensor,
+    latest: dict[str, Tensor],
     target_stderr: float,
     stop_when: StopCriterion | None,
 ) -> Tensor:
     """Which networks still measuring may stop after this block, (Ba,) bool.
 
     ``networks`` (Ba,) are their batch indices, ``moved`` (Ba, C, N) as in
-    :func:`_stuck_parts`, ``activity`` and ``stderr`` (Ba, N) their estimates. ``latest``
-    (2, Bf, N) keeps every network's latest activity and error for ``stop_when`` (updated
-    here). Errors of networks whose chains look stuck count as +inf.
+    :func:`_stuck_parts`, ``chain_activity`` (Ba, C, N) their chains' means and ``stderr``
+    (Ba, N) their errors. ``latest`` keeps every network's latest "activity", "stderr" (Bf,
+    N) and "chain_activity" (Bf, C, N) for ``stop_when`` (updated here). Errors of networks
+    whose chains look stuck count as +inf.
     """
     frozen, agreeing = _stuck_parts(moved, stderr)
     stderr = _infinite_rows(stderr, frozen | agreeing)
@@ -442,10 +457,13 @@ def _stopping(
     if target_stderr > 0:
         done |= (stderr <= target_stderr).all(-1)
     if stop_when is not None:
-        latest[0, networks] = activity
-        latest[1, networks] = stderr
-        stop = stop_when(latest[0].clone(), latest[1].clone())
-        shape = latest.shape[1:2]
+        latest["activity"][networks] = chain_activity.mean(1)
+        latest["stderr"][networks] = stderr
+        latest["chain_activity"][networks] = chain_activity
+        stop = stop_when(
+            *(latest[name].clone() for name in ("activity", "stderr", "chain_activity"))
+        )
+        shape = latest["activity"].shape[:1]
         if not (isinstance(stop, Tensor) and stop.dtype == torch.bool and stop.shape == shape):
             got = f"{stop.dtype} {tuple(stop.shape)}" if isinstance(stop, Tensor) else repr(stop)
             raise ValueError(

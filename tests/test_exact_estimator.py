@@ -180,11 +180,18 @@ def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
 
 
-def test_decided_compares_the_top_two_outputs_in_standard_errors() -> None:
-    activity = torch.tensor([[1.0, 0.5, 0.9], [1.0, 0.5, 0.9], [0.2, 0.9, 0.1]])
-    stderr = torch.tensor([[0.02, 0.5, 0.02], [0.05, 0.0, 0.05], [0.1, float("inf"), 0.1]])
-    # Row 0: 0.1 ≥ 3·0.028; row 1: 0.1 < 3·0.071 (the runner-up is 0.9, not 0.5).
-    assert decided(activity, stderr, 3.0).tolist() == [True, False, False]
+def test_decided_compares_the_top_two_outputs_chain_by_chain() -> None:
+    top = torch.tensor([1.0, 1.1, 0.9, 1.0])
+    correlated = torch.stack([top, top - 0.1, torch.full((4,), 0.2)], -1)  # margins all 0.1
+    noisy = torch.stack([top, torch.tensor([0.7, 1.2, 0.7, 1.0]), torch.zeros(4)], -1)
+    chains = torch.stack([correlated, noisy, correlated, torch.stack([top, top, top - 0.5], -1)])
+    stderr = torch.full((4, 3), 0.05)
+    stderr[2, 0] = float("inf")  # stuck chains never decide
+    # Row 0: the margin is 0.1 in every chain, error 0; alone, the errors of the two
+    # outputs (0.05 each) would not decide. Row 1: margins 0.3, −0.1, 0.2, 0 give
+    # 0.1 < 3·0.09. Row 3: identical outputs, a tie that more sweeps cannot break.
+    assert decided(chains, stderr, 3.0).tolist() == [True, False, False, True]
+    assert decided(chains[1:2], stderr[1:2], 1.0).tolist() == [True]
 
 
 def test_decision_mode_stops_clear_inputs_early_and_follows_the_exact_argmax() -> None:
@@ -195,9 +202,15 @@ def test_decision_mode_stops_clear_inputs_early_and_follows_the_exact_argmax() -
     x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.9], [1.0, 0.0, 0.0]])
     with torch.no_grad():  # decision mode is for evaluation
         scores = layer(x)
-    assert layer.last_sweeps.tolist()[2] == 400  # a tie runs to the cap
+    # Under common random numbers outputs 0 and 1 have identical chains: a tie, decided at
+    # once (their activities are equal, as the exact ones are); the clear inputs stop early.
+    assert layer.last_sweeps.tolist()[2] == 20 and scores[2, 0] == scores[2, 1]
     assert all(20 <= sweeps < 400 for sweeps in layer.last_sweeps.tolist()[:2])
     assert scores[:2].argmax(-1).tolist() == [2, 2]
+    layer.weight.data[1, 0] = 0.99  # a near tie: runs to the cap
+    with torch.no_grad():
+        layer(x)
+    assert layer.last_sweeps.tolist()[2] == 400
     # Without decision mode every input measures `sweeps`.
     layer.decision_sigmas = 0.0
     layer(x)

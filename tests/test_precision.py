@@ -74,14 +74,17 @@ def test_stop_when_stops_networks_early_and_the_others_stay_correct():
     compiled = relay(drives).compile(config)
     seen = []
 
-    def stop_first(activity: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-        seen.append((activity, stderr))
+    def stop_first(
+        activity: torch.Tensor, stderr: torch.Tensor, chain_activity: torch.Tensor
+    ) -> torch.Tensor:
+        seen.append((activity, stderr, chain_activity))
         return torch.tensor([True, False, False])
 
     out = run_sampler(compiled, config, stop_when=stop_first, record_profile=True)
     assert out.sweeps.tolist() == [100, 800, 800]
     assert len(seen) == 7  # after blocks 1 … 7; the 8th ends at max_sweeps
-    assert all(a.shape == (3, 1) and e.shape == (3, 1) for a, e in seen)
+    assert all(a.shape == e.shape == (3, 1) and c.shape == (3, 16, 1) for a, e, c in seen)
+    torch.testing.assert_close(seen[0][2].mean(1), seen[0][0], rtol=1e-12, atol=0.0)
     assert torch.equal(seen[-1][0][0], out.activity[0])  # the stopped network is frozen
     # The stopped network's results are those of a plain run of one block.
     plain = run_sampler(compiled, dataclasses.replace(config, max_sweeps=0), record_profile=True)
@@ -103,7 +106,7 @@ def test_stop_when_and_target_stderr_each_suffice():
     out = run_sampler(
         relay(drives).compile(config),
         config,
-        stop_when=lambda activity, stderr: activity[:, 0] < 1.0,  # exact: 0.72, 1.80
+        stop_when=lambda activity, stderr, chains: activity[:, 0] < 1.0,  # exact: 0.72, 1.80
     )
     assert out.sweeps.tolist() == [100, 400]
 

@@ -52,15 +52,25 @@ def readout(activity: Tensor, kind: str) -> Tensor:
     raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")
 
 
-def decided(activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
+def decided(chain_activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
     """Whether each row's top output is ahead of the runner-up by ``sigmas`` standard errors.
 
-    A_top − A_second ≥ sigmas·√(σ_top² + σ_second²); activity and stderr (B, O) with O ≥ 2
-    → bool (B,). An infinite error never decides. The errors are combined as independent,
-    which holds for independent outputs; simulated lateral inhibition anti-correlates the
-    outputs, and then the margin is optimistic. With few chains the errors themselves are
-    noisy (C − 1 degrees of freedom), so use a few more sigmas than a Gaussian would need.
+    With A_c the activities measured by chain c of C independent chains (``chain_activity``
+    (B, C, O), O ≥ 2) and top, second the two largest chain means, the margin of chain c is
+    D_c = A_c,top − A_c,second, and a row is decided when mean(D) ≥ sigmas·std(D)/√C. The
+    error of the margin comes from the chains themselves, so it holds whatever the
+    dependence between the outputs of a chain (common random numbers of independent
+    neurons make it small for close outputs; lateral inhibition anti-correlates them).
+    ``stderr`` (B, O) vetoes: an infinite error (stuck chains) never decides. Two
+    outputs whose chains agree to the last bit (identical drives under common random
+    numbers) are a tie that more sweeps cannot break: decided. With few chains the error
+    is itself noisy (C − 1 degrees of freedom): use a few more sigmas than a Gaussian
+    would need. Returns bool (B,).
     """
-    top, index = activity.topk(2, dim=-1)
-    errors = stderr.gather(-1, index)
-    return top[:, 0] - top[:, 1] >= sigmas * errors.square().sum(-1).sqrt()
+    chains = chain_activity.shape[1]
+    index = chain_activity.mean(1).topk(2, dim=-1).indices  # (B, 2)
+    pair = chain_activity.gather(-1, index[:, None, :].expand(-1, chains, -1))
+    margin = pair[..., 0] - pair[..., 1]  # (B, C)
+    finite = stderr.gather(-1, index).isfinite().all(-1)
+    error = margin.std(1) / chains**0.5
+    return finite & (margin.mean(1) >= sigmas * error)

@@ -100,7 +100,8 @@ class QuantumNeuronLayer(nn.Module):
 
     Decision mode (``decision_sigmas`` > 0, for classification): the sampler measures in
     blocks of ``config.sweeps`` sweeps, and each input stops once its top output is ahead
-    of the runner-up by ``decision_sigmas`` standard errors (from the chains), or at
+    of the runner-up by ``decision_sigmas`` standard errors of their difference, measured
+    chain by chain (:func:`~qnn_torch.functional.layer.decided`), or at
     ``config.max_sweeps``; inputs that are done stop costing anything. ``last_sweeps``
     holds the measurement sweeps each input of the last Monte Carlo forward used (None
     after an exact one). The data-dependent stopping would bias gradients, so decision mode
@@ -351,8 +352,8 @@ class QuantumNeuronLayer(nn.Module):
                 )
             sigmas = self.decision_sigmas
 
-            def stop_when(activity: Tensor, stderr: Tensor) -> Tensor:
-                return decided(activity, stderr, sigmas)
+            def stop_when(activity: Tensor, stderr: Tensor, chain_activity: Tensor) -> Tensor:
+                return decided(chain_activity, stderr, sigmas)
 
         sampled = run_sampler(network, config, gradients=gradients, stop_when=stop_when)
         self.last_sweeps = sampled.sweeps.reshape(batch_shape)
