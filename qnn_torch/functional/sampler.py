@@ -223,18 +223,21 @@ def bisection_stage_actions(
     last, ΔS_1, is the exact change of the potential action.
     """
     L = new.shape[-1] + 1
-    x_new, x_old = new.square(), old.square()
-    w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
-    delta = A * (x_new - x_old)
-    delta += (w_new - w_old) * K
+    x_new, x_old = new * new, old * old
+    # A·Δx + K·Δw with Δw = w_new − w_old = Δx·(x_new + x_old − 2): one product.
+    dx = x_new - x_old
     if C is not None:
-        delta += C * (w_new.square() - w_old.square())
-    delta = torch.nn.functional.pad(delta.mul_(spacing), (1, 0))  # index p = position
-    stages, h = [], L // 2
-    while h >= 1:
-        stages.append(h * delta[..., ::h].sum(-1))
-        h //= 2
-    return stages
+        w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
+        quartic = C * (w_new.square() - w_old.square())
+    delta = x_new.add_(x_old).sub_(2.0).mul_(K).add_(A).mul_(dx)  # ΔU_p at p = index + 1
+    if C is not None:
+        delta += quartic
+    # All stages in one product: weight[p − 1, k] = h_k·a where h_k divides p.
+    steps = [L >> k for k in range(1, L.bit_length())]  # h = L/2, …, 1
+    position = torch.arange(1, L, device=new.device)
+    divides = torch.stack([position % h == 0 for h in steps], -1).to(delta.dtype)
+    weight = divides * torch.tensor(steps, dtype=delta.dtype, device=new.device) * spacing
+    return list(torch.matmul(delta, weight).unbind(-1))
 
 
 def bisection_pass(
