@@ -89,6 +89,10 @@ def _no_work(*args: object, **kwargs: object) -> None:
         (["--coupling-scale", "-5"], ["--coupling-scale", "got -5"]),
         (["--batch-size", "0"], ["--batch-size", "got 0"]),
         (["--penalty", "nan"], ["--penalty", "got nan"]),
+        (
+            ["--devices", "3", "--finetune-batch-size", "2"],
+            ["--finetune-batch-size must be >= the 3 devices", "got 2"],
+        ),
     ],
 )
 def test_pipeline_rejects_bad_options_before_any_work(

@@ -102,7 +102,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the layer's estimator while fine-tuning (exact: its infinite-statistics limit)",
     )
     add("--finetune-lr", type=float, help="Adam learning rate (default: 1e-3 exact, 1e-4 MC)")
-    add("--finetune-batch-size", type=int, default=100, help="images per training step")
+    add(
+        "--finetune-batch-size",
+        type=int,
+        default=100,
+        help="images per training step (all processes)",
+    )
     add("--finetune-chains", type=int, default=FINETUNE_CONFIG.chains, help="chains per step")
     add(
         "--finetune-thermalization",
@@ -136,11 +141,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 0:
         parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
     args.devices, args.threads = machine_share(args.accelerator, args.devices, args.threads)
-    if args.batch_size < args.devices:
-        parser.error(
-            f"--batch-size must be >= the {args.devices} devices (it is split between them), "
-            f"got {args.batch_size}"
-        )
+    for name in ("batch_size", "finetune_batch_size"):
+        if getattr(args, name) < args.devices:
+            parser.error(
+                f"--{name.replace('_', '-')} must be >= the {args.devices} devices (it is "
+                f"split between them), got {getattr(args, name)}"
+            )
     for prefix, build in (("--", sampler_config), ("--finetune-", finetune_config)):
         try:
             build(args)
@@ -315,7 +321,10 @@ def _trainer(args: argparse.Namespace, **kwargs: object) -> L.Trainer:
 def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
     """Quantum-aware training of the transferred layer for ``--finetune-epochs`` epochs."""
     config = finetune_config(args)
-    data = MNISTDataModule(args.data_dir, batch_size=args.finetune_batch_size, seed=args.seed)
+    # Like the twin's, the step's batch is split between the processes, not multiplied:
+    # the same steps per epoch and the same gradient (DDP averages) on any process count.
+    per_process = args.finetune_batch_size // args.devices
+    data = MNISTDataModule(args.data_dir, batch_size=per_process, seed=args.seed)
     data.setup("fit")
     calibration = torch.stack([data.train_set[i][0] for i in range(CALIBRATION_IMAGES)])
     classifier = QuantumClassifier.from_twin(
@@ -327,7 +336,7 @@ def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
         calibration_images=calibration,
         lr=args.finetune_lr,
     )
-    per_step = args.finetune_batch_size * args.devices  # images of one step, all processes
+    per_step = per_process * args.devices  # images of one step, all processes
     batches = -(-args.finetune_images // per_step) if args.finetune_images else 1.0
     trainer = _trainer(
         args, max_epochs=args.finetune_epochs, limit_train_batches=batches, limit_val_batches=0
