@@ -61,6 +61,9 @@ def test_training_moves_the_couplings_and_keeps_them_non_negative() -> None:
     )
     trainer.fit(model, train_dataloaders=loader)
     assert trainer.global_step == 3
+    # The learning rate is annealed from lr to 0 over the run's steps (cosine).
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == 0.3
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr() == pytest.approx([0.0])
     end = model.couplings
     assert (end >= 0).all()
     assert not torch.equal(end, start)
@@ -84,3 +87,12 @@ def test_calibrated_logit_scale_maps_activities_onto_the_twin_logits() -> None:
     # The least-squares optimum: the residual is orthogonal to the activities.
     torch.testing.assert_close((a * (z - scale * a)).sum(), torch.tensor(0.0), atol=1e-3, rtol=0)
     assert scale > 0
+
+
+def test_training_without_an_end_is_refused() -> None:
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    loader = DataLoader(TensorDataset(images, torch.zeros(4, dtype=torch.long)), batch_size=2)
+    model = QuantumClassifier.from_twin(twin_weight(), coupling_scale=0.05, config=CONFIG)
+    trainer = L.Trainer(max_epochs=-1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="give the Trainer max_epochs or max_steps"):
+        trainer.fit(model, train_dataloaders=loader)

@@ -101,7 +101,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="exact",
         help="the layer's estimator while fine-tuning (exact: its infinite-statistics limit)",
     )
-    add("--finetune-lr", type=float, help="Adam learning rate (default: 1e-3 exact, 1e-4 MC)")
+    add(
+        "--finetune-lr",
+        type=float,
+        help="initial Adam learning rate, cosine-annealed (default: 3e-2 exact, 1e-4 MC)",
+    )
     add(
         "--finetune-batch-size",
         type=int,
