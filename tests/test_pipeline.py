@@ -14,6 +14,7 @@ import torch
 import training.data
 from training import train_then_transfer
 from training.data import MNIST_FILES
+from training.finetune import FINETUNE_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_then_transfer.py"
@@ -130,7 +131,7 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     assert [{k: row[k] for k in columns} for row in ddp_predictions] == single_predictions
     assert ddp["finetuned_quantum_accuracy"] >= 0.75
     assert ddp["finetuned_exact_accuracy"] >= 0.75
-    assert ddp["finetune_estimator"] == "exact" and ddp["finetune_lr"] == 1e-3
+    assert ddp["finetune_estimator"] == "exact" and ddp["finetune_lr"] == FINETUNE_LR["exact"]
     assert {row["finetuned"] for row in ddp_predictions} <= {str(d) for d in range(10)}
     couplings = torch.load(tmp_path / "finetuned_couplings.pt")
     assert couplings.shape == (10, 784) and (couplings >= 0).all()
