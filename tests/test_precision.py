@@ -183,9 +183,9 @@ def test_max_sweeps_alone_is_allowed():
 @pytest.mark.parametrize(
     ("stop_when", "match"),
     [
-        (lambda a, e: torch.ones(3, dtype=torch.bool), r"bool tensor of shape \(2,\), got .*3"),
-        (lambda a, e: torch.ones(2), r"bool tensor of shape \(2,\), got torch.float32"),
-        (lambda a, e: True, r"bool tensor of shape \(2,\), got True"),
+        (lambda a, e, c: torch.ones(3, dtype=torch.bool), r"bool tensor of shape \(2,\), got .*3"),
+        (lambda a, e, c: torch.ones(2), r"bool tensor of shape \(2,\), got torch.float32"),
+        (lambda a, e, c: True, r"bool tensor of shape \(2,\), got True"),
         ("yes", "stop_when must be callable or None, got 'yes'"),
     ],
 )
