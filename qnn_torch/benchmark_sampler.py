@@ -3,9 +3,10 @@
 Two measurements, on CPU and (where present) CUDA:
 
 1. Site updates per second of each move on a batch of driven neurons (default 10 000,
-   drives spread over 0…2·10⁴, float32, Nt = 512, Λ = 5000, T = 0.7), next to a
-   straightforward eager local Metropolis (index-gathered even/odd slices, torch.roll
-   neighbours, one randn and one rand per site) timed in the same process.
+   drives spread over 0…2·10⁴, float32, Nt = 512, Λ = 5000, T = 0.7), one per row and in
+   rows of 10 unlinked outputs (a QuantumNeuronLayer's layout: common random numbers),
+   next to a straightforward eager local Metropolis (index-gathered even/odd slices,
+   torch.roll neighbours, one randn and one rand per site) timed in the same process.
 2. Effective independent samples of the activity per second for each algorithm:
    chains·sweeps / (2·τ_int) over the wall time, on a smaller batch of driven neurons
    started from equilibrated paths, so that τ_int is not polluted by thermalisation.
@@ -26,6 +27,7 @@ import math
 import platform
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,6 +44,7 @@ from qnn_torch.io import check_output_file, write_atomic
 from qnn_torch.simulate import run_sampler
 
 SECTIONS = ("throughput", "efficiency", "gradient")
+OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 
 
@@ -98,7 +101,12 @@ def time_call(fn, device: torch.device, repeats: int) -> float:
 
 
 def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
-    """Site updates per second of each move, and of the naive baseline."""
+    """Site updates per second of each move, and of the naive baseline.
+
+    Each move runs on the neurons as one neuron per row (relays, independent random
+    numbers), and as rows of ``OUTPUTS_PER_ROW`` unlinked outputs, the layout of a
+    QuantumNeuronLayer on MNIST, whose outputs share their random numbers.
+    """
     config = SamplerConfig(chains=2, device=device)
     drives = torch.linspace(0.0, 2.0e4, neurons)
     compiled = relay_batch(drives).compile(config)
@@ -113,51 +121,75 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         color_bounds=compiled.color_bounds,
     )
     generator = torch.Generator(device).manual_seed(0)
-    # Equilibrate-ish paths so that acceptance rates are those of production runs.
-    phi = torch.ones(neurons, 1, config.n_time, device=device)
     width = 1.5 * math.sqrt(config.spacing / 2)
-    chunk = 2**17 // config.n_time if device.type == "cpu" else neurons
-    parts = [(i, min(i + chunk, neurons)) for i in range(0, neurons, chunk)]
+    layouts = {"": (fields, torch.ones(neurons, 1, config.n_time, device=device))}
+    rows_of_outputs = neurons // OUTPUTS_PER_ROW
+    if rows_of_outputs:
+        layer_fields = replace(
+            fields,
+            drive=compiled.drive[: rows_of_outputs * OUTPUTS_PER_ROW].reshape(
+                rows_of_outputs, OUTPUTS_PER_ROW
+            ),
+            color_bounds=((0, OUTPUTS_PER_ROW),),
+            shared_noise=True,
+        )
+        paths = torch.ones(rows_of_outputs, OUTPUTS_PER_ROW, config.n_time, device=device)
+        layouts[f", {OUTPUTS_PER_ROW} outputs/row"] = (layer_fields, paths)
 
-    def chunked(move):
+    def chunked(move, part: LatticeFields, phi: torch.Tensor):
+        rows = phi.shape[0]
+        size = 2**17 // (phi.shape[1] * config.n_time) if device.type == "cpu" else rows
+        bounds = [(i, min(i + max(size, 1), rows)) for i in range(0, rows, max(size, 1))]
+
         def run() -> None:
-            for i, j in parts:
-                move(phi[i:j], fields.rows(i, j))
+            for i, j in bounds:
+                move(phi[i:j], part.rows(i, j))
 
         return run
 
+    naive_paths = layouts[""][1]
     moves = {
         "naive local (reference)": lambda: naive_local_sweep(
-            phi[:, 0],
+            naive_paths[:, 0],
             compiled.drive[:, 0],
             compiled.profile,
             lam=config.lam,
             spacing=config.spacing,
             width=width,
             generator=generator,
-        ),
-        "local": chunked(lambda x, f: local_sweep(x, f, width=width, generator=generator)),
-        "multilevel": chunked(
-            lambda x, f: bisection_pass(x, f, levels=config.levels, offset=3, generator=generator)
-        ),
-        "cluster": chunked(
-            lambda x, f: sign_cluster_move(x, spacing=config.spacing, generator=generator)
-        ),
+        )
     }
-    for _ in range(20):  # leave the vacuum start behind
-        moves["local"]()
-        moves["multilevel"]()
+    for suffix, (part, phi) in layouts.items():
+        moves[f"local{suffix}"] = chunked(
+            lambda x, f: local_sweep(x, f, width=width, generator=generator), part, phi
+        )
+        moves[f"multilevel{suffix}"] = chunked(
+            lambda x, f: bisection_pass(x, f, levels=config.levels, offset=3, generator=generator),
+            part,
+            phi,
+        )
+        moves[f"cluster{suffix}"] = chunked(
+            lambda x, f: sign_cluster_move(
+                x, spacing=config.spacing, generator=generator, shared_noise=f.shared_noise
+            ),
+            part,
+            phi,
+        )
+        for _ in range(20):  # leave the vacuum start behind
+            moves[f"local{suffix}"]()
+            moves[f"multilevel{suffix}"]()
     rows = []
     for name, move in moves.items():
         seconds = time_call(move, device, repeats)
+        count = rows_of_outputs * OUTPUTS_PER_ROW if "outputs/row" in name else neurons
         rows.append(
             {
                 "section": "throughput",
                 "device": str(device),
                 "move": name,
-                "neurons": neurons,
+                "neurons": count,
                 "seconds_per_sweep": seconds,
-                "site_updates_per_second": neurons * config.n_time / seconds,
+                "site_updates_per_second": count * config.n_time / seconds,
             }
         )
     naive = rows[0]["site_updates_per_second"]
