@@ -184,13 +184,18 @@ def test_decided_compares_the_top_two_outputs_chain_by_chain() -> None:
     top = torch.tensor([1.0, 1.1, 0.9, 1.0])
     correlated = torch.stack([top, top - 0.1, torch.full((4,), 0.2)], -1)  # margins all 0.1
     noisy = torch.stack([top, torch.tensor([0.7, 1.2, 0.7, 1.0]), torch.zeros(4)], -1)
-    chains = torch.stack([correlated, noisy, correlated, torch.stack([top, top, top - 0.5], -1)])
-    stderr = torch.full((4, 3), 0.05)
+    tied = torch.stack([top, top, top - 0.5], -1)
+    close_third = torch.stack([top, top, top + torch.tensor([-0.05, 0.03, -0.03, 0.01])], -1)
+    everything_tied = torch.stack([top, top, top], -1)
+    chains = torch.stack([correlated, noisy, correlated, tied, close_third, everything_tied])
+    stderr = torch.full((6, 3), 0.05)
     stderr[2, 0] = float("inf")  # stuck chains never decide
     # Row 0: the margin is 0.1 in every chain, error 0; alone, the errors of the two
     # outputs (0.05 each) would not decide. Row 1: margins 0.3, −0.1, 0.2, 0 give
-    # 0.1 < 3·0.09. Row 3: identical outputs, a tie that more sweeps cannot break.
-    assert decided(chains, stderr, 3.0).tolist() == [True, False, False, True]
+    # 0.1 < 3·0.09. Row 3: outputs 0 and 1 are identical, a tie that no sweep can break,
+    # and output 2 is far behind. Row 4: the same tie, but output 2 is within the noise of
+    # it (margins 0.05, −0.03, 0.03, −0.01). Row 5: every output is tied.
+    assert decided(chains, stderr, 3.0).tolist() == [True, False, False, True, False, True]
     assert decided(chains[1:2], stderr[1:2], 1.0).tolist() == [True]
 
 

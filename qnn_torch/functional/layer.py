@@ -56,21 +56,29 @@ def decided(chain_activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
     """Whether each row's top output is ahead of the runner-up by ``sigmas`` standard errors.
 
     With A_c the activities measured by chain c of C independent chains (``chain_activity``
-    (B, C, O), O ≥ 2) and top, second the two largest chain means, the margin of chain c is
-    D_c = A_c,top − A_c,second, and a row is decided when mean(D) ≥ sigmas·std(D)/√C. The
-    error of the margin comes from the chains themselves, so it holds whatever the
-    dependence between the outputs of a chain (common random numbers of independent
-    neurons make it small for close outputs; lateral inhibition anti-correlates them).
-    ``stderr`` (B, O) vetoes: an infinite error (stuck chains) never decides. Two
-    outputs whose chains agree to the last bit (identical drives under common random
-    numbers) are a tie that more sweeps cannot break: decided. With few chains the error
-    is itself noisy (C − 1 degrees of freedom): use a few more sigmas than a Gaussian
-    would need. Returns bool (B,).
+    (B, C, O), O ≥ 2), top the output of the largest chain mean and second the best of the
+    others, the margin of chain c is D_c = A_c,top − A_c,second, and a row is decided when
+    mean(D) ≥ sigmas·std(D)/√C. The error of the margin comes from the chains themselves,
+    so it holds whatever the dependence between the outputs of a chain (common random
+    numbers of independent neurons make it small for close outputs; lateral inhibition
+    anti-correlates them). Outputs whose chains equal the top's to the last bit (identical
+    drives under common random numbers) are a tie that no sweep can break: they count as
+    the top, and the runner-up is the best output outside them (none left: decided).
+    ``stderr`` (B, O) vetoes: an infinite error (stuck chains) never decides. With few
+    chains the error is itself noisy (C − 1 degrees of freedom): use a few more sigmas than
+    a Gaussian would need. Returns bool (B,).
     """
     chains = chain_activity.shape[1]
-    index = chain_activity.mean(1).topk(2, dim=-1).indices  # (B, 2)
-    pair = chain_activity.gather(-1, index[:, None, :].expand(-1, chains, -1))
-    margin = pair[..., 0] - pair[..., 1]  # (B, C)
-    finite = stderr.gather(-1, index).isfinite().all(-1)
+    mean = chain_activity.mean(1)
+    top = mean.argmax(-1, keepdim=True)  # (B, 1)
+    top_chains = chain_activity.gather(-1, top[:, None, :].expand(-1, chains, -1))  # (B, C, 1)
+    tied = (chain_activity == top_chains).all(1)  # (B, O), the top included
+    second = mean.masked_fill(tied, -torch.inf).argmax(-1, keepdim=True)
+    second_chains = chain_activity.gather(-1, second[:, None, :].expand(-1, chains, -1))
+    margin = (top_chains - second_chains)[..., 0]  # (B, C)
+    alone = tied.all(-1)  # every output tied with the top
+    finite = stderr.gather(-1, top).isfinite()[:, 0] & (
+        alone | stderr.gather(-1, second).isfinite()[:, 0]
+    )
     error = margin.std(1) / chains**0.5
-    return finite & (margin.mean(1) >= sigmas * error)
+    return finite & (alone | (margin.mean(1) >= sigmas * error))
