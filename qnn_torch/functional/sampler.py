@@ -60,11 +60,6 @@ class LatticeFields:
                 "neurons must draw independent random numbers"
             )
 
-    def noise_shape(self, sites: Tensor) -> tuple[int, ...]:
-        """Shape of the random numbers for ``sites`` (R, n, ...): (R, 1, ...) if shared."""
-        shape = tuple(sites.shape)
-        return (shape[0], 1, *shape[2:]) if self.shared_noise else shape
-
     def rows(self, start: int, stop: int) -> LatticeFields:
         """The same physics restricted to rows [start, stop)."""
 
@@ -232,12 +227,17 @@ def bisection_stage_actions(
     delta = x_new.add_(x_old).sub_(2.0).mul_(K).add_(A).mul_(dx)  # ΔU_p at p = index + 1
     if C is not None:
         delta += quartic
-    # All stages in one product: weight[p − 1, k] = h_k·a where h_k divides p.
-    steps = [L >> k for k in range(1, L.bit_length())]  # h = L/2, …, 1
-    position = torch.arange(1, L, device=new.device)
-    divides = torch.stack([position % h == 0 for h in steps], -1).to(delta.dtype)
-    weight = divides * torch.tensor(steps, dtype=delta.dtype, device=new.device) * spacing
-    return list(torch.matmul(delta, weight).unbind(-1))
+    # The coarse stages in one product: weight[p − 1, k] = h_k·a where h_k divides p. The
+    # last stage, the exact ΔS that detailed balance needs, is a plain sum: exact whatever
+    # precision matmuls run at (TF32). Every stage is odd under new ↔ old, as required.
+    if L > 2:
+        step = L // 2 ** torch.arange(1, L.bit_length() - 1, device=new.device)  # L/2 … 2
+        position = torch.arange(1, L, device=new.device)[:, None]
+        weight = (position % step == 0).to(delta.dtype) * (step.to(delta.dtype) * spacing)
+        coarse = list(torch.matmul(delta, weight).unbind(-1))
+    else:
+        coarse = []
+    return [*coarse, delta.sum(-1).mul_(spacing)]
 
 
 def bisection_pass(
