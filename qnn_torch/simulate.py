@@ -98,8 +98,9 @@ def run_sampler(
     is true for it, or at ``max_sweeps``. ``stop_when`` sees every network of the batch,
     (Bf, N) and each chain's mean (Bf, C, N), in the compiled order, float64 (stopped
     networks with their final values; their answer is ignored) and returns (Bf,) bool.
-    Errors of networks whose chains look stuck are +inf there, so that they never stop
-    early. A stopped network's rows leave the path tensor:
+    Errors of networks whose chains look stuck are +inf there (their chain activities are
+    not marked: a criterion that reads them should check ``stderr``), so that they never
+    stop early. A stopped network's rows leave the path tensor:
     its results, final paths and statistics are frozen and it costs nothing more.
     ``sweeps`` reports the measurement sweeps of each network; its autocorrelation times
     come from all of them (bins sized for ``max_sweeps``: +inf with fewer than two bins).

@@ -90,7 +90,7 @@ def _no_work(*args: object, **kwargs: object) -> None:
         (["--batch-size", "0"], ["--batch-size", "got 0"]),
         (["--penalty", "nan"], ["--penalty", "got nan"]),
         (
-            ["--devices", "3", "--finetune-batch-size", "2"],
+            ["--devices", "3", "--finetune-epochs", "1", "--finetune-batch-size", "2"],
             ["--finetune-batch-size must be >= the 3 devices", "got 2"],
         ),
     ],

@@ -110,7 +110,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--finetune-batch-size",
         type=int,
         default=100,
-        help="images per training step (all processes)",
+        help="images per training step, split between the processes (rounded down)",
     )
     add("--finetune-chains", type=int, default=FINETUNE_CONFIG.chains, help="chains per step")
     add(
@@ -145,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 0:
         parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
     args.devices, args.threads = machine_share(args.accelerator, args.devices, args.threads)
-    for name in ("batch_size", "finetune_batch_size"):
+    for name in ("batch_size", "finetune_batch_size")[: 2 if args.finetune_epochs else 1]:
         if getattr(args, name) < args.devices:
             parser.error(
                 f"--{name.replace('_', '-')} must be >= the {args.devices} devices (it is "
@@ -514,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "finetune_epochs": args.finetune_epochs,
                 "finetune_images": args.finetune_images,
                 "finetune_lr": args.finetune_lr,
-                "finetune_batch_size": args.finetune_batch_size,
+                "finetune_batch_size": args.finetune_batch_size // args.devices * args.devices,
                 "finetune_logit_scale": finetuned["logit_scale"],
             }
         )

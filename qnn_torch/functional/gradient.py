@@ -67,8 +67,11 @@ class CovarianceSums:
     """Per-row sums over measurement sweeps of O, ∂S/∂θ and O·∂S/∂θ, for one family.
 
     Shapes (R rows, N neurons, P parameters per row): derivative (R, P) and product
-    (R, N, P); with ``diagonal`` (independent neurons, P = N: O_n is uncorrelated with
-    ∂S/∂θ_m for m ≠ n, so only the diagonal is accumulated) product is (R, N). The sums
+    (R, N, P); with ``diagonal`` (independent neurons, P = N) product is (R, N). For
+    independent neurons ∂A_n/∂θ_m = 0 exactly for m ≠ n, and only the diagonal is
+    accumulated. That is also required: their chains share random numbers (see
+    :mod:`qnn_torch.functional.sampler`), so the sampled O_n and ∂S/∂θ_m are correlated
+    and an off-diagonal covariance would be a bias, not an estimate of 0. The sums
     of O themselves are the sampler's activity sums. float64.
     """
 
