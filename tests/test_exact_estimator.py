@@ -207,9 +207,10 @@ def test_decision_mode_stops_clear_inputs_early_and_follows_the_exact_argmax() -
     x = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.9], [1.0, 0.0, 0.0]])
     with torch.no_grad():  # decision mode is for evaluation
         scores = layer(x)
-    # Under common random numbers outputs 0 and 1 have identical chains: a tie, decided at
-    # once (their activities are equal, as the exact ones are); the clear inputs stop early.
-    assert layer.last_sweeps.tolist()[2] == 20 and scores[2, 0] == scores[2, 1]
+    # Under common random numbers outputs 0 and 1 have identical chains: a tie that no
+    # sweep breaks (their activities are equal, as the exact ones are), so the row is
+    # decided against output 2 and stops early like the clear inputs.
+    assert layer.last_sweeps.tolist()[2] < 400 and scores[2, 0] == scores[2, 1]
     assert all(20 <= sweeps < 400 for sweeps in layer.last_sweeps.tolist()[:2])
     assert scores[:2].argmax(-1).tolist() == [2, 2]
     layer.weight.data[1, 0] = 0.99  # a near tie: runs to the cap
