@@ -137,6 +137,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         layouts[f", {OUTPUTS_PER_ROW} outputs/row"] = (layer_fields, paths)
 
     def chunked(move, part: LatticeFields, phi: torch.Tensor):
+        """The move over every row of ``phi`` in cache-sized chunks, and its neuron count."""
         rows = phi.shape[0]
         size = 2**17 // (phi.shape[1] * config.n_time) if device.type == "cpu" else rows
         bounds = [(i, min(i + max(size, 1), rows)) for i in range(0, rows, max(size, 1))]
@@ -145,18 +146,21 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             for i, j in bounds:
                 move(phi[i:j], part.rows(i, j))
 
-        return run
+        return run, phi.shape[0] * phi.shape[1]
 
     naive_paths = layouts[""][1]
     moves = {
-        "naive local (reference)": lambda: naive_local_sweep(
-            naive_paths[:, 0],
-            compiled.drive[:, 0],
-            compiled.profile,
-            lam=config.lam,
-            spacing=config.spacing,
-            width=width,
-            generator=generator,
+        "naive local (reference)": (
+            lambda: naive_local_sweep(
+                naive_paths[:, 0],
+                compiled.drive[:, 0],
+                compiled.profile,
+                lam=config.lam,
+                spacing=config.spacing,
+                width=width,
+                generator=generator,
+            ),
+            neurons,
         )
     }
     for suffix, (part, phi) in layouts.items():
@@ -176,12 +180,11 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             phi,
         )
         for _ in range(20):  # leave the vacuum start behind
-            moves[f"local{suffix}"]()
-            moves[f"multilevel{suffix}"]()
+            moves[f"local{suffix}"][0]()
+            moves[f"multilevel{suffix}"][0]()
     rows = []
-    for name, move in moves.items():
+    for name, (move, count) in moves.items():
         seconds = time_call(move, device, repeats)
-        count = rows_of_outputs * OUTPUTS_PER_ROW if "outputs/row" in name else neurons
         rows.append(
             {
                 "section": "throughput",

@@ -321,6 +321,7 @@ def _run_sampler(
                     state.networks,
                     moved,
                     chain_activity,
+                    activity,
                     stderr,
                     latest,
                     config.target_stderr,
@@ -439,6 +440,7 @@ def _stopping(
     networks: Tensor,
     moved: Tensor,
     chain_activity: Tensor,
+    activity: Tensor,
     stderr: Tensor,
     latest: dict[str, Tensor],
     target_stderr: float,
@@ -447,10 +449,10 @@ def _stopping(
     """Which networks still measuring may stop after this block, (Ba,) bool.
 
     ``networks`` (Ba,) are their batch indices, ``moved`` (Ba, C, N) as in
-    :func:`_stuck_parts`, ``chain_activity`` (Ba, C, N) their chains' means and ``stderr``
-    (Ba, N) their errors. ``latest`` keeps every network's latest "activity", "stderr" (Bf,
-    N) and "chain_activity" (Bf, C, N) for ``stop_when`` (updated here). Errors of networks
-    whose chains look stuck count as +inf.
+    :func:`_stuck_parts`, ``chain_activity`` (Ba, C, N) their chains' means, ``activity``
+    and ``stderr`` (Ba, N) their estimates. ``latest`` keeps every network's latest
+    "activity", "stderr" (Bf, N) and "chain_activity" (Bf, C, N) for ``stop_when``
+    (updated here). Errors of networks whose chains look stuck count as +inf.
     """
     frozen, agreeing = _stuck_parts(moved, stderr)
     stderr = _infinite_rows(stderr, frozen | agreeing)
@@ -458,7 +460,7 @@ def _stopping(
     if target_stderr > 0:
         done |= (stderr <= target_stderr).all(-1)
     if stop_when is not None:
-        latest["activity"][networks] = chain_activity.mean(1)
+        latest["activity"][networks] = activity
         latest["stderr"][networks] = stderr
         latest["chain_activity"][networks] = chain_activity
         stop = stop_when(

@@ -301,6 +301,12 @@ def confusion(labels: Tensor, predictions: Tensor) -> Tensor:
     return torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10)
 
 
+def process_batch(batch_size: int, devices: int) -> int:
+    """Each process's share of a step's ``batch_size`` images: split, not multiplied, so a
+    step sees the same number of images on any process count (rounded down)."""
+    return batch_size // devices
+
+
 def configure_process(threads: int) -> None:
     """Torch threads per process (0: PyTorch's default) and the warnings these scripts expect."""
     if threads:
@@ -327,7 +333,7 @@ def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
     config = finetune_config(args)
     # Like the twin's, the step's batch is split between the processes, not multiplied:
     # the same steps per epoch and the same gradient (DDP averages) on any process count.
-    per_process = args.finetune_batch_size // args.devices
+    per_process = process_batch(args.finetune_batch_size, args.devices)
     data = MNISTDataModule(args.data_dir, batch_size=per_process, seed=args.seed)
     data.setup("fit")
     calibration = torch.stack([data.train_set[i][0] for i in range(CALIBRATION_IMAGES)])
@@ -364,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if OFFLINE_MNIST.is_dir():
         copy_offline_mnist(OFFLINE_MNIST, args.data_dir)
-    per_process = args.batch_size // args.devices  # the twin's batch is split, not multiplied
+    per_process = process_batch(args.batch_size, args.devices)
     data = MNISTDataModule(args.data_dir, batch_size=per_process, seed=args.seed)
     try:
         data.prepare_data()
@@ -514,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "finetune_epochs": args.finetune_epochs,
                 "finetune_images": args.finetune_images,
                 "finetune_lr": args.finetune_lr,
-                "finetune_batch_size": args.finetune_batch_size // args.devices * args.devices,
+                "finetune_batch_size": process_batch(args.finetune_batch_size, args.devices)
+                * args.devices,
                 "finetune_logit_scale": finetuned["logit_scale"],
             }
         )

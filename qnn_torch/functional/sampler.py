@@ -101,6 +101,15 @@ def neuron_fields(
     return A, K, C
 
 
+def noise_shape(shape: tuple[int, ...], shared: bool, neuron_axis: int) -> tuple[int, ...]:
+    """Shape of the random numbers for sites of ``shape``: 1 along ``neuron_axis`` when the
+    neurons of a row share them (common random numbers, module doc), else ``shape``."""
+    if not shared:
+        return tuple(shape)
+    axis = neuron_axis % len(shape)
+    return (*shape[:axis], 1, *shape[axis + 1 :])
+
+
 def local_log_ratio(
     cur: Tensor,
     d: Tensor,
@@ -155,8 +164,7 @@ def local_half_sweep(
     :func:`local_log_ratio`. With ``shared_noise`` the n neurons of a row draw the same
     d and uniforms (R, 1, M). Returns the number of accepted sites (0-d).
     """
-    R, n, M = cur.shape
-    shape = (R, 1, M) if shared_noise else (R, n, M)
+    shape = noise_shape(cur.shape, shared_noise, 1)
     options = {"dtype": cur.dtype, "device": cur.device}
     d = torch.empty(shape, **options).uniform_(-width, width, generator=generator)
     q = local_log_ratio(cur, d, neighbours, A, K, C, spacing=spacing)
@@ -277,10 +285,7 @@ def bisection_pass(
         new[..., : m - 1, L] = old[..., 1:, 0]
         new[..., m - 1, L] = rotated[:, c0:c1, (m * L) % Nt]
         noise = torch.randn(
-            R,
-            1 if fields.shared_noise else n,
-            m,
-            L - 1,
+            noise_shape((R, n, m, L - 1), fields.shared_noise, 1),
             dtype=phi.dtype,
             device=phi.device,
             generator=generator,
@@ -353,7 +358,7 @@ def sign_cluster_move(
     Shapes: phi (..., N, Nt); with ``shared_noise`` the N paths of a row draw the same
     uniforms (..., 1, Nt) and coins (..., 1, 1).
     """
-    shape = (*phi.shape[:-2], 1, phi.shape[-1]) if shared_noise else phi.shape
+    shape = noise_shape(phi.shape, shared_noise, -2)
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
     free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
     u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
