@@ -20,14 +20,27 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Exact-activity tables go to a cache of this session (shared with the subprocesses
-    the pipeline tests start), not the user's: every run builds and checks them anew."""
+    """Exact-activity tables go to a cache of this session (shared with the xdist workers
+    and the subprocesses the pipeline tests start), not the user's: every run builds and
+    checks them anew. Each worker gets an equal share of the cores for torch's threads."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        os.environ["QNN_TORCH_CACHE"] = worker["qnn_torch_cache"]
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // worker["workercount"]))
+        return
     config.qnn_torch_cache = tempfile.mkdtemp(prefix="qnn_torch_cache_")
     os.environ["QNN_TORCH_CACHE"] = config.qnn_torch_cache
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist: tell each worker the session's table cache."""
+    node.workerinput["qnn_torch_cache"] = node.config.qnn_torch_cache
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(config.qnn_torch_cache, ignore_errors=True)
+    if hasattr(config, "qnn_torch_cache"):  # the controller (or a run without xdist)
+        shutil.rmtree(config.qnn_torch_cache, ignore_errors=True)
 
 
 def exact_activity(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 import torch
@@ -178,6 +180,33 @@ def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     module._build_table.cache_clear()
     rebuilt = activity_table(**SMALL, max_drive=100.0)
     torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
+
+
+def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """While another process holds a table's lock (building it), a second caller waits and
+    then loads that process's file instead of building its own."""
+    from qnn_torch.functional import activity_table as module
+
+    monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
+    module._build_table.cache_clear()
+    built = activity_table(**SMALL, max_drive=100.0)
+    (stored,) = tmp_path.glob("activity_table_*.pt")
+    state = torch.load(stored, weights_only=True)
+    state["table"]["coefficients"] = state["table"]["coefficients"] * 2  # the other's file
+    stored.unlink()
+    module._build_table.cache_clear()
+    result: dict[str, object] = {}
+    with module._exclusive(stored.with_name(stored.name + ".lock")):
+        waiting = threading.Thread(
+            target=lambda: result.update(table=activity_table(**SMALL, max_drive=100.0))
+        )
+        waiting.start()
+        time.sleep(0.5)  # without the lock it would find no file and build one now
+        torch.save(state, stored)
+    waiting.join()
+    torch.testing.assert_close(result["table"].coefficients, 2 * built.coefficients, rtol=0, atol=0)
 
 
 def test_decided_compares_the_top_two_outputs_chain_by_chain() -> None:

@@ -25,6 +25,8 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,16 +167,42 @@ def _build_table(
     key = [n_time, time_extent, lam, n_kinks, top, tolerance, _source_digest()]
     name = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
     path = cache_dir() / f"activity_table_{name}.pt"
-    if path.is_file():
-        stored = _load_cached(path, key)
-        if stored is not None:
-            return stored
-    table = _tabulate(n_time, time_extent, lam, n_kinks, top, tolerance)
-    try:
-        save_atomic({"key": key, "table": dataclasses.asdict(table)}, path)
-    except OSError as err:  # a read-only home only costs the next process a rebuild
-        warnings.warn(f"could not cache the activity table in {path}: {err}", stacklevel=3)
+    # Processes that need the same table (DDP ranks, test workers) build it once: the
+    # first holds the lock while it builds, the others wait and then load its file.
+    with _exclusive(path.with_name(path.name + ".lock")):
+        if path.is_file():
+            stored = _load_cached(path, key)
+            if stored is not None:
+                return stored
+        table = _tabulate(n_time, time_extent, lam, n_kinks, top, tolerance)
+        try:
+            save_atomic({"key": key, "table": dataclasses.asdict(table)}, path)
+        except OSError as err:  # a read-only home only costs the next process a rebuild
+            warnings.warn(f"could not cache the activity table in {path}: {err}", stacklevel=3)
     return table
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Holds an exclusive advisory lock on the file ``lock`` (POSIX ``flock``).
+
+    Without ``fcntl`` (Windows), or where the lock file cannot be created (a read-only
+    cache), it holds nothing: processes may then build the same table side by side, which
+    costs time but not correctness, as each file is written atomically.
+    """
+    try:
+        import fcntl
+
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 (closed below, after the lock is released)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def _source_digest() -> str:
