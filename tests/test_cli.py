@@ -89,6 +89,7 @@ def _no_work(*args: object, **kwargs: object) -> None:
         (["--coupling-scale", "-5"], ["--coupling-scale", "got -5"]),
         (["--batch-size", "0"], ["--batch-size", "got 0"]),
         (["--penalty", "nan"], ["--penalty", "got nan"]),
+        (["--finetune-coupling-budget", "-1"], ["--finetune-coupling-budget", "got -1"]),
         (
             ["--devices", "3", "--finetune-epochs", "1", "--finetune-batch-size", "2"],
             ["--finetune-batch-size must be >= the 3 devices", "got 2"],

@@ -34,6 +34,7 @@ def test_from_twin_and_from_scratch_build_trainable_layers() -> None:
     [
         ({"lr": 0.0}, "lr must be > 0"),
         ({"logit_scale": -1.0}, "logit_scale must be > 0"),
+        ({"max_total_coupling": float("nan")}, "max_total_coupling must be a finite number"),
         ({"layer": QuantumNeuronLayer(784, 10, config=CONFIG)}, "readout must be 'activity'"),
         ({"layer": QuantumNeuronLayer(5, 10, readout="activity")}, "784 pixels to 10 classes"),
         ({"layer": torch.nn.Linear(784, 10)}, "must be a QuantumNeuronLayer"),
@@ -69,6 +70,44 @@ def test_training_moves_the_couplings_and_keeps_them_non_negative() -> None:
     assert not torch.equal(end, start)
     # Adam's steps of ~lr push some couplings below 0: the projection puts them at 0.
     assert ((start > 0) & (end == 0)).any()
+
+
+def test_project_weights_bounds_the_total_by_scaling_down() -> None:
+    layer = QuantumNeuronLayer(3, 2, readout="activity", config=CONFIG)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, 1.0]]))
+    layer.project_weights_(max_total=12.0)  # Σ = 6 after the clamp: under the bound
+    assert layer.weight.tolist() == [[1.0, 0.0, 3.0], [0.5, 0.5, 1.0]]
+    layer.project_weights_(max_total=3.0)
+    expected = torch.tensor([[0.5, 0.0, 1.5], [0.25, 0.25, 0.5]])
+    torch.testing.assert_close(layer.weight.detach(), expected)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_total must be a finite number > 0"):
+            layer.project_weights_(max_total=bad)
+
+
+def test_coupling_budget_bounds_the_sum_after_every_step() -> None:
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(8, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (8,), generator=generator)
+    model = QuantumClassifier.from_twin(
+        twin_weight(), coupling_scale=0.05, config=CONFIG, lr=0.01, coupling_budget=0.5
+    )
+    start = float(model.couplings.sum())
+    assert model.hparams.max_total_coupling == pytest.approx(0.5 * start)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(images, labels), batch_size=8))
+    # One step of ~0.01 per coupling cannot halve the sum: the bound scaled it down.
+    assert float(model.couplings.sum()) == pytest.approx(0.5 * start, rel=1e-5)
+    assert (model.couplings >= 0).all()
+    with pytest.raises(ValueError, match="coupling_budget must be a finite number > 0"):
+        QuantumClassifier.from_twin(twin_weight(), config=CONFIG, coupling_budget=0.0)
 
 
 def test_calibrated_logit_scale_maps_activities_onto_the_twin_logits() -> None:

@@ -14,7 +14,8 @@ import torch
 import training.data
 from training import train_then_transfer
 from training.data import MNIST_FILES
-from training.finetune import FINETUNE_LR
+from training.finetune import FINETUNE_COUPLING_BUDGET, FINETUNE_LR
+from training.transfer import transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_then_transfer.py"
@@ -135,6 +136,9 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     assert {row["finetuned"] for row in ddp_predictions} <= {str(d) for d in range(10)}
     couplings = torch.load(tmp_path / "finetuned_couplings.pt")
     assert couplings.shape == (10, 784) and (couplings >= 0).all()
+    assert ddp["finetune_coupling_budget"] == FINETUNE_COUPLING_BUDGET
+    transferred = transfer(torch.load(tmp_path / "twin_weight.pt")).weight.detach().sum()
+    assert couplings.sum() <= FINETUNE_COUPLING_BUDGET * transferred * (1 + 1e-6)
     for key in ("quantum_accuracy", "classical_accuracy_same_images", "agreement"):
         assert ddp[key] == single[key], key
     assert ddp["classical_accuracy"] == pytest.approx(single["classical_accuracy"], abs=1e-4)

@@ -44,7 +44,12 @@ from qnn_torch.io import check_output_folder, save_atomic, savefig_atomic, write
 from qnn_torch.module.layer import ESTIMATORS
 from training.classical import ClassicalTwin
 from training.data import MNISTDataModule, copy_offline_mnist
-from training.finetune import FINETUNE_CONFIG, FINETUNE_LR, QuantumClassifier
+from training.finetune import (
+    FINETUNE_CONFIG,
+    FINETUNE_COUPLING_BUDGET,
+    FINETUNE_LR,
+    QuantumClassifier,
+)
 from training.quantum import QuantumEvaluator, quantum_loader
 from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight
 
@@ -112,6 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=100,
         help="images per training step, split between the processes (rounded down)",
     )
+    add(
+        "--finetune-coupling-budget",
+        type=float,
+        default=FINETUNE_COUPLING_BUDGET,
+        help="bound on the sum of the couplings, times the transferred sum (0: unbounded)",
+    )
     add("--finetune-chains", type=int, default=FINETUNE_CONFIG.chains, help="chains per step")
     add(
         "--finetune-thermalization",
@@ -159,6 +170,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                 f"{prefix}chains, {prefix}thermalization, {prefix}sweeps, --max-sweeps, "
                 f"--seed: {err}"
             )
+    if not (math.isfinite(args.finetune_coupling_budget) and args.finetune_coupling_budget >= 0):
+        parser.error(
+            "--finetune-coupling-budget must be >= 0 (0: unbounded), got "
+            f"{args.finetune_coupling_budget}"
+        )
     if not (math.isfinite(args.decision_sigmas) and args.decision_sigmas >= 0):
         parser.error(f"--decision-sigmas must be >= 0 (0: off), got {args.decision_sigmas}")
     if args.decision_sigmas > 0 and args.max_sweeps <= args.sweeps:
@@ -344,6 +360,7 @@ def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
         config=config,
         estimator=args.finetune_estimator,
         calibration_images=calibration,
+        coupling_budget=args.finetune_coupling_budget or None,
         lr=args.finetune_lr,
     )
     per_step = per_process * args.devices  # images of one step, all processes
@@ -523,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "finetune_batch_size": process_batch(args.finetune_batch_size, args.devices)
                 * args.devices,
                 "finetune_logit_scale": finetuned["logit_scale"],
+                "finetune_coupling_budget": args.finetune_coupling_budget,
             }
         )
         if args.finetune_estimator == "monte_carlo":

@@ -286,14 +286,22 @@ class QuantumNeuronLayer(nn.Module):
         return self.coupling_scale, self.lateral_inhibition
 
     @torch.no_grad()
-    def project_weights_(self) -> QuantumNeuronLayer:
+    def project_weights_(self, max_total: float | None = None) -> QuantumNeuronLayer:
         """Project ``weight`` onto the couplings' feasible set ε̂ ≥ 0, in place.
 
         Called after each optimiser step this is projected gradient descent: excitation
         strengths cannot turn negative, and weights that stay positive move as the
-        optimiser says. Returns the layer.
+        optimiser says. With ``max_total`` the couplings are then scaled down, all by the
+        same factor, whenever Σ ε̂ exceeds it (their pattern is kept, their overall
+        strength, hence the drives, bounded). Returns the layer.
         """
+        if max_total is not None and not (math.isfinite(max_total) and max_total > 0):
+            raise ValueError(f"max_total must be a finite number > 0 or None, got {max_total!r}")
         self.weight.clamp_(min=0.0)
+        if max_total is not None:
+            total = float(self.weight.sum())
+            if total > max_total:
+                self.weight.mul_(max_total / total)
         return self
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
