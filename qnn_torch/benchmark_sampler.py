@@ -13,6 +13,8 @@ Two measurements, on CPU and (where present) CUDA:
 3. The cost of gradients: a QuantumNeuronLayer(784, 10) forward pass on MNIST-like
    inputs with the covariance statistics (weight requires grad), and forward plus
    backward, against the plain forward pass under torch.no_grad().
+4. The Monte Carlo error of the margin between two close outputs against their activity:
+   what limits the main job's decisions once fine-tuning raises the activities.
 
 Prints a table and writes JSON (atomically) to --out.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
+from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.physics import double_well
 from qnn_torch.functional.sampler import (
     LatticeFields,
@@ -43,9 +46,14 @@ from qnn_torch.functional.sampler import (
 from qnn_torch.io import check_output_file, write_atomic
 from qnn_torch.simulate import run_sampler
 
-SECTIONS = ("throughput", "efficiency", "gradient")
+SECTIONS = ("throughput", "efficiency", "gradient", "margin")
 OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
+MARGIN_DRIVES = (1000.0, 2400.0, 4000.0, 6000.0, 7800.0, 11000.0, 15000.0)
+MARGIN_GAP = 0.01  # exact activity difference of the two outputs of a pair
+# The main job's evaluation sampler: 4 chains, "spikes" start, 100 thermalisation sweeps,
+# and 600 measurement sweeps, its cap (what the closest images reach).
+MARGIN_CONFIG = SamplerConfig(chains=4, thermalization=100, sweeps=600, init="spikes")
 
 
 def relay_batch(drives: torch.Tensor) -> Network:
@@ -247,6 +255,61 @@ def efficiency(device: torch.device, chains: int, sweeps: int, local_sweeps: int
     return rows
 
 
+def margin_noise(device: torch.device, chains: int) -> list[dict]:
+    """Error of the margin between two outputs ``MARGIN_GAP`` apart, against their activity.
+
+    Each row holds two unlinked outputs, a layer's layout (common random numbers): a at
+    drive α ∈ ``MARGIN_DRIVES``, b at the drive where the exact activity is A(α) − gap
+    (bisection on the exact table). ``chains`` chains each measure as one chain of the
+    evaluation (``MARGIN_CONFIG``); the error of the evaluation's mean over its 4 chains is
+    std_c(D_c)/√4 for the chain margins D_c = A_a,c − A_b,c, next to the error of output a
+    alone. ``z`` = gap / margin error: the margin in standard errors after 600 sweeps.
+    """
+    config = replace(MARGIN_CONFIG, chains=chains, device=device)
+    table = activity_table(
+        config.n_time, config.time_extent, config.lam, config.n_kinks, max(MARGIN_DRIVES)
+    )
+    drive_a = torch.tensor(MARGIN_DRIVES, dtype=torch.float64)
+    target = table(drive_a) - MARGIN_GAP
+    low, high = torch.zeros_like(drive_a), drive_a.clone()
+    for _ in range(60):  # A is increasing in α
+        middle = (low + high) / 2
+        below = table(middle) < target
+        low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+    drive_b = (low + high) / 2
+    network = (
+        Network()
+        .add_input("x")
+        .add_neuron("a")
+        .add_neuron("b")
+        .excite("x", "a", drive_a.float())
+        .excite("x", "b", drive_b.float())
+    )
+    out = run_sampler(network.compile(config), config)
+    chain = out.chain_activity.double()  # (drives, chains, 2)
+    margin = chain[..., 0] - chain[..., 1]
+    evaluation = math.sqrt(MARGIN_CONFIG.chains)
+    rows = []
+    for i, drive in enumerate(MARGIN_DRIVES):
+        margin_error = float(margin[i].std()) / evaluation
+        rows.append(
+            {
+                "section": "margin",
+                "device": str(device),
+                "drives": [drive, float(drive_b[i])],
+                "activity": float(table(drive_a[i])),
+                "gap": MARGIN_GAP,
+                "chains": chains,
+                "sweeps": config.sweeps,
+                "margin_stderr": margin_error,
+                "output_stderr": float(chain[i, :, 0].std()) / evaluation,
+                "z": MARGIN_GAP / margin_error,
+                "seconds": out.seconds,
+            }
+        )
+    return rows
+
+
 def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[dict]:
     """Seconds of a layer's forward without and with gradient statistics, and of backward."""
     generator = torch.Generator().manual_seed(0)
@@ -346,6 +409,22 @@ def print_tables(rows: list[dict]) -> None:
             for r in section("gradient")
         ],
     )
+    print_table(
+        f"Margin of two outputs {MARGIN_GAP} apart in exact activity: error of the evaluation's"
+        f" mean of {MARGIN_CONFIG.chains} chains × {MARGIN_CONFIG.sweeps} sweeps",
+        ["device", "drives", "activity", "margin error", "one output's error", "gap / error"],
+        [
+            [
+                r["device"],
+                " / ".join(f"{d:.0f}" for d in r["drives"]),
+                f"{r['activity']:.2f}",
+                f"{r['margin_stderr']:.4f}",
+                f"{r['output_stderr']:.4f}",
+                f"{r['z']:.2f}",
+            ]
+            for r in section("margin")
+        ],
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -354,7 +433,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark_sampler.json"))
     parser.add_argument("--neurons", type=int, default=10_000, help="driven neurons (throughput)")
     parser.add_argument("--repeats", type=int, default=5, help="timed sweeps per move")
-    parser.add_argument("--chains", type=int, default=128, help="chains per drive (efficiency)")
+    parser.add_argument(
+        "--chains", type=int, default=128, help="chains per drive (efficiency, margin)"
+    )
     parser.add_argument("--sweeps", type=int, default=2000, help="sweeps per algorithm")
     parser.add_argument("--local-sweeps", type=int, default=10000, help="sweeps for plain local")
     parser.add_argument("--images", type=int, default=50, help="layer inputs (gradient cost)")
@@ -406,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
             rows += efficiency(device, args.chains, args.sweeps, args.local_sweeps)
         if "gradient" in args.sections:
             rows += gradient_overhead(device, args.images, args.repeats)
+        if "margin" in args.sections:
+            rows += margin_noise(device, args.chains)
     print_tables(rows)
     meta = {
         "torch": torch.__version__,

@@ -197,7 +197,7 @@ def test_benchmark_rejects_bad_options_before_any_work(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for stage in ("throughput", "efficiency", "gradient_overhead"):
+    for stage in ("throughput", "efficiency", "gradient_overhead", "margin_noise"):
         monkeypatch.setattr(benchmark_sampler, stage, _no_work)
     with pytest.raises(SystemExit) as exit_info:
         benchmark_sampler.main(argv)
@@ -209,7 +209,7 @@ def test_benchmark_rejects_bad_options_before_any_work(
 def test_benchmark_rejects_an_unusable_output_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for stage in ("throughput", "efficiency", "gradient_overhead"):
+    for stage in ("throughput", "efficiency", "gradient_overhead", "margin_noise"):
         monkeypatch.setattr(benchmark_sampler, stage, _no_work)
     with pytest.raises(SystemExit):
         benchmark_sampler.main(["--out", str(tmp_path)])
