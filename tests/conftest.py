@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 
 from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.physics import kink_path
@@ -25,15 +29,19 @@ def pytest_configure(config: pytest.Config) -> None:
     checks them anew. Each worker gets an equal share of the cores for torch's threads."""
     worker = getattr(config, "workerinput", None)
     if worker is not None:
-        os.environ["QNN_TORCH_CACHE"] = worker["qnn_torch_cache"]
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // worker["workercount"]))
+        if "qnn_torch_cache" in worker:  # else the controller's, inherited with its environment
+            os.environ["QNN_TORCH_CACHE"] = worker["qnn_torch_cache"]
+        cores = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        )
+        torch.set_num_threads(max(1, (cores or 1) // worker["workercount"]))
         return
     config.qnn_torch_cache = tempfile.mkdtemp(prefix="qnn_torch_cache_")
     os.environ["QNN_TORCH_CACHE"] = config.qnn_torch_cache
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: object) -> None:
+def pytest_configure_node(node: WorkerController) -> None:
     """xdist: tell each worker the session's table cache."""
     node.workerinput["qnn_torch_cache"] = node.config.qnn_torch_cache
 

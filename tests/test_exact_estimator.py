@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -159,13 +160,23 @@ def test_a_coupling_scale_that_overflows_float32_is_refused() -> None:
         layer(torch.ones(1, 3))
 
 
+@pytest.fixture
+def fresh_tables() -> Iterator[None]:
+    """Tables built in memory by the test are forgotten before and after it."""
+    from qnn_torch.functional import activity_table as module
+
+    module._build_table.cache_clear()
+    yield
+    module._build_table.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_tables")
 def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     from qnn_torch.functional import activity_table as module
 
     monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
-    module._build_table.cache_clear()
     built = activity_table(**SMALL, max_drive=100.0)
     (stored,) = tmp_path.glob("activity_table_*.pt")
     module._build_table.cache_clear()
@@ -182,21 +193,27 @@ def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("fresh_tables")
 def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     """While another process holds a table's lock (building it), a second caller waits and
     then loads that process's file instead of building its own."""
+    pytest.importorskip("fcntl")  # without it the lock holds nothing, by design
     from qnn_torch.functional import activity_table as module
 
     monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
-    module._build_table.cache_clear()
     built = activity_table(**SMALL, max_drive=100.0)
     (stored,) = tmp_path.glob("activity_table_*.pt")
     state = torch.load(stored, weights_only=True)
     state["table"]["coefficients"] = state["table"]["coefficients"] * 2  # the other's file
     stored.unlink()
     module._build_table.cache_clear()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("built a table that another process was building")
+
+    monkeypatch.setattr(module, "_tabulate", refuse)
     result: dict[str, object] = {}
     with module._exclusive(stored.with_name(stored.name + ".lock")):
         waiting = threading.Thread(
@@ -204,6 +221,7 @@ def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
         )
         waiting.start()
         time.sleep(0.5)  # without the lock it would find no file and build one now
+        assert waiting.is_alive()  # it waits for the lock
         torch.save(state, stored)
     waiting.join()
     torch.testing.assert_close(result["table"].coefficients, 2 * built.coefficients, rtol=0, atol=0)

@@ -186,23 +186,26 @@ def _build_table(
 def _exclusive(lock: Path) -> Iterator[None]:
     """Holds an exclusive advisory lock on the file ``lock`` (POSIX ``flock``).
 
-    Without ``fcntl`` (Windows), or where the lock file cannot be created (a read-only
-    cache), it holds nothing: processes may then build the same table side by side, which
-    costs time but not correctness, as each file is written atomically.
+    Without ``fcntl`` (Windows), or where the lock cannot be had (a read-only cache, a
+    file system without locks), it holds nothing: processes may then build the same table
+    side by side, which costs time but not correctness, as each file is written atomically.
     """
+    handle = None
     try:
         import fcntl
 
         lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")  # noqa: SIM115 (closed below, after the lock is released)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
+        handle = open(lock, "a")  # noqa: SIM115 (closed below, which releases the lock)
         fcntl.flock(handle, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        if handle is not None:
+            handle.close()
+            handle = None
+    try:
         yield
     finally:
-        handle.close()  # releases the lock
+        if handle is not None:
+            handle.close()
 
 
 def _source_digest() -> str:
