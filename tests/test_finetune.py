@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qnn_torch import QuantumNeuronLayer, SamplerConfig
 from training.finetune import QuantumClassifier
+from training.transfer import transfer
 
 from .conftest import SMALL
 
@@ -86,15 +87,24 @@ def test_project_weights_bounds_the_total_by_scaling_down() -> None:
             layer.project_weights_(max_total=bad)
 
 
-def test_coupling_budget_bounds_the_sum_after_every_step() -> None:
+def test_coupling_budget_bounds_the_sum_from_the_start_and_after_a_step() -> None:
+    model = QuantumClassifier.from_twin(
+        twin_weight(), coupling_scale=0.05, config=CONFIG, coupling_budget=0.5
+    )
+    start = float(transfer(twin_weight()).weight.sum())
+    assert model.hparams.max_total_coupling == pytest.approx(0.5 * start)
+    assert float(model.couplings.sum()) == pytest.approx(0.5 * start, rel=1e-5)
+    # From tiny couplings (Σ = 1 of a uniform start), a step of lr = 0.01 per coupling
+    # raises the sum by ~0.01 per coupling that goes up (the ones going down stop at 0):
+    # far above 1, so the bound scales it back.
+    model = QuantumClassifier.from_scratch(
+        coupling_scale=0.05, config=CONFIG, lr=0.01, max_total_coupling=1.0
+    )
+    assert float(model.couplings.sum()) == pytest.approx(1.0, rel=1e-5)
+    before = model.couplings.clone()
     generator = torch.Generator().manual_seed(2)
     images = torch.rand(8, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (8,), generator=generator)
-    model = QuantumClassifier.from_twin(
-        twin_weight(), coupling_scale=0.05, config=CONFIG, lr=0.01, coupling_budget=0.5
-    )
-    start = float(model.couplings.sum())
-    assert model.hparams.max_total_coupling == pytest.approx(0.5 * start)
     trainer = L.Trainer(
         max_epochs=1,
         logger=False,
@@ -103,11 +113,18 @@ def test_coupling_budget_bounds_the_sum_after_every_step() -> None:
         enable_model_summary=False,
     )
     trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(images, labels), batch_size=8))
-    # One step of ~0.01 per coupling cannot halve the sum: the bound scaled it down.
-    assert float(model.couplings.sum()) == pytest.approx(0.5 * start, rel=1e-5)
+    assert trainer.global_step == 1
+    assert not torch.equal(model.couplings, before)
+    assert float(model.couplings.sum()) == pytest.approx(1.0, rel=1e-5)
     assert (model.couplings >= 0).all()
     with pytest.raises(ValueError, match="coupling_budget must be a finite number > 0"):
         QuantumClassifier.from_twin(twin_weight(), config=CONFIG, coupling_budget=0.0)
+    with pytest.raises(ValueError, match=r"coupling_budget=1e\+308 times the transferred sum"):
+        QuantumClassifier.from_twin(twin_weight(), config=CONFIG, coupling_budget=1e308)
+    with pytest.raises(ValueError, match="not both"):
+        QuantumClassifier.from_twin(
+            twin_weight(), config=CONFIG, coupling_budget=1.0, max_total_coupling=3.0
+        )
 
 
 def test_calibrated_logit_scale_maps_activities_onto_the_twin_logits() -> None:

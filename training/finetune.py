@@ -133,7 +133,7 @@ class QuantumClassifier(L.LightningModule):
                 f"{max_total_coupling!r}"
             )
         self.save_hyperparameters(ignore=["layer"])
-        self.layer = layer
+        self.layer = layer.project_weights_(max_total_coupling)  # feasible from the start
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
@@ -175,7 +175,17 @@ class QuantumClassifier(L.LightningModule):
         if calibration_images is not None:
             kwargs["logit_scale"] = calibrate_logit_scale(layer, weight, calibration_images)
         if coupling_budget is not None:
-            kwargs["max_total_coupling"] = coupling_budget * float(layer.weight.detach().sum())
+            if "max_total_coupling" in kwargs:
+                raise ValueError(
+                    "give coupling_budget (relative) or max_total_coupling (absolute), not both"
+                )
+            bound = coupling_budget * float(layer.weight.detach().sum())
+            if not (math.isfinite(bound) and bound > 0):
+                raise ValueError(
+                    f"coupling_budget={coupling_budget!r} times the transferred sum of the "
+                    f"couplings is not a finite number > 0 ({bound!r})"
+                )
+            kwargs["max_total_coupling"] = bound
         return cls(layer, **kwargs)
 
     @classmethod

@@ -291,17 +291,16 @@ class QuantumNeuronLayer(nn.Module):
 
         Called after each optimiser step this is projected gradient descent: excitation
         strengths cannot turn negative, and weights that stay positive move as the
-        optimiser says. With ``max_total`` the couplings are then scaled down, all by the
-        same factor, whenever Σ ε̂ exceeds it (their pattern is kept, their overall
-        strength, hence the drives, bounded). Returns the layer.
+        optimiser says. With ``max_total`` the clamped couplings are then rescaled, all by
+        the same factor min(1, max_total/Σ ε̂) (not the Euclidean projection onto
+        Σ ε̂ ≤ max_total, which would shift them): their pattern is kept, their overall
+        strength, hence the drives, bounded. Returns the layer.
         """
         if max_total is not None and not (math.isfinite(max_total) and max_total > 0):
             raise ValueError(f"max_total must be a finite number > 0 or None, got {max_total!r}")
         self.weight.clamp_(min=0.0)
-        if max_total is not None:
-            total = float(self.weight.sum())
-            if total > max_total:
-                self.weight.mul_(max_total / total)
+        if max_total is not None:  # on the device: no host sync per step
+            self.weight.mul_((max_total / self.weight.sum()).clamp(max=1.0))
         return self
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
