@@ -1,6 +1,6 @@
 """Throughput and efficiency of the sampler's moves at the paper's lattice.
 
-Two measurements, on CPU and (where present) CUDA:
+Four measurements, on CPU and (where present) CUDA:
 
 1. Site updates per second of each move on a batch of driven neurons (default 10 000,
    drives spread over 0…2·10⁴, float32, Nt = 512, Λ = 5000, T = 0.7), one per row and in
@@ -264,6 +264,7 @@ def margin_noise(device: torch.device, chains: int) -> list[dict]:
     evaluation (``MARGIN_CONFIG``); the error of the evaluation's mean over its 4 chains is
     std_c(D_c)/√4 for the chain margins D_c = A_a,c − A_b,c, next to the error of output a
     alone. ``z`` = gap / margin error: the margin in standard errors after 600 sweeps.
+    This is the spread between chains; a thermalisation bias would not show in it.
     """
     config = replace(MARGIN_CONFIG, chains=chains, device=device)
     table = activity_table(
