@@ -16,12 +16,13 @@ never turn negative, and, with ``max_total_coupling``, scaled down whenever thei
 exceeds it.
 
 Why bound the sum: the drives grow with the couplings, and so does the Monte Carlo
-noise of the margin between two close outputs. Measured at the paper's lattice (4 chains
-× 600 sweeps, common random numbers, two outputs 0.01 apart in exact activity), the
-margin's standard error is 0.0044 at activity 0.47 (the transferred twin's typical top
-output), 0.0092 at 0.87 and 0.014 at 1.56. Unbounded exact fine-tuning on MNIST lifted
-the top activities from 0.47 to 1.55, and the Monte Carlo then disagreed with the exact
-argmax on 3.7 % of the test images, against 1.3 % before (docs/mnist.md).
+noise of the margin between two close outputs. For two outputs 0.01 apart in exact
+activity, the evaluation's 4 chains × 600 sweeps (common random numbers) measure their
+margin with a standard error of 0.0034 at activity 0.47 (the transferred twin's typical
+top output), 0.0083 at 0.87 and 0.012 at 1.3–2.0 (``scripts/benchmark_sampler.py
+--sections margin``, 64 chains). Unbounded exact fine-tuning on MNIST lifted the top
+activities from 0.47 to 1.55, and the Monte Carlo then disagreed with the exact argmax on
+3.7 % of the test images, against 1.3 % before (docs/mnist.md).
 """
 
 from __future__ import annotations
