@@ -121,7 +121,7 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
         "2",
         *QUANTUM,
         *("--finetune-epochs", "1", "--finetune-images", "200", "--finetune-batch-size", "50"),
-        *("--finetune-coupling-budget", "0.9"),
+        *("--finetune-coupling-budget", "0.8"),
         "--out",
         str(tmp_path),
     )
@@ -137,10 +137,11 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     assert {row["finetuned"] for row in ddp_predictions} <= {str(d) for d in range(10)}
     couplings = torch.load(tmp_path / "finetuned_couplings.pt")
     assert couplings.shape == (10, 784) and (couplings >= 0).all()
-    # Both processes scaled the couplings down to 0.9 of the transferred sum alike.
-    assert ddp["finetune_coupling_budget"] == 0.9
+    # The bound holds: four steps move each coupling by at most ~0.08 (the unbounded sum
+    # stays within ~10 % of the transferred one), so without it the sum would exceed 0.8×.
+    assert ddp["finetune_coupling_budget"] == 0.8
     transferred = transfer(torch.load(tmp_path / "twin_weight.pt")).weight.detach().sum()
-    assert float(couplings.sum()) == pytest.approx(0.9 * float(transferred), rel=1e-5)
+    assert float(couplings.sum()) <= 0.8 * float(transferred) * (1 + 1e-6)
     for key in ("quantum_accuracy", "classical_accuracy_same_images", "agreement"):
         assert ddp[key] == single[key], key
     assert ddp["classical_accuracy"] == pytest.approx(single["classical_accuracy"], abs=1e-4)

@@ -73,7 +73,8 @@ FINETUNE_COUPLING_BUDGET = 2.0
 transferred sum. Exact fine-tuning (10 epochs, lr 3e-2) with the sum held at the
 transferred one, bounded by twice it, and unbounded: 91.80, 92.32 and 92.40 % on the 5 000
 validation images (twin 91.98 %); on 1 000 test images (every tenth) the Monte Carlo's
-decisions agreed with the exact argmax on 98.6, 97.8 and 96.9 % of them (docs/mnist.md).
+decisions agreed with the exact argmax on 98.6, 97.8 and 96.9 % of them (the unbounded
+couplings from a two-process run; docs/mnist.md).
 2 keeps most of the gain at a noise the evaluation sampler resolves better."""
 FINETUNE_LR = {"exact": 3e-2, "monte_carlo": 1e-4}
 """Initial Adam learning rates (cosine-annealed), MNIST at k = 100 (docs/mnist.md): exact,
