@@ -31,9 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if worker is not None:
         if "qnn_torch_cache" in worker:  # else the controller's, inherited with its environment
             os.environ["QNN_TORCH_CACHE"] = worker["qnn_torch_cache"]
-        cores = (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        )
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(max(1, (cores or 1) // worker["workercount"]))
         return
     config.qnn_torch_cache = tempfile.mkdtemp(prefix="qnn_torch_cache_")

@@ -20,6 +20,22 @@ def twin_weight() -> torch.Tensor:
     return torch.randn(10, 784, generator=torch.Generator().manual_seed(0))
 
 
+def fit_one_epoch(model: QuantumClassifier, images: int, seed: int) -> L.Trainer:
+    """One epoch on ``images`` random images with random labels (seeded), batches of 8."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(images, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (images,), generator=generator)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=8))
+    return trainer
+
+
 def test_from_twin_and_from_scratch_build_trainable_layers() -> None:
     twin = QuantumClassifier.from_twin(twin_weight(), coupling_scale=0.05, config=CONFIG)
     assert twin.layer.readout == "activity" and twin.layer.weight.requires_grad
@@ -48,20 +64,9 @@ def test_invalid_arguments(kwargs: dict, match: str) -> None:
 
 
 def test_training_moves_the_couplings_and_keeps_them_non_negative() -> None:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(24, 1, 28, 28, generator=generator)
-    labels = torch.randint(0, 10, (24,), generator=generator)
-    loader = DataLoader(TensorDataset(images, labels), batch_size=8)
     model = QuantumClassifier.from_twin(twin_weight(), coupling_scale=0.05, config=CONFIG, lr=0.3)
     start = model.couplings.clone()
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=loader)
+    trainer = fit_one_epoch(model, images=24, seed=0)
     assert trainer.global_step == 3
     # The learning rate is annealed from lr to 0 over the run's steps (cosine).
     assert trainer.optimizers[0].param_groups[0]["initial_lr"] == 0.3
@@ -102,17 +107,7 @@ def test_coupling_budget_bounds_the_sum_from_the_start_and_after_a_step() -> Non
     )
     assert float(model.couplings.sum()) == pytest.approx(1.0, rel=1e-5)
     before = model.couplings.clone()
-    generator = torch.Generator().manual_seed(2)
-    images = torch.rand(8, 1, 28, 28, generator=generator)
-    labels = torch.randint(0, 10, (8,), generator=generator)
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(images, labels), batch_size=8))
+    trainer = fit_one_epoch(model, images=8, seed=2)
     assert trainer.global_step == 1
     assert not torch.equal(model.couplings, before)
     assert float(model.couplings.sum()) == pytest.approx(1.0, rel=1e-5)
