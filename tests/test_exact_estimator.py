@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig, simulate
+from qnn_torch.cache import exclusive_lock
 from qnn_torch.functional.activity_table import activity_table, driven_activity, table_range
 from qnn_torch.functional.layer import decided
 from qnn_torch.functional.physics import kink_path, spike_profile
@@ -186,7 +187,7 @@ def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     # A file whose key does not match (e.g. a hash collision) is not trusted.
     state = torch.load(stored, weights_only=True)
     state["key"][0] += 1
-    state["table"]["coefficients"] = state["table"]["coefficients"] * 2
+    state["value"]["coefficients"] = state["value"]["coefficients"] * 2
     torch.save(state, stored)
     module._build_table.cache_clear()
     rebuilt = activity_table(**SMALL, max_drive=100.0)
@@ -206,7 +207,7 @@ def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
     built = activity_table(**SMALL, max_drive=100.0)
     (stored,) = tmp_path.glob("activity_table_*.pt")
     state = torch.load(stored, weights_only=True)
-    state["table"]["coefficients"] = state["table"]["coefficients"] * 2  # the other's file
+    state["value"]["coefficients"] = state["value"]["coefficients"] * 2  # the other's file
     stored.unlink()
     module._build_table.cache_clear()
 
@@ -215,7 +216,7 @@ def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
 
     monkeypatch.setattr(module, "_tabulate", refuse)
     result: dict[str, object] = {}
-    with module._exclusive(stored.with_name(stored.name + ".lock")):
+    with exclusive_lock(stored.with_name(stored.name + ".lock")):
         waiting = threading.Thread(
             target=lambda: result.update(table=activity_table(**SMALL, max_drive=100.0))
         )

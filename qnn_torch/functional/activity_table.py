@@ -12,31 +12,25 @@ u = log(1 + α/α₀) on [0, α_max], where it is smooth enough for a short Cheb
 and :meth:`ActivityTable.__call__` evaluates that series (with autograd, so dA/dα comes
 with it). ``error_bound`` is the series' largest error measured at 16 points halfway (in
 angle) between its nodes; nodes are added (n → 2n − 1, nested) until it is below the
-tolerance. A built table is kept on disk (:func:`cache_dir`), so later processes load it.
+tolerance. A built table is kept on disk (:func:`qnn_torch.cache.load_or_build`), so later
+processes load it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import inspect
 import math
-import os
 import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from qnn_torch.cache import load_or_build, source_digest
 from qnn_torch.functional import exact, physics
 from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.physics import kink_path, validate_kinks, validate_lattice
-from qnn_torch.io import save_atomic
 
 # α₀ = lam·DRIVE_SCALE_PER_LAM sets where u = log(1 + α/α₀) bends: at the paper's lattice
 # (Λ = 5000) α₀ = 1000, below the drives (~2000–5000) where a neuron starts to spike.
@@ -164,76 +158,17 @@ def activity_table(
 def _build_table(
     n_time: int, time_extent: float, lam: float, n_kinks: int, top: float, tolerance: float
 ) -> ActivityTable:
-    key = [n_time, time_extent, lam, n_kinks, top, tolerance, _source_digest()]
-    name = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
-    path = cache_dir() / f"activity_table_{name}.pt"
-    # Processes that need the same table (DDP ranks, test workers) build it once: the
-    # first holds the lock while it builds, the others wait and then load its file.
-    with _exclusive(path.with_name(path.name + ".lock")):
-        if path.is_file():
-            stored = _load_cached(path, key)
-            if stored is not None:
-                return stored
+    code = source_digest(sys.modules[__name__], exact, physics)
+    key = [n_time, time_extent, lam, n_kinks, top, tolerance, code]
+
+    def build() -> dict[str, object]:
         table = _tabulate(n_time, time_extent, lam, n_kinks, top, tolerance)
-        try:
-            save_atomic({"key": key, "table": dataclasses.asdict(table)}, path)
-        except OSError as err:  # a read-only home only costs the next process a rebuild
-            warnings.warn(f"could not cache the activity table in {path}: {err}", stacklevel=3)
-    return table
+        return dataclasses.asdict(table)
 
+    def sound(stored: dict[str, object]) -> bool:
+        return bool(torch.isfinite(stored["coefficients"]).all())
 
-@contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
-    """Holds an exclusive advisory lock on the file ``lock`` (POSIX ``flock``).
-
-    Without ``fcntl`` (Windows), or where the lock cannot be had (a read-only cache, a
-    file system without locks), it holds nothing: processes may then build the same table
-    side by side, which costs time but not correctness, as each file is written atomically.
-    """
-    handle = None
-    try:
-        import fcntl
-
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")  # noqa: SIM115 (closed below, which releases the lock)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        if handle is not None:
-            handle.close()
-            handle = None
-    try:
-        yield
-    finally:
-        if handle is not None:
-            handle.close()
-
-
-def _source_digest() -> str:
-    """Hash of the code that computes a table: a change to it invalidates cached tables."""
-    digest = hashlib.sha256()
-    for module in (sys.modules[__name__], exact, physics):
-        digest.update(inspect.getsource(module).encode())
-    return digest.hexdigest()
-
-
-def _load_cached(path: Path, key: list) -> ActivityTable | None:
-    """The table stored at ``path`` if it was built for ``key`` and is sound; else None."""
-    try:
-        stored = torch.load(path, weights_only=True)
-        table = ActivityTable(**stored["table"]) if stored["key"] == key else None
-    except Exception as err:  # a damaged file is rebuilt, not trusted
-        warnings.warn(f"ignoring the unreadable cached table {path}: {err}", stacklevel=4)
-        return None
-    if table is None or not torch.isfinite(table.coefficients).all():
-        return None
-    return table
-
-
-def cache_dir() -> Path:
-    """Where built tables are kept: ``$QNN_TORCH_CACHE``, else ``$XDG_CACHE_HOME/qnn_torch``."""
-    if "QNN_TORCH_CACHE" in os.environ:
-        return Path(os.environ["QNN_TORCH_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qnn_torch"
+    return ActivityTable(**load_or_build("activity_table", key, build, sound))
 
 
 def _tabulate(
