@@ -10,7 +10,7 @@ import torch
 from qnn_torch.functional.physics import validate_kinks, validate_lattice
 
 MOVES = ("local", "multilevel", "cluster")
-INITS = ("saw", "spikes", "vacuum")
+INITS = ("saw", "spikes", "vacuum", "equilibrium")
 SEED_LIMIT = 2**63  # a seed must fit a signed 64-bit integer (an int64 tensor, numpy, C)
 # Longest bisection segment, in correlation lengths 1/ω = 1/√(2Λ) of a well. The first
 # midpoint of a segment of duration L is drawn from a free bridge of variance L/4, while
@@ -61,11 +61,17 @@ class SamplerConfig:
     by about 1/√(2·(chains − 1)) relative: with few chains a network may stop on a low
     estimate, so use many chains (16 or more) for honest errors.
 
-    ``init`` is ``"vacuum"`` (φ ≡ 1), the paper's ``"saw"`` (φ_t = t mod 2), or
+    ``init`` is ``"vacuum"`` (φ ≡ 1), the paper's ``"saw"`` (φ_t = t mod 2),
     ``"spikes"``, the active input's spiking path |ψ_t|, which has activity 1 and lies
     close to a driven neuron's typical paths: from it the paper's lattice equilibrates at
     drives 3000–12 000 within ~100 sweeps, where the vacuum start is still 0.1–0.5 low
-    after 100 and needs several hundred. The same
+    after 100 and needs several hundred; or ``"equilibrium"``: each neuron starts from a
+    path sampled in equilibrium for a neuron driven alone at the nearest of 512 tabulated
+    drives (:func:`~qnn_torch.path_bank.path_bank`, built once per lattice, ~30 s at the
+    paper's, and cached on disk; the chains of a network start from distinct paths). For
+    independent driven neurons, such as a ``QuantumNeuronLayer``'s outputs, that is within
+    ~0.005 of equilibrium in activity, so ~10–20 sweeps suffice; for linked neurons it is a
+    warm start that ignores the links. The same
     ``seed`` (0 ≤ seed < 2**63) on the same ``device`` gives identical results.
     ``chunk_rows`` bounds how many (network, chain) rows are updated at once (0: automatic,
     cache-sized on CPU, all rows on CUDA). ``progress`` shows a progress bar over sweeps.

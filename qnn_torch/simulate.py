@@ -24,6 +24,7 @@ from qnn_torch.functional.sampler import (
     sign_cluster_move,
 )
 from qnn_torch.network import CompiledNetwork, Network
+from qnn_torch.path_bank import path_bank
 
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
 _CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
@@ -86,9 +87,11 @@ def run_sampler(
 
     All networks of the batch and all chains are simulated at once as rows of one path
     tensor (R = Bf·C, N, Nt). ``initial_paths`` (Bf, C, N, Nt), e.g. the ``paths`` of an
-    earlier run, replaces ``config.init``. ``gradients`` names parameter families of
-    :data:`~qnn_torch.functional.gradient.PARAMETERS` whose Jacobian ∂A/∂θ = −Cov(O, ∂S/∂θ)
-    is measured alongside (no extra random numbers: the paths are the same with or without).
+    earlier run, replaces ``config.init``; ``init="equilibrium"`` draws them from the
+    lattice's :func:`~qnn_torch.path_bank.path_bank` at each neuron's drive. ``gradients``
+    names parameter families of :data:`~qnn_torch.functional.gradient.PARAMETERS` whose
+    Jacobian ∂A/∂θ = −Cov(O, ∂S/∂θ) is measured alongside (no extra random numbers: the
+    paths are the same with or without).
 
     Block mode, when ``config.target_stderr`` > 0 or ``stop_when`` is given: the
     measurement runs in blocks of ``config.sweeps`` sweeps (the last one cut at
@@ -204,6 +207,16 @@ def _run_sampler(
         )
     generator = torch.Generator(device).manual_seed(config.seed)
     offsets = torch.Generator().manual_seed(config.seed)  # block offsets: state-independent
+    if initial_paths is None and config.init == "equilibrium":
+        bank = path_bank(
+            Nt,
+            config.time_extent,
+            config.lam,
+            config.n_kinks,
+            max_drive=float(network.drive.max()),
+            chains=C,
+        )
+        initial_paths = bank.starting_paths(network.drive, C, offsets)
     chunk = config.chunk_rows or (
         R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
     )
@@ -549,6 +562,8 @@ def starting_paths(
     if init == "saw":
         saw = (torch.arange(shape[-1], device=device) % 2).to(dtype)
         return saw.expand(shape).contiguous()
+    if init == "equilibrium":
+        raise ValueError("init='equilibrium' needs the networks' drives: run_sampler draws it")
     if init == "spikes":
         if profile is None:
             raise ValueError("init='spikes' needs the network's spike profile")
