@@ -52,33 +52,52 @@ def readout(activity: Tensor, kind: str) -> Tensor:
     raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")
 
 
-def decided(chain_activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
-    """Whether each row's top output is ahead of the runner-up by ``sigmas`` standard errors.
+def contested(
+    chain_activity: Tensor,
+    stderr: Tensor,
+    sigmas: float,
+    valid: Tensor | None = None,
+    drive: Tensor | None = None,
+) -> Tensor:
+    """The outputs of each row that may still be its top, (B, O) bool.
 
     With A_c the activities measured by chain c of C independent chains (``chain_activity``
-    (B, C, O), O ≥ 2), top the output of the largest chain mean and second the best of the
-    others, the margin of chain c is D_c = A_c,top − A_c,second, and a row is decided when
-    mean(D) ≥ sigmas·std(D)/√C. The error of the margin comes from the chains themselves,
-    so it holds whatever the dependence between the outputs of a chain (common random
-    numbers of independent neurons make it small for close outputs; lateral inhibition
-    anti-correlates them). Outputs whose chains equal the top's to the last bit (identical
-    drives under common random numbers) are a tie that no sweep can break: they count as
-    the top, and the runner-up is the best output outside them (none left: decided).
-    ``stderr`` (B, O) vetoes: an infinite error (stuck chains) never decides. With few
-    chains the error is itself noisy (C − 1 degrees of freedom): use a few more sigmas than
-    a Gaussian would need. Returns bool (B,).
+    (B, C, O)) and top the output of the largest chain mean, output j is decided against
+    once its chain-by-chain margin D_c = A_c,top − A_c,j has mean(D) ≥ sigmas·std(D)/√C.
+    The error of the margin comes from the chains themselves, so it holds whatever the
+    dependence between the outputs of a chain (common random numbers of independent
+    neurons make it small for close outputs; lateral inhibition anti-correlates them).
+    Outputs whose chains equal the top's to the last bit (identical drives under common
+    random numbers) are a tie that no sweep can break: they count as the top, not as
+    contenders. Given the outputs' ``drive`` (B, O), only equal drives tie: chains of
+    different drives that are still equal (from the same start, under common random
+    numbers) will part, and stay contested until they do.
+
+    Contested: the top, and every other output not decided against, or with an infinite
+    error in ``stderr`` (B, O) (stuck chains decide nothing; a stuck top keeps every
+    output contested). ``valid`` (B, O) bool, if given, leaves out padding slots (never
+    contested, never the top; each row needs one valid output). With few chains the error
+    is itself noisy (C − 1 degrees of freedom): use a few more sigmas than a Gaussian
+    would need.
     """
     chains = chain_activity.shape[1]
-    mean = chain_activity.mean(1)
+    if valid is None:
+        valid = torch.ones_like(stderr, dtype=torch.bool)
+    mean = chain_activity.mean(1).masked_fill(~valid, -torch.inf)
     top = mean.argmax(-1, keepdim=True)  # (B, 1)
     top_chains = chain_activity.gather(-1, top[:, None, :].expand(-1, chains, -1))  # (B, C, 1)
-    tied = (chain_activity == top_chains).all(1)  # (B, O), the top included
-    second = mean.masked_fill(tied, -torch.inf).argmax(-1, keepdim=True)
-    second_chains = chain_activity.gather(-1, second[:, None, :].expand(-1, chains, -1))
-    margin = (top_chains - second_chains)[..., 0]  # (B, C)
-    alone = tied.all(-1)  # every output tied with the top
-    finite = stderr.gather(-1, top).isfinite()[:, 0] & (
-        alone | stderr.gather(-1, second).isfinite()[:, 0]
-    )
-    error = margin.std(1) / chains**0.5
-    return finite & (alone | (margin.mean(1) >= sigmas * error))
+    margin = top_chains - chain_activity  # (B, C, O)
+    tied = (margin == 0).all(1)
+    if drive is not None:
+        tied &= drive == drive.gather(-1, top)
+    lead = margin.mean(1)
+    ahead = (lead > 0) & (lead >= sigmas * margin.std(1) / chains**0.5)
+    trusted = stderr.isfinite() & stderr.gather(-1, top).isfinite()
+    is_top = torch.zeros_like(valid).scatter_(-1, top, True)
+    return is_top | (valid & ~tied & ~(ahead & trusted))
+
+
+def decided(chain_activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
+    """Whether each row's top output is ahead of every other by ``sigmas`` standard errors
+    of their chain-by-chain margin: only the top is :func:`contested`. Returns bool (B,)."""
+    return contested(chain_activity, stderr, sigmas).sum(-1) == 1

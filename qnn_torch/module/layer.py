@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig
+from qnn_torch.decision import independent_outputs, sequential_top
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.layer import (
     READOUTS,
@@ -19,7 +20,6 @@ from qnn_torch.functional.layer import (
     readout,
 )
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
-from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler
 
 # Skip lateral inhibition when its largest possible change of a path's action,
@@ -98,14 +98,19 @@ class QuantumNeuronLayer(nn.Module):
     optimiser step call :meth:`project_weights_` (projected gradient descent onto ε̂ ≥ 0;
     ``training.QuantumClassifier`` does).
 
-    Decision mode (``decision_sigmas`` > 0, for classification): the sampler measures in
-    blocks of ``config.sweeps`` sweeps, and each input stops once its top output is ahead
-    of the runner-up by ``decision_sigmas`` standard errors of their difference, measured
-    chain by chain (:func:`~qnn_torch.functional.layer.decided`), or at
-    ``config.max_sweeps``; inputs that are done stop costing anything. ``last_sweeps``
-    holds the measurement sweeps each input of the last Monte Carlo forward used (None
-    after an exact one). The data-dependent stopping would bias gradients, so decision mode
-    runs only without them (``torch.no_grad()``, evaluation loops).
+    Decision mode (``decision_sigmas`` > 0, for classification): each input is measured
+    until its top output is ahead of every other by ``decision_sigmas`` standard errors of
+    their chain-by-chain margin (:func:`~qnn_torch.functional.layer.contested`), or up to
+    ``config.max_sweeps``. With independent outputs (inhibition skipped) this is
+    :func:`~qnn_torch.decision.sequential_top`: after a first block of ``config.sweeps``
+    only the outputs still contested are sampled further, in phases of doubling length;
+    with simulated inhibition every output is sampled, in blocks, until the input is
+    decided. Inputs that are done stop costing anything. ``last_sweeps`` holds the
+    measurement sweeps each input of the last Monte Carlo forward used (None after an
+    exact one). Outputs left behind are measured over fewer sweeps (and stopped when they
+    looked low), so their activities are for ranking, not for precision. The
+    data-dependent stopping would bias gradients, so decision mode runs only without them
+    (``torch.no_grad()``, evaluation loops).
 
     ``config`` may be reassigned (the derived spike profile and normalisation follow it),
     and it is saved in the ``state_dict`` (extra state), so a loaded layer simulates the
@@ -333,20 +338,7 @@ class QuantumNeuronLayer(nn.Module):
                 1 - torch.eye(out, device=drive.device, dtype=drive.dtype)
             )
             inhibit = matrix.expand(flat.shape[0], out, out)
-        network = CompiledNetwork(
-            names=tuple(str(j) for j in range(out)),
-            order=tuple(str(j) for j in range(out)),
-            batch_shape=batch_shape,
-            color_bounds=tuple((j, j + 1) for j in range(out))
-            if inhibit is not None
-            else ((0, out),),
-            profile=self.spike_profile.to(drive),
-            activity_norm=self.activity_norm,
-            drive=flat,
-            input_inhibition=torch.zeros_like(flat),
-            excite=None,
-            inhibit=inhibit,
-        )
+        profile = self.spike_profile.to(drive)
         gradients = ("drive",) if torch.is_grad_enabled() and flat.requires_grad else ()
         stop_when = None
         if self.decision_sigmas > 0:
@@ -358,10 +350,17 @@ class QuantumNeuronLayer(nn.Module):
                     "(or run under torch.no_grad())"
                 )
             sigmas = self.decision_sigmas
+            if inhibit is None:  # independent outputs: sample only the contenders
+                decision = sequential_top(flat, profile, self.activity_norm, config, sigmas)
+                self.last_sweeps = decision.sweeps.reshape(batch_shape)
+                activity = decision.activity.to(drive.dtype).reshape(*batch_shape, out)
+                scores = readout(activity, self.readout)
+                return scores.to(x.dtype) if x.is_floating_point() else scores
 
             def stop_when(activity: Tensor, stderr: Tensor, chain_activity: Tensor) -> Tensor:
                 return decided(chain_activity, stderr, sigmas)
 
+        network = independent_outputs(flat, profile, self.activity_norm, inhibit)
         sampled = run_sampler(network, config, gradients=gradients, stop_when=stop_when)
         self.last_sweeps = sampled.sweeps.reshape(batch_shape)
         activity = attach_jacobian(
