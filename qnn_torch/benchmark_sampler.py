@@ -51,8 +51,8 @@ OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 MARGIN_DRIVES = (1000.0, 2400.0, 4000.0, 6000.0, 7800.0, 11000.0, 15000.0)
 MARGIN_GAP = 0.01  # exact activity difference of the two outputs of a pair
-# The main job's evaluation sampler: 4 chains, "spikes" start, 100 thermalisation sweeps,
-# and 600 measurement sweeps, its cap (what the closest images reach).
+# The main job's evaluation sampler until its equilibrium start: 4 chains, "spikes" start, 100
+# thermalisation sweeps and 600 measurement sweeps, its cap (what the closest images reach).
 MARGIN_CONFIG = SamplerConfig(chains=4, thermalization=100, sweeps=600, init="spikes")
 
 

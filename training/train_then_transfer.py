@@ -71,10 +71,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--weights", type=Path, help="load the twin's W (a twin_weight.pt) instead of training")
     add("--coupling-scale", type=float, default=DEFAULT_COUPLING_SCALE, help="k (paper: 1000)")
     add("--no-pixel-shift", action="store_true", help="skip the per-pixel shift of W")
-    add("--chains", type=int, default=4, help="Monte Carlo chains per image")
-    add("--thermalization", type=int, default=100, help="discarded sweeps per chain")
-    add("--init", choices=INITS, default="spikes", help="starting paths of the chains")
-    add("--sweeps", type=int, default=20, help="measurement sweeps per block (per chain)")
+    add("--chains", type=int, default=8, help="Monte Carlo chains per image")
+    add("--thermalization", type=int, default=0, help="discarded sweeps per chain")
+    add("--init", choices=INITS, default="equilibrium", help="starting paths of the chains")
+    add("--sweeps", type=int, default=5, help="measurement sweeps per block (per chain)")
     add("--max-sweeps", type=int, default=600, help="cap of measurement sweeps per image")
     add(
         "--decision-sigmas",
@@ -83,7 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="an image stops once its top class leads by this many standard errors (0: off)",
     )
     add("--quantum-test-size", type=int, default=10_000, help="test images for the quantum net")
-    add("--quantum-batch-size", type=int, default=50, help="images per sampler call")
+    add("--quantum-batch-size", type=int, default=500, help="images per sampler call")
     add("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
     add(
         "--devices",
