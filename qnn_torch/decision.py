@@ -24,7 +24,8 @@ from qnn_torch.functional.observables import chain_mean_and_error
 from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler
 
-_SEED_STEP = 0x9E3779B97F4A7C15  # phases draw independent streams: seed + p·step mod 2**63
+# Run g of phase p draws the stream seed + (64·p + g)·_SEED_STEP mod 2**63: a new one each.
+_SEED_STEP = 0x9E3779B97F4A7C15
 
 
 @dataclass(frozen=True)
