@@ -4,7 +4,9 @@ A ``QuantumNeuronLayer`` in decision mode needs each input's top output, not eve
 activity to the same precision. After a first block of sweeps most outputs of an input are
 far behind its top (:func:`~qnn_torch.functional.layer.contested`), and only the top and
 its few contenders decide the answer. Outputs without links are independent neurons, so
-leaving some out changes nothing for the others: their chains continue exactly as before.
+leaving some out changes nothing for the others: each output's chains stay exact Markov
+chains of its own distribution (each phase draws a new random stream; a local move's
+proposal width restarts from its default).
 :func:`sequential_top` therefore re-lays the batch out between phases, keeping only the
 contested outputs of the undecided inputs, and stops each input once its top is the only
 output contested, or at ``config.max_sweeps``.
@@ -13,6 +15,7 @@ output contested, or at ``config.max_sweeps``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +36,7 @@ class SequentialResult:
     """Shapes (B inputs, O outputs): activity, stderr (B, O) float64 (each output over the
     sweeps it was measured for; +inf where chains were stuck); sweeps (B,) int64, the
     measurement sweeps of each input's top output; output_sweeps (B,) int64, the sweeps
-    summed over the input's outputs (the cost)."""
+    summed over the input's outputs (the cost, without the padding copies)."""
 
     activity: Tensor
     stderr: Tensor
@@ -82,17 +85,19 @@ class _Tallies:
     ) -> tuple[list[tuple[Tensor, Tensor]], list[Tensor]]:
         """Groups of the undecided ``rows`` (drives (b, O)) by their number of contested
         outputs (2, 3–4, 5–8, ...), each as (rows, outputs padded to the group's widest),
-        and the slots that are real. Outputs of the top's drive tied with it to the last bit
-        go on with it, to stay identical; outputs left behind earlier (fewer than
-        ``measured`` sweeps) stay out."""
+        and the slots that are real. The contenders are judged against the leader, the
+        output of the largest mean so far; outputs left behind earlier (fewer than
+        ``measured`` sweeps) stay out unless one of them leads again, which brings it back
+        from its last paths. Outputs of the leader's drive tied with it to the last bit go
+        on with it, to stay identical."""
         chains = self.sums[rows] / self.counts[rows].clamp_min(1)[:, None, :]
-        current = self.counts[rows] == measured
+        leader = chains.mean(1).argmax(-1, keepdim=True)
+        current = (self.counts[rows] == measured).scatter(-1, leader, True)
         error = torch.where(self.stuck[rows], torch.inf, 1.0)
-        alive = contested(chains, error, sigmas, drive=drive) & current
+        alive = contested(chains, error, sigmas, valid=current, drive=drive)
         keep = alive.sum(-1) > 1
-        top = chains.mean(1).masked_fill(~current, -torch.inf).argmax(-1, keepdim=True)
-        top_chains = chains.gather(-1, top[:, None, :].expand(-1, chains.shape[1], -1))
-        alive |= (chains == top_chains).all(1) & (drive == drive.gather(-1, top)) & current
+        leader_chains = chains.gather(-1, leader[:, None, :].expand(-1, chains.shape[1], -1))
+        alive |= (chains == leader_chains).all(1) & (drive == drive.gather(-1, leader)) & current
         rows, alive = rows[keep], alive[keep]
         width = alive.sum(-1)
         bucket = torch.ceil(torch.log2(width.double())).long()
@@ -145,8 +150,20 @@ def sequential_top(
     contender, whose results are dropped); each output continues its chains from its last
     paths, and the outputs of a row share their random numbers, as in one run. Judging
     only at the ends of phases, whose lengths double, keeps the number of looks, each a
-    chance of a false decision, logarithmic in ``max_sweeps``.
+    chance of a false decision, logarithmic in ``max_sweeps``. ``config.target_stderr``
+    plays no part. ValueError for a ``drive`` that is not (B, O), ``sigmas`` ≤ 0, or
+    ``config.max_sweeps`` ≤ ``config.sweeps``.
     """
+    if not isinstance(drive, Tensor) or drive.dim() != 2 or drive.shape[1] < 1:
+        shape = tuple(drive.shape) if isinstance(drive, Tensor) else type(drive).__name__
+        raise ValueError(f"drive must be a tensor of shape (inputs, outputs), got {shape}")
+    if not (isinstance(sigmas, int | float) and math.isfinite(sigmas) and sigmas > 0):
+        raise ValueError(f"sigmas must be a finite number > 0, got {sigmas!r}")
+    if config.max_sweeps <= config.sweeps:
+        raise ValueError(
+            f"config.max_sweeps must exceed config.sweeps={config.sweeps} (the first block), "
+            f"got {config.max_sweeps}"
+        )
     B, O = drive.shape
     C, block, cap = config.chains, config.sweeps, config.max_sweeps
     device = drive.device

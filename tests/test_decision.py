@@ -1,10 +1,11 @@
 """Sequential decisions: only the contested outputs are sampled, and the pooled phases stay
 exact."""
 
+import pytest
 import torch
 
 from qnn_torch import SamplerConfig
-from qnn_torch.decision import sequential_top
+from qnn_torch.decision import _Tallies, sequential_top
 from qnn_torch.functional.activity_table import driven_activity
 from qnn_torch.functional.layer import contested
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
@@ -60,3 +61,49 @@ def test_contested_outputs_chain_by_chain_with_padding():
     ]
     stderr[0, 3] = float("inf")  # stuck chains decide nothing
     assert contested(chains, stderr, 3.0).tolist() == [[True, False, True, True]]
+
+
+def test_an_output_left_behind_that_leads_again_comes_back():
+    """Contenders are judged against the output of the largest mean so far; one left
+    behind earlier that leads again is brought back, not ignored (without it, the others
+    would be judged among themselves and output 2 would keep its stale lead)."""
+    tallies = _Tallies(
+        sums=torch.zeros(1, 4, 3, dtype=torch.float64),
+        counts=torch.tensor([[40, 40, 20]]),  # output 2 was left behind after 20 sweeps
+        stuck=torch.zeros(1, 3, dtype=torch.bool),
+        paths=None,
+    )
+    noise = torch.tensor([0.0, 0.01, -0.01, 0.005], dtype=torch.float64)
+    other = torch.tensor([0.02, -0.02, 0.01, -0.01], dtype=torch.float64)
+    # Output 2 now has the largest mean, within the noise of the other two.
+    means = torch.stack([0.90 + noise, 0.90 - noise, 0.905 + other], -1)[None]
+    tallies.sums = means * tallies.counts[:, None, :]
+    drive = torch.tensor([[100.0, 101.0, 102.0]])
+    groups, valids = tallies.contenders(torch.tensor([0]), drive, 40, 3.0)
+    ((rows, index),), (valid,) = groups, valids
+    assert rows.tolist() == [0] and sorted(index[valid].tolist()) == [0, 1, 2]
+
+
+def test_chains_equal_to_the_top_tie_only_for_equal_drives():
+    # (1, C=3, O=3): outputs 0 and 1 are equal in every chain, output 2 far behind.
+    chains = torch.tensor([[0.5, 0.5, 0.1], [0.6, 0.6, 0.1], [0.7, 0.7, 0.1]])[None]
+    stderr = torch.full((1, 3), 0.05)
+    assert contested(chains, stderr, 3.0).tolist() == [[True, False, False]]
+    same = torch.tensor([[10.0, 10.0, 1.0]])
+    assert contested(chains, stderr, 3.0, drive=same).tolist() == [[True, False, False]]
+    different = torch.tensor([[10.0, 10.5, 1.0]])  # equal so far, but they will part
+    assert contested(chains, stderr, 3.0, drive=different).tolist() == [[True, True, False]]
+
+
+@pytest.mark.parametrize(
+    ("drive", "sigmas", "settings", "message"),
+    [
+        (torch.ones(4), 3.0, {}, r"drive must be a tensor of shape \(inputs, outputs\)"),
+        (torch.ones(2, 3), 0.0, {}, "sigmas must be a finite number > 0"),
+        (torch.ones(2, 3), 3.0, {"max_sweeps": 0}, "config.max_sweeps must exceed"),
+    ],
+)
+def test_bad_input_is_refused(drive, sigmas, settings, message):
+    config = {"chains": 4, "sweeps": 10, "max_sweeps": 40, **settings}
+    with pytest.raises(ValueError, match=message):
+        run(drive, sigmas, **config)
