@@ -68,10 +68,13 @@ class SamplerConfig:
     after 100 and needs several hundred; or ``"equilibrium"``: each neuron starts from a
     path sampled in equilibrium for a neuron driven alone at the nearest of 512 tabulated
     drives (:func:`~qnn_torch.path_bank.path_bank`, built once per lattice, ~30 s at the
-    paper's, and cached on disk; the chains of a network start from distinct paths). For
-    independent driven neurons, such as a ``QuantumNeuronLayer``'s outputs, that is within
-    ~0.005 of equilibrium in activity, so ~10–20 sweeps suffice; for linked neurons it is a
-    warm start that ignores the links. The same
+    paper's, and cached on disk; the chains of a network start from distinct paths, and
+    every network draws from the same 8 paths per drive, or 2^k ≥ chains). Independent
+    driven neurons, such as a ``QuantumNeuronLayer``'s outputs, then need no
+    thermalisation (measured at the paper's lattice with 100 sweeps; in the first few
+    sweeps an estimate leans on the shared starting paths, and slow modes such as the
+    number of kinks may make short runs' errors too small); for linked neurons it is a warm
+    start that ignores the links. The same
     ``seed`` (0 ≤ seed < 2**63) on the same ``device`` gives identical results.
     ``chunk_rows`` bounds how many (network, chain) rows are updated at once (0: automatic,
     cache-sized on CPU, all rows on CUDA). ``progress`` shows a progress bar over sweeps.

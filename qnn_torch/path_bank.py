@@ -22,6 +22,7 @@ activity was +0.0008 ± 0.0012, against +0.0050 from the spiking path after 100 
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import sys
 from dataclasses import dataclass
@@ -92,7 +93,11 @@ def path_bank(
 def _build_bank(
     n_time: int, time_extent: float, lam: float, n_kinks: int, top: float, bank_paths: int
 ) -> PathBank:
-    code = source_digest(sys.modules[__name__], sampler, physics)
+    # Everything that builds the bank: the sampler's moves and loop, its settings, the network.
+    builders = ("qnn_torch.simulate", "qnn_torch.config", "qnn_torch.network")
+    code = source_digest(
+        sys.modules[__name__], sampler, physics, *map(importlib.import_module, builders)
+    )
     key = [n_time, time_extent, lam, n_kinks, top, bank_paths, BANK_NODES, code]
 
     def build() -> dict[str, object]:
