@@ -24,7 +24,7 @@ from torch import Tensor
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import contested
 from qnn_torch.functional.observables import chain_mean_and_error
-from qnn_torch.network import CompiledNetwork
+from qnn_torch.network import CompiledNetwork, independent_outputs
 from qnn_torch.simulate import run_sampler
 
 # Run g of phase p draws the stream seed + (64·p + g)·_SEED_STEP mod 2**63: a new one each.
@@ -55,6 +55,10 @@ class _Tallies:
     stuck: Tensor
     paths: Tensor | None
 
+    def chain_means(self) -> Tensor:
+        """Each chain's mean of each output over its measured sweeps, (B, C, O)."""
+        return self.sums / self.counts.clamp_min(1)[:, None, :]
+
     def run(
         self,
         network: CompiledNetwork,
@@ -74,7 +78,7 @@ class _Tallies:
             self.paths = out.paths.clone()
         target_rows = rows[:, None].expand_as(index)[valid]
         target_outputs = index[valid]
-        chain_means = out.chain_activity.double().transpose(1, 2)[valid]  # (v, C)
+        chain_means = out.chain_activity.transpose(1, 2)[valid]  # (v, C), float64
         self.sums[target_rows, :, target_outputs] += chain_means * config.sweeps
         self.counts[target_rows, target_outputs] += config.sweeps
         self.stuck[target_rows, target_outputs] |= out.stderr.isinf()[valid]
@@ -90,7 +94,7 @@ class _Tallies:
         ``measured`` sweeps) stay out unless one of them leads again, which brings it back
         from its last paths. Outputs of the leader's drive tied with it to the last bit go
         on with it, to stay identical."""
-        chains = self.sums[rows] / self.counts[rows].clamp_min(1)[:, None, :]
+        chains = self.chain_means()[rows]
         leader = chains.mean(1).argmax(-1, keepdim=True)
         current = (self.counts[rows] == measured).scatter(-1, leader, True)
         error = torch.where(self.stuck[rows], torch.inf, 1.0)
@@ -111,28 +115,6 @@ class _Tallies:
             groups.append((rows[members], torch.where(valid, order, order[:, :1])))
             valids.append(valid)
         return groups, valids
-
-
-def independent_outputs(
-    drive: Tensor, profile: Tensor, activity_norm: float, inhibit: Tensor | None = None
-) -> CompiledNetwork:
-    """Rows of O outputs driven with amplitudes ``drive`` (B, O) through the spike profile
-    (Nt,), linked only by the lateral ``inhibit`` (B, O, O) if given."""
-    names = tuple(str(j) for j in range(drive.shape[1]))
-    return CompiledNetwork(
-        names=names,
-        order=names,
-        batch_shape=drive.shape[:1],
-        color_bounds=tuple((j, j + 1) for j in range(len(names)))
-        if inhibit is not None
-        else ((0, len(names)),),
-        profile=profile.to(drive),
-        activity_norm=activity_norm,
-        drive=drive,
-        input_inhibition=torch.zeros_like(drive),
-        excite=None,
-        inhibit=inhibit,
-    )
 
 
 def sequential_top(
@@ -198,12 +180,10 @@ def sequential_top(
         remaining = torch.cat([rows for rows, _ in groups])
         groups, valids = state.contenders(remaining, drive[remaining], measured, sigmas)
         phase += 1
-    sums, counts, stuck = state.sums, state.counts, state.stuck
-    mean, stderr = chain_mean_and_error(sums / counts.clamp_min(1)[:, None, :], dim=1)
-    stderr = stderr.masked_fill(stuck, torch.inf)
+    mean, stderr = chain_mean_and_error(state.chain_means(), dim=1)
     return SequentialResult(
         activity=mean,
-        stderr=stderr,
-        sweeps=counts.max(-1).values,
-        output_sweeps=counts.sum(-1),
+        stderr=stderr.masked_fill(state.stuck, torch.inf),
+        sweeps=state.counts.max(-1).values,
+        output_sweeps=state.counts.sum(-1),
     )

@@ -279,3 +279,25 @@ def _greedy_coloring(
     for name in neurons:
         colors[color_of[name]].append(name)
     return colors
+
+
+def independent_outputs(
+    drive: Tensor, profile: Tensor, activity_norm: float, inhibit: Tensor | None = None
+) -> CompiledNetwork:
+    """Rows of O outputs driven with amplitudes ``drive`` (B, O) through the spike profile
+    (Nt,), linked only by the lateral ``inhibit`` (B, O, O) if given."""
+    names = tuple(str(j) for j in range(drive.shape[1]))
+    return CompiledNetwork(
+        names=names,
+        order=names,
+        batch_shape=drive.shape[:1],
+        color_bounds=tuple((j, j + 1) for j in range(len(names)))
+        if inhibit is not None
+        else ((0, len(names)),),
+        profile=profile.to(drive),
+        activity_norm=activity_norm,
+        drive=drive,
+        input_inhibition=torch.zeros_like(drive),
+        excite=None,
+        inhibit=inhibit,
+    )

@@ -35,7 +35,7 @@ from qnn_torch.config import SamplerConfig
 from qnn_torch.functional import physics, sampler
 from qnn_torch.functional.activity_table import DRIVE_SCALE_PER_LAM, table_range
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
-from qnn_torch.network import CompiledNetwork
+from qnn_torch.network import independent_outputs
 
 BANK_NODES = 512
 BANK_THERMALIZATION = 400
@@ -132,18 +132,6 @@ def _sample_bank(
     u = torch.linspace(0.0, math.log1p(top / scale), BANK_NODES, dtype=torch.float64)
     drive = (scale * torch.expm1(u)).float()
     path = kink_path(n_time, time_extent, lam, n_kinks, dtype=torch.float64)
-    names = tuple(str(i) for i in range(BANK_NODES))
-    network = CompiledNetwork(
-        names=names,
-        order=names,
-        batch_shape=torch.Size([1]),
-        color_bounds=((0, BANK_NODES),),
-        profile=spike_profile(path).float(),
-        activity_norm=float(potential_sum(path, lam)),
-        drive=drive[None],
-        input_inhibition=torch.zeros(1, BANK_NODES),
-        excite=None,
-        inhibit=None,
-    )
+    network = independent_outputs(drive[None], spike_profile(path), float(potential_sum(path, lam)))
     paths = run_sampler(network, config).paths[0].transpose(0, 1).contiguous()
     return {"paths": paths, "drive_scale": scale, "max_drive": top}

@@ -207,16 +207,6 @@ def _run_sampler(
         )
     generator = torch.Generator(device).manual_seed(config.seed)
     offsets = torch.Generator().manual_seed(config.seed)  # block offsets: state-independent
-    if initial_paths is None and config.init == "equilibrium":
-        bank = path_bank(
-            Nt,
-            config.time_extent,
-            config.lam,
-            config.n_kinks,
-            max_drive=float(network.drive.max()),
-            chains=C,
-        )
-        initial_paths = bank.starting_paths(network.drive, C, offsets)
     chunk = config.chunk_rows or (
         R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
     )
@@ -238,9 +228,7 @@ def _run_sampler(
     statistics = {"dtype": torch.float64, "device": device}
     state = _Rows(
         networks=torch.arange(Bf, device=device),
-        phi=starting_paths(
-            config.init, (R, N, Nt), dtype=dtype, device=device, profile=network.profile
-        )
+        phi=starting_paths(network, config, offsets)
         if initial_paths is None
         else initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone(),
         reference=torch.zeros(R, N, **statistics),
@@ -544,32 +532,39 @@ def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor
 
 
 def starting_paths(
-    init: str,
-    shape: tuple[int, ...],
-    *,
-    dtype: torch.dtype,
-    device: torch.device,
-    profile: Tensor | None = None,
+    network: CompiledNetwork, config: SamplerConfig, generator: torch.Generator
 ) -> Tensor:
-    """Starting paths of shape (..., Nt): see ``SamplerConfig.init``.
+    """Starting paths (Bf·C, N, Nt) of ``network``'s chains, chains fastest: ``config.init``.
 
     ``"vacuum"`` φ ≡ 1; the paper's ``"saw"`` φ_t = t mod 2; ``"spikes"`` the spiking path
-    |ψ_t| = √(1 − √g_t) of the active input, from the spike profile g_t = (ψ_t² − 1)²
-    (``profile``, shape (Nt,)).
+    |ψ_t| = √(1 − √g_t) of the active input, from the spike profile g_t = (ψ_t² − 1)²;
+    ``"equilibrium"`` paths of the lattice's :func:`~qnn_torch.path_bank.path_bank` at each
+    neuron's drive (``generator``, CPU, picks which). On ``config``'s device and dtype.
     """
-    if init == "vacuum":
+    (Bf, N), C = network.drive.shape, config.chains
+    shape, device, dtype = (Bf * C, N, config.n_time), torch.device(config.device), config.dtype
+    if config.init == "vacuum":
         return torch.ones(shape, dtype=dtype, device=device)
-    if init == "saw":
+    if config.init == "saw":
         saw = (torch.arange(shape[-1], device=device) % 2).to(dtype)
         return saw.expand(shape).contiguous()
-    if init == "equilibrium":
-        raise ValueError("init='equilibrium' needs the networks' drives: run_sampler draws it")
-    if init == "spikes":
-        if profile is None:
-            raise ValueError("init='spikes' needs the network's spike profile")
-        spikes = (1.0 - profile.to(device=device, dtype=torch.float64).sqrt()).clamp_min(0.0)
+    if config.init == "spikes":
+        profile = network.profile.to(device=device, dtype=torch.float64)
+        spikes = (1.0 - profile.sqrt()).clamp_min(0.0)
         return spikes.sqrt().to(dtype).expand(shape).contiguous()
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if config.init == "equilibrium":
+        drive = network.drive.detach()
+        bank = path_bank(
+            config.n_time,
+            config.time_extent,
+            config.lam,
+            config.n_kinks,
+            max_drive=float(drive.max()),
+            chains=C,
+        )
+        start = bank.starting_paths(drive, C, generator)
+        return start.to(device=device, dtype=dtype).reshape(shape)
+    raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
 
 
 @dataclass(frozen=True)

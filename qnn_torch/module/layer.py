@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig
-from qnn_torch.decision import independent_outputs, sequential_top
+from qnn_torch.decision import sequential_top
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.layer import (
     READOUTS,
@@ -20,6 +20,7 @@ from qnn_torch.functional.layer import (
     readout,
 )
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
+from qnn_torch.network import independent_outputs
 from qnn_torch.simulate import run_sampler
 
 # Skip lateral inhibition when its largest possible change of a path's action,
@@ -324,8 +325,16 @@ class QuantumNeuronLayer(nn.Module):
             )
         if self.estimator == "exact":
             activity = self._exact_activity(flat)
-            scores = readout(activity.reshape(*batch_shape, out), self.readout)
-            return scores.to(x.dtype) if x.is_floating_point() else scores
+        else:
+            activity, sweeps = self._monte_carlo_activity(flat, seed)
+            self.last_sweeps = sweeps.reshape(batch_shape)
+        scores = readout(activity.reshape(*batch_shape, out), self.readout)
+        return scores.to(x.dtype) if x.is_floating_point() else scores
+
+    def _monte_carlo_activity(self, drive: Tensor, seed: int | None) -> tuple[Tensor, Tensor]:
+        """The sampler's activities (B, O) of drives (B, O), in their dtype, differentiable
+        with respect to them when grad is enabled, and each input's measurement sweeps."""
+        out = self.out_features
         config = dataclasses.replace(
             self.config,
             device=drive.device,
@@ -337,9 +346,9 @@ class QuantumNeuronLayer(nn.Module):
             matrix = self.lateral_inhibition.to(drive) * (
                 1 - torch.eye(out, device=drive.device, dtype=drive.dtype)
             )
-            inhibit = matrix.expand(flat.shape[0], out, out)
+            inhibit = matrix.expand(drive.shape[0], out, out)
         profile = self.spike_profile.to(drive)
-        gradients = ("drive",) if torch.is_grad_enabled() and flat.requires_grad else ()
+        gradients = ("drive",) if torch.is_grad_enabled() and drive.requires_grad else ()
         stop_when = None
         if self.decision_sigmas > 0:
             self._check_decision()
@@ -351,27 +360,22 @@ class QuantumNeuronLayer(nn.Module):
                 )
             sigmas = self.decision_sigmas
             if inhibit is None:  # independent outputs: sample only the contenders
-                decision = sequential_top(flat, profile, self.activity_norm, config, sigmas)
-                self.last_sweeps = decision.sweeps.reshape(batch_shape)
-                activity = decision.activity.to(drive.dtype).reshape(*batch_shape, out)
-                scores = readout(activity, self.readout)
-                return scores.to(x.dtype) if x.is_floating_point() else scores
+                decision = sequential_top(drive, profile, self.activity_norm, config, sigmas)
+                return decision.activity.to(drive.dtype), decision.sweeps
 
             def stop_when(activity: Tensor, stderr: Tensor, chain_activity: Tensor) -> Tensor:
                 return decided(chain_activity, stderr, sigmas)
 
-        network = independent_outputs(flat, profile, self.activity_norm, inhibit)
+        network = independent_outputs(drive, profile, self.activity_norm, inhibit)
         sampled = run_sampler(network, config, gradients=gradients, stop_when=stop_when)
-        self.last_sweeps = sampled.sweeps.reshape(batch_shape)
         activity = attach_jacobian(
             sampled.activity,
             sampled.jacobians,
-            {"drive": flat},
+            {"drive": drive},
             names=network.order,
             what="QuantumNeuronLayer drives, from its weight and input",
-        ).to(drive.dtype)
-        scores = readout(activity.reshape(*batch_shape, out), self.readout)
-        return scores.to(x.dtype) if x.is_floating_point() else scores
+        )
+        return activity.to(drive.dtype), sampled.sweeps
 
     def exact_activity(self, x: Tensor) -> Tensor:
         """The exact estimator's activities (..., out_features) of inputs (..., in_features),
