@@ -157,13 +157,14 @@ def test_bisection_final_stage_is_the_reference_potential_difference(seed, offse
     Nt = phi.shape[-1]
     m = Nt // L
     assert len(calls) == len(fields.color_bounds)
-    # Block j's inner slices p = 1 … L − 1 sit at times (j·L + p + offset) mod Nt.
-    blocks = (torch.arange(m)[:, None] * L + torch.arange(1, L) + offset) % Nt
+    # Block j's slices p = 0 … L − 1 sit at times (j·L + p + offset) mod Nt; p = 0 is fixed.
+    blocks = (torch.arange(m)[:, None] * L + torch.arange(L) + offset) % Nt
     updated: list[tuple[int, int, Tensor]] = []
     for (c0, c1), (args, _, stages) in zip(fields.color_bounds, calls, strict=True):
         new, cur = args[0], args[1]
         old = state_before(start, phi, updated)
         assert torch.equal(cur, old[:, c0:c1, blocks])
+        assert torch.equal(new[..., 0], cur[..., 0])  # the blocks' fixed ends
         n = c1 - c0
         changed = old.expand(n, m, *old.shape).clone()
         for i in range(n):

@@ -220,28 +220,30 @@ def bisection_stage_actions(
 ) -> list[Tensor]:
     """Staged potential actions ΔS_h of bisection proposals, coarsest first (pure).
 
-    ``new`` and ``old`` (..., m, L − 1) are the inner slices p = 1 … L − 1 of m blocks of
-    L = 2**levels slices, A, K, C their fields (broadcastable). With a·ΔU_p the change of
-    a·U at slice p, ΔS_h = h·Σ_{p ≡ 0 (mod h)} a·ΔU_p for h = L/2, …, 1, each (..., m); the
-    last, ΔS_1, is the exact change of the potential action.
+    ``new`` and ``old`` (..., m, L) are m blocks of L = 2**levels slices p = 0 … L − 1,
+    whose first slice p = 0 is the block's fixed end (equal in both); A, K, C their fields
+    (broadcastable). With a·ΔU_p the change of a·U at slice p, ΔS_h = h·Σ_{p ≡ 0 (mod h),
+    p > 0} a·ΔU_p for h = L/2, …, 1, each (..., m); the last, ΔS_1, is the exact change of
+    the potential action.
     """
-    L = new.shape[-1] + 1
+    L = new.shape[-1]
     x_new, x_old = new * new, old * old
     # A·Δx + K·Δw with Δw = w_new − w_old = Δx·(x_new + x_old − 2): one product.
     dx = x_new - x_old
     if C is not None:
         w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
         quartic = C * (w_new.square() - w_old.square())
-    delta = x_new.add_(x_old).sub_(2.0).mul_(K).add_(A).mul_(dx)  # ΔU_p at p = index + 1
+    delta = x_new.add_(x_old).sub_(2.0).mul_(K).add_(A).mul_(dx)  # ΔU_p, 0 at p = 0
     if C is not None:
         delta += quartic
-    # The coarse stages in one product: weight[p − 1, k] = h_k·a where h_k divides p. The
+    # The coarse stages in one product: weight[p, k] = h_k·a where h_k divides p > 0. The
     # last stage, the exact ΔS that detailed balance needs, is a plain sum: exact whatever
     # precision matmuls run at (TF32). Every stage is odd under new ↔ old, as required.
     if L > 2:
         step = L // 2 ** torch.arange(1, L.bit_length() - 1, device=new.device)  # L/2 … 2
-        position = torch.arange(1, L, device=new.device)[:, None]
-        weight = (position % step == 0).to(delta.dtype) * (step.to(delta.dtype) * spacing)
+        position = torch.arange(L, device=new.device)[:, None]
+        inner = (position % step == 0) & (position > 0)
+        weight = inner.to(delta.dtype) * (step.to(delta.dtype) * spacing)
         coarse = list(torch.matmul(delta, weight).unbind(-1))
     else:
         coarse = []
@@ -268,53 +270,60 @@ def bisection_pass(
     :func:`bisection_stage_actions`); a block moves only if all stages accept. The last
     stage uses the exact potential, so the move satisfies detailed balance.
 
-    Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed blocks).
+    The proposals of all blocks are grown in one path of m·L + 1 slices (block j's right
+    end, slice (j + 1)·L, is block j + 1's fixed left end), so that every step works on
+    long contiguous rows. Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed
+    blocks).
     """
     R, N, Nt = phi.shape
     L = 2**levels
     m = Nt // L
+    span = m * L
     rotated = torch.cat((phi[..., offset:], phi[..., :offset]), dim=-1)  # time t ↦ t − offset
-    profile = fields.profile.roll(-offset, 0)[: m * L]
+    profile = fields.profile.roll(-offset, 0)[:span]
     accepted = phi.new_zeros((), dtype=torch.int64)
     for c0, c1 in fields.color_bounds:
         n = c1 - c0
-        A, K, C = neuron_fields(fields, rotated[..., : m * L], profile, c0, c1)
-        old = rotated[:, c0:c1, : m * L].unflatten(-1, (m, L))  # a view into ``rotated``
-        new = torch.empty(R, n, m, L + 1, dtype=phi.dtype, device=phi.device)
-        new[..., 0] = old[..., 0]
-        new[..., : m - 1, L] = old[..., 1:, 0]
-        new[..., m - 1, L] = rotated[:, c0:c1, (m * L) % Nt]
+        A, K, C = neuron_fields(fields, rotated[..., :span], profile, c0, c1)
+        old = rotated[:, c0:c1, :span]  # a view into ``rotated``
+        new = torch.empty(R, n, span + 1, dtype=phi.dtype, device=phi.device)
+        new[..., :span:L] = old[..., ::L]
+        new[..., span] = rotated[:, c0:c1, span % Nt]
+        # Level by level (h = L/2 first), m·L/(2h) midpoints of all blocks at once.
         noise = torch.randn(
-            noise_shape((R, n, m, L - 1), fields.shared_noise, 1),
+            noise_shape((R, n, m * (L - 1)), fields.shared_noise, 1),
             dtype=phi.dtype,
             device=phi.device,
             generator=generator,
         )
         used, h = 0, L // 2
         while h >= 1:
-            count = L // (2 * h)
-            mid = new[..., 0 : L - h : 2 * h] + new[..., 2 * h : L + 1 : 2 * h]
+            count = span // (2 * h)
+            mid = new[..., 0 : span - h : 2 * h] + new[..., 2 * h :: 2 * h]
             mid.mul_(0.5).add_(
                 noise[..., used : used + count], alpha=math.sqrt(0.5 * h * fields.spacing)
             )
-            new[..., h : L : 2 * h] = mid
+            new[..., h : span : 2 * h] = mid
             used += count
             h //= 2
 
-        def inner(t: Tensor | float | None) -> Tensor | float | None:
-            return t.unflatten(-1, (m, L))[..., 1:] if isinstance(t, Tensor) else t
+        def blocks(t: Tensor | float | None) -> Tensor | float | None:
+            return t.unflatten(-1, (m, L)) if isinstance(t, Tensor) else t
 
+        proposal, current = blocks(new[..., :span]), blocks(old)
         stages = bisection_stage_actions(
-            new[..., 1:L], old[..., 1:], inner(A), inner(K), inner(C), spacing=fields.spacing
+            proposal, current, blocks(A), blocks(K), blocks(C), spacing=fields.spacing
         )
         accept = torch.ones(stages[0].shape, dtype=torch.bool, device=phi.device)
         coarser = torch.zeros_like(accept, dtype=phi.dtype)
         for level in stages:
-            u = torch.empty(noise.shape[:-1], dtype=phi.dtype, device=phi.device)
+            u = torch.empty((*noise.shape[:-1], m), dtype=phi.dtype, device=phi.device)
             threshold = -u.uniform_(generator=generator).log_()
             accept &= (level - coarser) < threshold
             coarser = level
-        old[..., 1:] = torch.where(accept[..., None], new[..., 1:L], old[..., 1:])
+        # lerp with weight 0 or 1 is exactly current or proposal; torch.where is far
+        # slower on CPU.
+        current.lerp_(proposal, accept[..., None].to(phi.dtype))
         accepted += accept.sum()
     phi[..., offset:] = rotated[..., : Nt - offset]
     phi[..., :offset] = rotated[..., Nt - offset :]
