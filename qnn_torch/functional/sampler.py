@@ -371,18 +371,23 @@ def sign_cluster_move(
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
     free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
     u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
-    broken = u < free
-    coin = u < free.mul_(0.5)
-    # Sign flip of site t relative to site 0: parity of the coins on bonds 0 … t−1.
-    flips = coin.cumsum(-1, dtype=phi.dtype)
-    flips -= coin.to(phi.dtype)
-    first = broken.cumsum(-1, dtype=phi.dtype)
-    first -= broken.to(phi.dtype)
-    first = first == 0  # sites of the first cluster: no broken bond before them
-    # Frozen periodic bond with odd coin parity: flip the first cluster's side too.
-    odd = (flips[..., -1:] + coin[..., -1:].to(phi.dtype)) % 2 == 1
-    flips += (odd & ~broken[..., -1:] & first).to(phi.dtype)
-    # The same flip seen from a random overall sign: multiply by ±1 per path.
-    overall = torch.empty_like(u[..., :1]).uniform_(generator=generator) < 0.5
-    flips += overall.to(phi.dtype)
-    phi.mul_(flips.remainder_(2.0).mul_(-2.0).add_(1.0))
+    # Everything in ±1 and 0/1 floats, whose products are exact (bool tensors convert
+    # slowly). coin: −1 where u < e^{−2J}/2 (copysign: u − p = +0 counts as ≥).
+    one = phi.new_ones(())
+    coin = torch.copysign(one, torch.sub(u, free, alpha=0.5))
+    parity = coin.cumprod(-1)  # Π_{k ≤ t} coin_k: −1 where bonds 0 … t hold an odd count
+    flips = parity * coin  # Π_{k < t}: the flip of site t relative to site 0
+    # first: 1 on the sites of the first cluster (bonds 0 … t − 1 all frozen, u ≥ e^{−2J}):
+    # the product of the bonds' 0/1 flags min(sign(u − e^{−2J}) + 1, 1).
+    first = torch.empty_like(flips)
+    first[..., :1] = 1.0
+    frozen = torch.sub(u[..., :-1], free[..., :-1], out=first[..., 1:])
+    frozen.sign_().add_(1.0).clamp_max_(1.0)
+    first = first.cumprod(-1)
+    # Frozen periodic bond with odd coin parity: flip the first cluster's side too; and the
+    # same flips seen from a random overall sign (±1 per path).
+    overall = torch.empty_like(u[..., :1]).uniform_(generator=generator).sub_(0.5)
+    overall = torch.copysign(one, overall)
+    frozen_last = u[..., -1:] >= free[..., -1:]
+    correct = (parity[..., -1:] < 0) & frozen_last
+    phi.mul_(flips.mul_(torch.addcmul(overall, first, overall * correct, value=-2.0)))
