@@ -8,6 +8,8 @@ computes them, are compared with S(new) − S(old) of
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import Tensor
@@ -110,9 +112,20 @@ def action_change(reference: dict, old: Tensor, changed: Tensor) -> Tensor:
     return network_action(changed, **reference) - network_action(old, **reference)
 
 
+def without_links(fields: LatticeFields, reference: dict) -> tuple[LatticeFields, dict]:
+    """The same neurons and inputs with their links removed: K is the float Λ/4 then."""
+    N = fields.drive.shape[1]
+    unlinked = replace(fields, excite=None, inhibit=None, color_bounds=((0, N),))
+    zeros = torch.zeros_like(reference["excite"])
+    return unlinked, {**reference, "excite": zeros, "inhibit": zeros}
+
+
+@pytest.mark.parametrize("linked", [True, False])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_local_move_delta_s_is_the_reference_action_difference(seed, monkeypatch):
+def test_local_move_delta_s_is_the_reference_action_difference(seed, linked, monkeypatch):
     fields, reference = random_network(seed)
+    if not linked:
+        fields, reference = without_links(fields, reference)
     start = random_paths(fields, seed)
     calls = capture(monkeypatch, "local_log_ratio")
     phi = start.clone()
@@ -125,7 +138,7 @@ def test_local_move_delta_s_is_the_reference_action_difference(seed, monkeypatch
     updated: list[tuple[int, int, Tensor]] = []
     accepted = 0
     for (parity, c0, c1), (args, _, log_ratio) in zip(order, calls, strict=True):
-        cur, step = args[0], args[1]
+        cur, step = args[0], fields.spacing * args[1]  # args[1]: the step in units of a
         slices = torch.arange(parity, Nt, 2)
         old = state_before(start, phi, updated)
         assert torch.equal(cur, old[:, c0:c1, slices])

@@ -112,7 +112,7 @@ def noise_shape(shape: tuple[int, ...], shared: bool, neuron_axis: int) -> tuple
 
 def local_log_ratio(
     cur: Tensor,
-    d: Tensor,
+    v: Tensor,
     neighbours: Tensor,
     A: Tensor,
     K: Tensor | float,
@@ -120,28 +120,56 @@ def local_log_ratio(
     *,
     spacing: float,
 ) -> Tensor:
-    """−ΔS of the single-site moves φ → φ' = φ + d at sites that do not interact (pure).
+    """−ΔS of the single-site moves φ → φ' = φ + a·v at sites that do not interact (pure).
 
-    ``cur``, ``d`` and ``neighbours`` (..., M): the sites, their proposed steps and the sums
-    φ_{t−1} + φ_{t+1} of their time neighbours; A, K, C their fields (broadcastable). With
-    s = φ + φ',
+    ``cur``, ``v`` and ``neighbours`` (..., M): the sites, their proposed steps in units of
+    the spacing a, and the sums nb = φ_{t−1} + φ_{t+1} of their time neighbours; A, K, C
+    their fields (broadcastable). With the midpoint h = φ + a·v/2 (so φ² + φ'² = 2h² +
+    a²v²/2),
 
-        ΔS = d·(s − nb)/a + a·d·s·(K·((s² + d²)/2 − 2) + A) + a·C·((φ'² − 1)⁴ − (φ² − 1)⁴).
+        −ΔS = v·(nb − 2a²·h·Y) − a·C·((φ'² − 1)⁴ − (φ² − 1)⁴),
+        Y = A + 1/a² + K·(2h² + a²v²/2 − 2),
 
-    Returns −ΔS, shape of ``cur`` (a fresh tensor the caller may overwrite).
+    the kinetic and K, A terms in one product. Returns −ΔS, shape of ``cur`` (a fresh
+    tensor the caller may overwrite).
     """
     a2 = spacing * spacing
-    s = torch.add(d, cur, alpha=2.0)
-    q = s * s
-    q.addcmul_(d, d).mul_(0.5).sub_(2.0).mul_(K).add_(A).mul_(s)
-    q.mul_(a2).add_(s).sub_(neighbours)
-    q.mul_(d)
+    h = torch.add(cur, v, alpha=0.5 * spacing)
+    if isinstance(K, Tensor):
+        y = h * h
+        y.mul_(2.0).addcmul_(v, v, value=0.5 * a2).sub_(2.0).mul_(K).add_(A)
+        y.add_(1.0 / a2)
+    else:  # K = Λ/4: fold it into the scalars
+        y = torch.addcmul(A, h, h, value=2.0 * K)
+        y.addcmul_(v, v, value=0.5 * a2 * K).add_(1.0 / a2 - 2.0 * K)
+    q = torch.addcmul(neighbours, h, y, value=-2.0 * a2).mul_(v)
     if C is not None:
-        new = cur + d
+        new = torch.add(cur, v, alpha=spacing)
         w_new = (new * new - 1.0) ** 2
         w_old = (cur * cur - 1.0) ** 2
-        q.add_(a2 * C * (w_new * w_new - w_old * w_old))
-    return q.mul_(-1.0 / spacing)  # q was a·ΔS
+        q.sub_(spacing * C * (w_new * w_new - w_old * w_old))
+    return q
+
+
+def uniform_pair(
+    shape: tuple[int, ...], half_width: float, *, like: Tensor, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Two independent uniform tensors of ``shape`` from one 64-bit draw per element.
+
+    The draw's two 32-bit halves k (signed) give x = half_width·k/2³¹, symmetric in
+    [−half_width, half_width], and u = 1/2 + k/2³², uniform in [0, 1], each in one fused
+    conversion to ``like``'s dtype and device. One random call instead of two: on CPU,
+    where mt19937 draws dominate a local sweep of one neuron, this is about 40 % cheaper
+    than two ``uniform_`` calls. The law of x is symmetric, as a Metropolis proposal needs,
+    up to the unpaired k = −2³¹ (probability 2⁻³²); in float32 both are rounded to 24 bits.
+    """
+    words = torch.empty(2 * math.prod(shape), dtype=torch.int32, device=like.device)
+    words.view(torch.int64).random_(-(2**63), None, generator=generator)
+    k = words.view(2, *shape)
+    options = {"dtype": like.dtype, "device": like.device}
+    x = torch.mul(k[0], torch.tensor(half_width / 2**31, **options))
+    u = torch.add(torch.tensor(0.5 + 2**-33, **options), k[1], alpha=2**-32)
+    return x, u
 
 
 def local_half_sweep(
@@ -160,20 +188,19 @@ def local_half_sweep(
 
     ``cur`` (R, n, M) are the sites, ``neighbours`` (R, n, M) the sums φ_{t−1} + φ_{t+1} of
     their time neighbours, A, K, C their fields (broadcastable). Proposal φ' = φ + d with
-    d uniform in [−width, width), accepted with probability min(1, e^{−ΔS}), ΔS from
-    :func:`local_log_ratio`. With ``shared_noise`` the n neurons of a row draw the same
-    d and uniforms (R, 1, M). Returns the number of accepted sites (0-d).
+    d = a·v uniform in [−width, width], accepted with probability min(1, e^{−ΔS}), ΔS from
+    :func:`local_log_ratio`: where −ΔS − log u > 0, v and u from :func:`uniform_pair`.
+    With ``shared_noise`` the n neurons of a row draw the same v and u (R, 1, M). Returns
+    the number of accepted sites (0-d float64).
     """
     shape = noise_shape(cur.shape, shared_noise, 1)
-    options = {"dtype": cur.dtype, "device": cur.device}
-    d = torch.empty(shape, **options).uniform_(-width, width, generator=generator)
-    q = local_log_ratio(cur, d, neighbours, A, K, C, spacing=spacing)
-    # Accept where u < exp(−ΔS); clamping −ΔS at −80 keeps exp out of slow denormals and
-    # changes acceptance probabilities below e^−80 only.
-    q.clamp_(-80.0, 0.0).exp_()
-    accept = torch.empty(shape, **options).uniform_(generator=generator) < q
-    cur.add_(d * accept if shared_noise else d.mul_(accept))
-    return accept.sum()
+    v, u = uniform_pair(shape, width / spacing, like=cur, generator=generator)
+    q = local_log_ratio(cur, v, neighbours, A, K, C, spacing=spacing)
+    log_u = u.log_()
+    # The 0/1 acceptance as a float, max(sign(−ΔS − log u), 0): cheaper than a bool mask.
+    accept = q.sub_(log_u).sign_().clamp_min_(0.0)
+    cur.addcmul_(v, accept, value=spacing)
+    return accept.sum(dtype=torch.float64)
 
 
 def local_sweep(
@@ -182,16 +209,22 @@ def local_sweep(
     """One checkerboard sweep: even then odd slices × each colour range (in place).
 
     ``phi`` (R, N, Nt) is updated through an even/odd split copy, so that each half-sweep
-    works on contiguous memory. Returns the number of accepted sites (0-d tensor).
+    works on contiguous memory. Returns the number of accepted sites (0-d int64 tensor).
     """
     R, N, Nt = phi.shape
     split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
     profile = fields.profile.view(Nt // 2, 2).t()
     accepted = phi.new_zeros((), dtype=torch.int64)
-    for parity, shift in ((0, 1), (1, -1)):
+    neighbours = torch.empty_like(split[:, :, 0])
+    for parity in (0, 1):
         other = split[:, :, 1 - parity]
         # Even slice 2k sees odd slices k−1 and k; odd slice 2k+1 sees even k and k+1.
-        neighbours = other + other.roll(shift, -1)
+        if parity == 0:
+            torch.add(other[..., 1:], other[..., :-1], out=neighbours[..., 1:])
+            torch.add(other[..., :1], other[..., -1:], out=neighbours[..., :1])
+        else:
+            torch.add(other[..., :-1], other[..., 1:], out=neighbours[..., :-1])
+            torch.add(other[..., -1:], other[..., :1], out=neighbours[..., -1:])
         for c0, c1 in fields.color_bounds:
             A, K, C = neuron_fields(fields, split[:, :, parity], profile[parity], c0, c1)
             accepted += local_half_sweep(
@@ -204,7 +237,7 @@ def local_sweep(
                 spacing=fields.spacing,
                 generator=generator,
                 shared_noise=fields.shared_noise,
-            )
+            ).to(torch.int64)
     phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
     return accepted
 
