@@ -25,6 +25,7 @@ import functools
 import importlib
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,7 @@ def _sample_bank(
 ) -> dict[str, object]:
     """The bank's fields: one network of BANK_NODES unlinked neurons at the node drives,
     ``bank_paths`` chains, BANK_THERMALIZATION sweeps from the spiking path."""
-    from qnn_torch.simulate import run_sampler  # simulate imports this module
+    from qnn_torch.simulate import StuckChainWarning, run_sampler  # simulate imports this module
 
     config = SamplerConfig(
         n_time=n_time,
@@ -133,5 +134,7 @@ def _sample_bank(
     drive = (scale * torch.expm1(u)).float()
     path = kink_path(n_time, time_extent, lam, n_kinks, dtype=torch.float64)
     network = independent_outputs(drive[None], spike_profile(path), float(potential_sum(path, lam)))
-    paths = run_sampler(network, config).paths[0].transpose(0, 1).contiguous()
+    with warnings.catch_warnings():  # one measurement sweep: only the paths are read
+        warnings.simplefilter("ignore", StuckChainWarning)
+        paths = run_sampler(network, config).paths[0].transpose(0, 1).contiguous()
     return {"paths": paths, "drive_scale": scale, "max_drive": top}
