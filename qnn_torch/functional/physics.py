@@ -19,9 +19,11 @@ import torch
 from torch import Tensor
 
 
-def double_well(phi: Tensor, lam: float | Tensor) -> Tensor:
-    """V0(φ) = Λ/4·(φ² − 1)², elementwise. Shapes broadcast."""
-    return 0.25 * lam * (phi * phi - 1.0) ** 2
+def double_well(phi: Tensor, lam: float) -> Tensor:
+    """V0(φ) = Λ/4·(φ² − 1)², elementwise, shape of ``phi`` (one fresh tensor, in-place steps:
+    it is measured every sweep)."""
+    w = phi * phi
+    return w.sub_(1.0).square_().mul_(0.25 * lam)
 
 
 def potential_sum(phi: Tensor, lam: float) -> Tensor:
