@@ -5,8 +5,10 @@ Four measurements, on CPU and (where present) CUDA:
 1. Site updates per second of each move on a batch of driven neurons (default 10 000,
    drives spread over 0…2·10⁴, float32, Nt = 512, Λ = 5000, T = 0.7), one per row and in
    rows of 10 unlinked outputs (a QuantumNeuronLayer's layout: common random numbers),
-   next to a straightforward eager local Metropolis (index-gathered even/odd slices,
-   torch.roll neighbours, one randn and one rand per site) timed in the same process.
+   and of ``run_sampler`` with the local move measuring every sweep (2 chains of each
+   neuron), next to a straightforward eager local Metropolis (index-gathered even/odd
+   slices, torch.roll neighbours, one randn and one rand per site) timed in the same
+   process.
 2. Effective independent samples of the activity per second for each algorithm:
    chains·sweeps / (2·τ_int) over the wall time, on a smaller batch of driven neurons
    started from equilibrated paths, so that τ_int is not polluted by thermalisation.
@@ -49,6 +51,7 @@ from qnn_torch.simulate import run_sampler
 SECTIONS = ("throughput", "efficiency", "gradient", "margin")
 OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
+SIMULATE_SWEEPS = 10  # sweeps of each timed simulate call (throughput)
 MARGIN_DRIVES = (1000.0, 2400.0, 4000.0, 6000.0, 7800.0, 11000.0, 15000.0)
 MARGIN_GAP = 0.01  # exact activity difference of the two outputs of a pair
 # The main job's evaluation sampler until its equilibrium start: 4 chains, "spikes" start, 100
@@ -190,16 +193,27 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         for _ in range(20):  # leave the vacuum start behind
             moves[f"local{suffix}"][0]()
             moves[f"multilevel{suffix}"][0]()
+    # As a user runs it: simulate's own loop (chunks, acceptance counts, checks) with the
+    # local move alone, measuring the activity every sweep. Its chains × neurons rows run
+    # SIMULATE_SWEEPS sweeps per call.
+    user = replace(
+        config, thermalization=0, sweeps=SIMULATE_SWEEPS, algorithm="local", step_size=width
+    )
+    moves["simulate, local, measuring every sweep"] = (
+        lambda: run_sampler(compiled, user),
+        user.chains * neurons * SIMULATE_SWEEPS,
+    )
     rows = []
     for name, (move, count) in moves.items():
         seconds = time_call(move, device, repeats)
+        sweeps = SIMULATE_SWEEPS if name.startswith("simulate") else 1
         rows.append(
             {
                 "section": "throughput",
                 "device": str(device),
                 "move": name,
-                "neurons": count,
-                "seconds_per_sweep": seconds,
+                "neurons": count // sweeps,
+                "seconds_per_sweep": seconds / sweeps,
                 "site_updates_per_second": count * config.n_time / seconds,
             }
         )
