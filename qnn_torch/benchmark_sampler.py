@@ -148,7 +148,8 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         layouts[f", {OUTPUTS_PER_ROW} outputs/row"] = (layer_fields, paths)
 
     def chunked(move, part: LatticeFields, phi: torch.Tensor):
-        """The move over every row of ``phi`` in cache-sized chunks, and its neuron count."""
+        """The move over every row of ``phi`` in cache-sized chunks, its neuron count and its
+        sweeps per call (one)."""
         rows = phi.shape[0]
         size = 2**17 // (phi.shape[1] * config.n_time) if device.type == "cpu" else rows
         bounds = [(i, min(i + max(size, 1), rows)) for i in range(0, rows, max(size, 1))]
@@ -157,7 +158,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             for i, j in bounds:
                 move(phi[i:j], part.rows(i, j))
 
-        return run, phi.shape[0] * phi.shape[1]
+        return run, phi.shape[0] * phi.shape[1], 1
 
     naive_paths = layouts[""][1]
     moves = {
@@ -172,6 +173,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
                 generator=generator,
             ),
             neurons,
+            1,
         )
     }
     for suffix, (part, phi) in layouts.items():
@@ -194,27 +196,26 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             moves[f"local{suffix}"][0]()
             moves[f"multilevel{suffix}"][0]()
     # As a user runs it: simulate's own loop (chunks, acceptance counts, checks) with the
-    # local move alone, measuring the activity every sweep. Its chains × neurons rows run
-    # SIMULATE_SWEEPS sweeps per call.
+    # local move alone, measuring the activity every sweep, on chains × neurons rows.
     user = replace(
         config, thermalization=0, sweeps=SIMULATE_SWEEPS, algorithm="local", step_size=width
     )
     moves["simulate, local, measuring every sweep"] = (
         lambda: run_sampler(compiled, user),
-        user.chains * neurons * SIMULATE_SWEEPS,
+        user.chains * neurons,
+        SIMULATE_SWEEPS,
     )
     rows = []
-    for name, (move, count) in moves.items():
+    for name, (move, count, sweeps) in moves.items():
         seconds = time_call(move, device, repeats)
-        sweeps = SIMULATE_SWEEPS if name.startswith("simulate") else 1
         rows.append(
             {
                 "section": "throughput",
                 "device": str(device),
                 "move": name,
-                "neurons": count // sweeps,
+                "neurons": count,
                 "seconds_per_sweep": seconds / sweeps,
-                "site_updates_per_second": count * config.n_time / seconds,
+                "site_updates_per_second": count * sweeps * config.n_time / seconds,
             }
         )
     naive = rows[0]["site_updates_per_second"]
