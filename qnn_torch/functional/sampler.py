@@ -166,9 +166,9 @@ def uniform_pair(
     words = torch.empty(2 * math.prod(shape), dtype=torch.int32, device=like.device)
     words.view(torch.int64).random_(-(2**63), None, generator=generator)
     k = words.view(2, *shape)
-    options = {"dtype": like.dtype, "device": like.device}
-    x = torch.mul(k[0], torch.tensor(half_width / 2**31, **options))
-    u = torch.add(torch.tensor(0.5 + 2**-33, **options), k[1], alpha=2**-32)
+    # 0-d CPU tensors set the result's dtype and act as scalars on any device (no copy).
+    x = torch.mul(k[0], torch.tensor(half_width / 2**31, dtype=like.dtype))
+    u = torch.add(torch.tensor(0.5 + 2**-33, dtype=like.dtype), k[1], alpha=2**-32)
     return x, u
 
 
