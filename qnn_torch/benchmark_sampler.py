@@ -31,6 +31,7 @@ import math
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,17 +99,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of ``fn`` after one warm-up call."""
-    fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_calls(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median seconds of each function after one warm-up call each, timed in turn
+    (``repeats`` rounds over all of them), so that a shared machine's slow spells fall on
+    every function alike and their ratios stay meaningful."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            if round_:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
@@ -206,8 +211,9 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         SIMULATE_SWEEPS,
     )
     rows = []
-    for name, (move, count, sweeps) in moves.items():
-        seconds = time_call(move, device, repeats)
+    medians = time_calls({name: entry[0] for name, entry in moves.items()}, device, repeats)
+    for name, (_, count, sweeps) in moves.items():
+        seconds = medians[name]
         rows.append(
             {
                 "section": "throughput",
@@ -346,14 +352,15 @@ def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[d
     def forward_backward() -> None:
         layer(x).sum().backward()
 
-    base = time_call(plain, device, repeats)
+    passes = {
+        "forward, no grad": plain,
+        "forward with gradient statistics": statistics_only,
+        "forward + backward": forward_backward,
+    }
+    medians = time_calls(passes, device, repeats)
+    base = medians["forward, no grad"]
     rows = []
-    for name, fn in (
-        ("forward, no grad", plain),
-        ("forward with gradient statistics", statistics_only),
-        ("forward + backward", forward_backward),
-    ):
-        seconds = base if fn is plain else time_call(fn, device, repeats)
+    for name, seconds in medians.items():
         rows.append(
             {
                 "section": "gradient",
