@@ -198,7 +198,7 @@ def local_half_sweep(
     d = a·v uniform in [−width, width], accepted with probability min(1, e^{−ΔS}), ΔS from
     :func:`local_log_ratio`: where −ΔS − log u > 0, v and u from :func:`uniform_pair`.
     With ``shared_noise`` the n neurons of a row draw the same v and u (R, 1, M). Returns
-    the number of accepted sites (0-d float64).
+    the number of accepted sites (0-d int64).
     """
     shape = noise_shape(cur.shape, shared_noise, 1)
     v, u = uniform_pair(shape, width / spacing, like=cur, generator=generator)
@@ -207,7 +207,7 @@ def local_half_sweep(
     # The 0/1 acceptance as a float, max(sign(−ΔS − log u), 0): cheaper than a bool mask.
     accept = q.sub_(log_u).sign_().clamp_min_(0.0)
     cur.addcmul_(v, accept, value=spacing)
-    return accept.sum(dtype=torch.float64)
+    return accept.sum(dtype=torch.float64).to(torch.int64)
 
 
 def local_sweep(
@@ -244,7 +244,7 @@ def local_sweep(
                 spacing=fields.spacing,
                 generator=generator,
                 shared_noise=fields.shared_noise,
-            ).to(torch.int64)
+            )
     phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
     return accepted
 
