@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import sys
 import warnings
 from dataclasses import dataclass
@@ -34,7 +33,12 @@ from torch import Tensor
 from qnn_torch.cache import load_or_build, source_digest
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional import physics, sampler
-from qnn_torch.functional.activity_table import DRIVE_SCALE_PER_LAM, table_range
+from qnn_torch.functional.activity_table import (
+    DRIVE_SCALE_PER_LAM,
+    drive_at_fraction,
+    drive_fraction,
+    table_range,
+)
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
 from qnn_torch.network import independent_outputs
 
@@ -55,9 +59,10 @@ class PathBank:
     def nearest_node(self, drive: Tensor) -> Tensor:
         """Index (...) int64 of the node nearest each drive (...) in u = log(1 + α/α₀)."""
         nodes = self.paths.shape[0]
-        span = math.log1p(self.max_drive / self.drive_scale)
-        u = torch.log1p(drive.detach().double().clamp_min(0.0) / self.drive_scale)
-        return (u * ((nodes - 1) / span)).round().clamp_(0, nodes - 1).long()
+        at = drive_fraction(
+            drive.detach().double().clamp_min(0.0), self.drive_scale, self.max_drive
+        )
+        return (at * (nodes - 1)).round().clamp_(0, nodes - 1).long()
 
     def starting_paths(self, drive: Tensor, chains: int, generator: torch.Generator) -> Tensor:
         """Starting paths (B, C, N, Nt) float32 of networks with drives ``drive`` (B, N).
@@ -130,8 +135,8 @@ def _sample_bank(
         init="spikes",
     )
     scale = DRIVE_SCALE_PER_LAM * lam
-    u = torch.linspace(0.0, math.log1p(top / scale), BANK_NODES, dtype=torch.float64)
-    drive = (scale * torch.expm1(u)).float()
+    at = torch.linspace(0.0, 1.0, BANK_NODES, dtype=torch.float64)
+    drive = drive_at_fraction(at, scale, top).float()
     path = kink_path(n_time, time_extent, lam, n_kinks, dtype=torch.float64)
     network = independent_outputs(drive[None], spike_profile(path), float(potential_sum(path, lam)))
     with warnings.catch_warnings():  # one measurement sweep: only the paths are read

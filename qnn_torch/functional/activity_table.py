@@ -59,6 +59,18 @@ def driven_activity(
     return single_neuron_activity(drive, None, path, time_extent=time_extent, lam=lam)
 
 
+def drive_fraction(drive: Tensor, drive_scale: float, max_drive: float) -> Tensor:
+    """f = log(1 + α/α₀) / log(1 + α_max/α₀): the drive's place in [0, α_max] on the
+    log scale where A is smooth (0 at α = 0, 1 at α_max). Shape and dtype of ``drive``."""
+    return torch.log1p(drive / drive_scale) / math.log1p(max_drive / drive_scale)
+
+
+def drive_at_fraction(fraction: Tensor, drive_scale: float, max_drive: float) -> Tensor:
+    """The drive α = α₀·(e^{f·log(1 + α_max/α₀)} − 1) at fractions f: inverse of
+    :func:`drive_fraction`."""
+    return drive_scale * torch.expm1(fraction * math.log1p(max_drive / drive_scale))
+
+
 def _lobatto_points(n: int) -> Tensor:
     """x_k = cos(πk/(n − 1)), k = 0..n−1: Chebyshev–Lobatto points on [−1, 1], shape (n,)."""
     return torch.cos(math.pi * torch.arange(n, dtype=_DTYPE) / (n - 1))
@@ -109,8 +121,7 @@ class ActivityTable:
             raise ValueError(
                 f"drive must lie in [0, {self.max_drive:.4g}] (the table's range), got {value!r}"
             )
-        span = math.log1p(self.max_drive / self.drive_scale)
-        x = 2.0 * torch.log1p(drive / self.drive_scale) / span - 1.0
+        x = 2.0 * drive_fraction(drive, self.drive_scale, self.max_drive) - 1.0
         return chebyshev_series(self.coefficients.to(x), x)
 
 
@@ -177,10 +188,9 @@ def _tabulate(
     """Chebyshev series of A on [0, top]: nodes n = 65, 129, ... until the error, measured
     at 16 points halfway (in angle) between nodes, is at most ``tolerance``."""
     scale = DRIVE_SCALE_PER_LAM * lam
-    span = math.log1p(top / scale)
 
     def exact(x: Tensor) -> Tensor:
-        drive = scale * torch.expm1((x + 1.0) * span / 2.0)
+        drive = drive_at_fraction((x + 1.0) / 2.0, scale, top)
         return driven_activity(
             drive, n_time=n_time, time_extent=time_extent, lam=lam, n_kinks=n_kinks
         )
