@@ -9,13 +9,7 @@ import torch
 from torch import Tensor
 
 from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.physics import (
-    input_fields,
-    kink_path,
-    kink_width_rate,
-    potential_sum,
-    spike_profile,
-)
+from qnn_torch.functional.physics import input_fields, input_spike, kink_width_rate
 
 Number = float | int | Tensor
 
@@ -146,10 +140,9 @@ class Network:
                 inhibit[..., index[b], index[a]] = value
         drive, input_inhibition = input_fields(brightness, in_excite, in_inhibit)
 
-        path = kink_path(
-            config.n_time, config.time_extent, config.lam, config.n_kinks, dtype=torch.float64
+        profile, activity_norm = input_spike(
+            config.n_time, config.time_extent, config.lam, config.n_kinks
         )
-        activity_norm = float(potential_sum(path, config.lam))
         if activity_norm == 0:
             raise ValueError(
                 f"the kinks fall between the slices of n_time={config.n_time}: ψ_t² = 1 at every "
@@ -174,7 +167,7 @@ class Network:
             order=tuple(order),
             batch_shape=shape,
             color_bounds=tuple(bounds),
-            profile=spike_profile(path).to(**to),
+            profile=profile.to(**to),
             activity_norm=activity_norm,
             drive=drive.reshape(flat, n_neurons).to(**to),
             input_inhibition=input_inhibition.reshape(flat, n_neurons).to(**to),

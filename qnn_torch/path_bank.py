@@ -39,7 +39,7 @@ from qnn_torch.functional.activity_table import (
     drive_fraction,
     table_range,
 )
-from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
+from qnn_torch.functional.physics import input_spike
 from qnn_torch.network import independent_outputs
 
 BANK_NODES = 512
@@ -137,8 +137,7 @@ def _sample_bank(
     scale = DRIVE_SCALE_PER_LAM * lam
     at = torch.linspace(0.0, 1.0, BANK_NODES, dtype=torch.float64)
     drive = drive_at_fraction(at, scale, top).float()
-    path = kink_path(n_time, time_extent, lam, n_kinks, dtype=torch.float64)
-    network = independent_outputs(drive[None], spike_profile(path), float(potential_sum(path, lam)))
+    network = independent_outputs(drive[None], *input_spike(n_time, time_extent, lam, n_kinks))
     with warnings.catch_warnings():  # one measurement sweep: only the paths are read
         warnings.simplefilter("ignore", StuckChainWarning)
         paths = run_sampler(network, config).paths[0].transpose(0, 1).contiguous()

@@ -120,6 +120,13 @@ def spike_profile(path: Tensor) -> Tensor:
     return (path * path - 1.0) ** 2
 
 
+def input_spike(n_time: int, time_extent: float, lam: float, n_kinks: int) -> tuple[Tensor, float]:
+    """The lattice's active input: the spike profile g_t of its kink path ψ, shape (Nt,)
+    float64, and Σ_t V0(ψ_t), which normalises the activity."""
+    path = kink_path(n_time, time_extent, lam, n_kinks, dtype=torch.float64)
+    return spike_profile(path), float(potential_sum(path, lam))
+
+
 def input_fields(brightness: Tensor, excite: Tensor, inhibit: Tensor) -> tuple[Tensor, Tensor]:
     """Amplitudes of the fields that fixed inputs exert on simulated neurons.
 

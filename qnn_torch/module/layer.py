@@ -19,7 +19,7 @@ from qnn_torch.functional.layer import (
     output_drives,
     readout,
 )
-from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
+from qnn_torch.functional.physics import input_spike
 from qnn_torch.network import independent_outputs
 from qnn_torch.simulate import run_sampler
 
@@ -201,12 +201,11 @@ class QuantumNeuronLayer(nn.Module):
     def config(self, config: SamplerConfig) -> None:
         if not isinstance(config, SamplerConfig):
             raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
-        path = kink_path(
-            config.n_time, config.time_extent, config.lam, config.n_kinks, dtype=torch.float64
+        profile, self.activity_norm = input_spike(
+            config.n_time, config.time_extent, config.lam, config.n_kinks
         )
         self._config = config
-        self.spike_profile = spike_profile(path).to(self.weight.device)
-        self.activity_norm = float(potential_sum(path, config.lam))
+        self.spike_profile = profile.to(self.weight.device)
 
     def get_extra_state(self) -> dict[str, object]:
         """The config, saved with the ``state_dict`` as plain values (``weights_only`` loads)."""
