@@ -67,7 +67,7 @@ class SamplerConfig:
     drives 3000–12 000 within ~100 sweeps, where the vacuum start is still 0.1–0.5 low
     after 100 and needs several hundred; or ``"equilibrium"``: each neuron starts from a
     path sampled in equilibrium for a neuron driven alone at the nearest of 512 tabulated
-    drives (:func:`~qnn_torch.path_bank.path_bank`, built once per lattice, ~30 s at the
+    drives (:func:`~qnn_torch.path_bank.path_bank`, built once per lattice, ~25 s at the
     paper's, and cached on disk; the chains of a network start from distinct paths, and
     every network draws from the same 8 paths per drive, or 2^k ≥ chains). Independent
     driven neurons, such as a ``QuantumNeuronLayer``'s outputs, then need no
