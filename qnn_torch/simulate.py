@@ -230,7 +230,9 @@ def _run_sampler(
         networks=torch.arange(Bf, device=device),
         phi=starting_paths(network, config, offsets)
         if initial_paths is None
-        else initial_paths.to(device=device, dtype=dtype).reshape(R, N, Nt).clone(),
+        else initial_paths.to(device=device, dtype=dtype)
+        .reshape(R, N, Nt)
+        .clone(memory_format=torch.contiguous_format),
         reference=torch.zeros(R, N, **statistics),
         sums=torch.zeros(R, N, **statistics),
         squares=torch.zeros(R, N, **statistics),
