@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from qnn_torch.functional import fused_local
+
 
 @dataclass(frozen=True)
 class LatticeFields:
@@ -216,8 +218,12 @@ def local_sweep(
     """One checkerboard sweep: even then odd slices × each colour range (in place).
 
     ``phi`` (R, N, Nt) is updated through an even/odd split copy, so that each half-sweep
-    works on contiguous memory. Returns the number of accepted sites (0-d int64 tensor).
+    works on contiguous memory. Where :func:`fused_local.supports` it (independent neurons
+    on CUDA), the same move runs as one Triton kernel per half-sweep instead. Returns the
+    number of accepted sites (0-d int64 tensor).
     """
+    if fused_local.supports(phi, fields):
+        return fused_local.local_sweep(phi, fields, width=width, generator=generator)
     R, N, Nt = phi.shape
     split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
     profile = fields.profile.view(Nt // 2, 2).t()

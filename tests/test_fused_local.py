@@ -1,0 +1,82 @@
+"""The fused Triton local sweep against exact results: on CUDA, and on CPU through Triton's
+interpreter, which must be chosen before Triton is imported (hence a fresh process each)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qnn_torch import SamplerConfig, simulate
+from qnn_torch.functional import fused_local
+
+from .conftest import SMALL, assert_within, cuda, exact_activity
+from .interpreted_fused_local import DRIVES, INHIBITIONS, fields_of, relays
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def interpreted(case: str, tmp_path: Path) -> dict:
+    """The results of ``case`` of tests/interpreted_fused_local.py, run interpreted."""
+    out = tmp_path / "results.pt"
+    subprocess.run(
+        [sys.executable, "-m", "tests.interpreted_fused_local", case, str(out)],
+        cwd=ROOT,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        check=True,
+    )
+    return torch.load(out)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_interpreted_kernel_matches_exact_with_drive_and_inhibition(dtype, tmp_path):
+    results = interpreted(f"exact {dtype}", tmp_path)
+    assert results["fused sweeps"] == 400  # the kernel ran every local sweep
+    expected = exact_activity(SMALL, DRIVES, INHIBITIONS)
+    assert_within(results["activity"], results["stderr"], expected)
+    assert 0.4 < results["acceptance"] < 0.6  # the width was tuned towards 0.5
+
+
+def test_interpreted_kernel_is_deterministic_and_shares_noise_in_a_row(tmp_path):
+    results = interpreted("contract", tmp_path)
+    assert results["fused sweeps"] == 60
+    paths = results["paths"]
+    assert torch.equal(paths, results["again"])
+    assert not torch.equal(paths, results["other seed"])
+    # Unlinked outputs of equal drive in one row draw the same numbers: identical paths;
+    # the third, of another drive, moves differently.
+    a, b, c = (paths[..., k, :] for k in range(3))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert results["supports unlinked"] and not results["supports linked"]
+    assert "links True" in results["linked error"]
+
+
+@pytest.mark.skipif(fused_local._INTERPRETED, reason="TRITON_INTERPRET=1 runs it on CPU")
+def test_compiled_kernel_is_for_cuda_only():
+    phi = torch.zeros(2, 3, 8)
+    assert not fused_local.supports(phi, fields_of(phi, linked=False))
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_kernel_matches_exact_and_is_deterministic(dtype):
+    phi = torch.zeros(1, 1, SMALL["n_time"], device="cuda")
+    assert fused_local.supports(phi, fields_of(phi, linked=False))
+    config = SamplerConfig(
+        **SMALL,
+        chains=256,
+        thermalization=2000,
+        sweeps=2000,
+        algorithm="local",
+        dtype=dtype,
+        device="cuda",
+    )
+    result = simulate(relays(DRIVES, INHIBITIONS), config)
+    assert_within(
+        result.activity["y"], result.stderr["y"], exact_activity(SMALL, DRIVES, INHIBITIONS)
+    )
+    again = simulate(relays(DRIVES, INHIBITIONS), config)
+    assert torch.equal(result.paths, again.paths)
