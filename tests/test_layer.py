@@ -69,6 +69,15 @@ def test_invalid_input(x: torch.Tensor, match: str) -> None:
         make_layer()(x)
 
 
+def test_readout_reassignment_is_checked_before_sampling() -> None:
+    layer = make_layer()
+    layer.readout = "activity"
+    assert layer.readout == "activity"
+    with pytest.raises(ValueError, match="readout must be one of"):
+        layer.readout = "logits"
+    assert layer.readout == "activity"
+
+
 def test_negative_weight_rejected() -> None:
     layer = make_layer()
     with torch.no_grad():

@@ -142,7 +142,7 @@ class QuantumNeuronLayer(nn.Module):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
-        self.readout = _checked_choice("readout", readout, READOUTS)
+        self.readout = readout
         self.estimator = estimator
         self.decision_sigmas = decision_sigmas
         self.last_sweeps: Tensor | None = None
@@ -166,6 +166,15 @@ class QuantumNeuronLayer(nn.Module):
                 f"config.max_sweeps > config.sweeps (blocks of sweeps up to a cap), got "
                 f"{self.out_features} outputs, max_sweeps={c.max_sweeps}, sweeps={c.sweeps}"
             )
+
+    @property
+    def readout(self) -> str:
+        """``"softmax"``, ``"activity"`` or ``"born"`` (see the class doc); may be reassigned."""
+        return self._readout
+
+    @readout.setter
+    def readout(self, readout: str) -> None:
+        self._readout = _checked_choice("readout", readout, READOUTS)
 
     @property
     def estimator(self) -> str:
