@@ -78,6 +78,14 @@ def test_readout_reassignment_is_checked_before_sampling() -> None:
     assert layer.readout == "activity"
 
 
+def test_drives_keep_the_input_dtype_under_autocast() -> None:
+    layer, x = make_layer(), torch.rand(2, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        drive = layer.drives(x)
+    assert drive.dtype == torch.float32
+    torch.testing.assert_close(drive, layer.drives(x), rtol=0, atol=0)
+
+
 def test_negative_weight_rejected() -> None:
     layer = make_layer()
     with torch.no_grad():

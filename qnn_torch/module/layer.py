@@ -276,7 +276,9 @@ class QuantumNeuronLayer(nn.Module):
                 f"weight must be finite and >= 0 (couplings ε̂), got min {weight.min().item():.4g}"
                 " (after an optimiser step, call project_weights_())"
             )
-        drive = output_drives(x, weight, coupling_scale.to(x))
+        # In x's dtype even under autocast (mixed precision): the sampler runs in float32/64.
+        with torch.autocast(x.device.type, enabled=False):
+            drive = output_drives(x, weight, coupling_scale.to(x))
         if not torch.isfinite(drive).all():
             raise ValueError(
                 f"coupling_scale={coupling_scale.item():g} overflows the drives in {x.dtype}: "
