@@ -33,7 +33,6 @@ ESTIMATORS = ("monte_carlo", "exact")
 # ~10³–10⁴, the range validated against the exact reference (the paper's k = 1000 drives
 # them ten times beyond it, where every output saturates).
 DEFAULT_COUPLING_SCALE = 100.0
-_LATTICE_FIELDS = ("n_time", "time_extent", "lam", "n_kinks")
 
 
 _EXACT_NEEDS_INDEPENDENT = (
