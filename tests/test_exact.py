@@ -252,6 +252,28 @@ def test_single_neuron_rejects_bad_arguments(kwargs: dict, name: str):
         single_neuron_reference(drive, inhibition, **arguments)
 
 
+KINK = kink_path(n_time=16, time_extent=1.0, lam=20.0, n_kinks=2, dtype=F64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"path": torch.ones(16, dtype=F64)}, "path has"),  # no kink: Σ V0(ψ) = 0
+        ({"path": KINK + math.nan}, "path must be a finite 1-D"),
+        ({"path": KINK[None]}, "path must be a finite 1-D"),
+        ({"drive": torch.tensor([-1.0])}, "drive must be finite and >= 0.*-1.0"),
+        ({"drive": torch.tensor([math.nan])}, "drive must be finite"),
+        ({"inhibition": torch.tensor([-1.0])}, "inhibition must be finite and >= 0.*-1.0"),
+        ({"lam": 0.0}, "lam"),
+    ],
+)
+def test_single_neuron_activity_rejects_bad_arguments(kwargs: dict, match: str):
+    arguments = {"drive": torch.tensor([5.0]), "inhibition": None, "path": KINK}
+    arguments |= {"time_extent": 1.0, "lam": 20.0} | kwargs
+    with pytest.raises(ValueError, match=match):
+        single_neuron_activity(**arguments)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [

@@ -296,12 +296,24 @@ def single_neuron_activity(
     h_t = α·g_t and H_t = β·g_t², g_t = (ψ_t² − 1)² (see
     :func:`~qnn_torch.functional.physics.input_fields`); path ψ has shape (Nt,). Grid
     arguments as for :func:`single_neuron_profile`. Returns (...), float64 CPU.
+    ValueError for a path that is not 1-D and finite or has Σ_t V0(ψ_t) = 0 (no kink: the
+    activity is undefined), or a drive or inhibition that is not finite and ≥ 0.
     """
     path = torch.as_tensor(path).detach().to(device="cpu", dtype=_DTYPE)
+    if path.dim() != 1 or not torch.isfinite(path).all():
+        raise ValueError(f"path must be a finite 1-D tensor (Nt,), got shape {tuple(path.shape)}")
+    _check_positive("lam", lam)
+    norm = potential_sum(path, lam)
+    if not norm > 0:
+        raise ValueError(
+            "path has Σ_t V0(ψ_t) = 0 (it stays in a well): the activity is normalised by it"
+        )
     profile = spike_profile(path)
     drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
+    _check_field("drive", drive)
     if inhibition is not None:
         inhibition = torch.as_tensor(inhibition).detach().to(device="cpu", dtype=_DTYPE)
+        _check_field("inhibition", inhibition)
         inhibition = inhibition[..., None] * profile * profile
     expected = single_neuron_reference(
         drive[..., None] * profile,
@@ -311,7 +323,7 @@ def single_neuron_activity(
         grid_points=grid_points,
         phi_max=phi_max,
     )
-    return expected / potential_sum(path, lam)
+    return expected / norm
 
 
 def two_neuron_reference(
