@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.layer import normalize_weights
 from qnn_torch.module.layer import QuantumNeuronLayer
 from tests.conftest import SMALL, cuda
 
@@ -84,6 +85,15 @@ def test_drives_keep_the_input_dtype_under_autocast() -> None:
         drive = layer.drives(x)
     assert drive.dtype == torch.float32
     torch.testing.assert_close(drive, layer.drives(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_normalize_weights_refuses_non_finite_weights(bad: float) -> None:
+    weight = torch.tensor([[0.2, bad], [0.5, 1.0]])
+    with pytest.raises(ValueError, match="1 non-finite"):
+        normalize_weights(weight)
+    with pytest.raises(ValueError, match="non-empty"):
+        normalize_weights(torch.empty(0, 3))
 
 
 def test_negative_weight_rejected() -> None:

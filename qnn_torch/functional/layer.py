@@ -13,8 +13,14 @@ def normalize_weights(weight: Tensor) -> Tensor:
 
     ε̂ = (W − min W) / max(W − min W), over the whole tensor. Shifting every weight by the
     same amount shifts every class score by (Σ_i x_i)·min W, the same for all classes, so
-    the classical argmax is kept. A constant weight maps to zeros.
+    the classical argmax is kept. A constant weight maps to zeros. ValueError for an empty
+    or non-finite weight.
     """
+    if weight.numel() == 0 or not torch.isfinite(weight).all():
+        raise ValueError(
+            f"weight must be non-empty and finite, got shape {tuple(weight.shape)} with "
+            f"{int((~torch.isfinite(weight)).sum())} non-finite entries"
+        )
     shifted = weight - weight.min()
     top = shifted.max()
     return shifted / top if top > 0 else torch.zeros_like(weight)
