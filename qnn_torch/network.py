@@ -9,7 +9,12 @@ import torch
 from torch import Tensor
 
 from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.physics import input_fields, input_spike, kink_width_rate
+from qnn_torch.functional.physics import (
+    input_fields,
+    input_spike,
+    kink_width_rate,
+    validate_non_negative,
+)
 
 Number = float | int | Tensor
 
@@ -205,11 +210,7 @@ class Network:
 
     def _strength(self, strength: Number) -> Tensor:
         value = _as_tensor("strength", strength)
-        bad = ~torch.isfinite(value) | (value < 0)
-        if bad.any():
-            raise ValueError(
-                f"strength must be finite and >= 0, got {value[bad].flatten()[0].item()}"
-            )
+        validate_non_negative("strength", value)
         self._broadcast("strength", value)
         return value
 

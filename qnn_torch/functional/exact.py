@@ -24,6 +24,7 @@ from qnn_torch.functional.physics import (
     inhibition_energy,
     potential_sum,
     spike_profile,
+    validate_non_negative,
 )
 
 _DTYPE = torch.float64
@@ -49,13 +50,6 @@ def _check_positive(name: str, value: float) -> None:
 def _check_non_negative(name: str, value: float) -> None:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_field(name: str, field: Tensor) -> None:
-    bad = ~torch.isfinite(field) | (field < 0)
-    if bad.any():
-        value = field[bad].flatten()[0].item()
-        raise ValueError(f"{name} must be finite and >= 0 everywhere, got {value!r}")
 
 
 def _check_grid(grid_points: int, phi_max: float) -> None:
@@ -232,12 +226,12 @@ def single_neuron_profile(
     drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
     if drive.ndim == 0 or drive.shape[-1] == 0:
         raise ValueError(f"drive must have shape (..., Nt) with Nt >= 1, got {tuple(drive.shape)}")
-    _check_field("drive", drive)
+    validate_non_negative("drive", drive)
     if inhibition is None:
         inhibition = torch.zeros((), dtype=_DTYPE)
     else:
         inhibition = torch.as_tensor(inhibition).detach().to(device="cpu", dtype=_DTYPE)
-        _check_field("inhibition", inhibition)
+        validate_non_negative("inhibition", inhibition)
     drive, inhibition = torch.broadcast_tensors(drive, inhibition)
 
     n_time = drive.shape[-1]
@@ -310,10 +304,10 @@ def single_neuron_activity(
         )
     profile = spike_profile(path)
     drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
-    _check_field("drive", drive)
+    validate_non_negative("drive", drive)
     if inhibition is not None:
         inhibition = torch.as_tensor(inhibition).detach().to(device="cpu", dtype=_DTYPE)
-        _check_field("inhibition", inhibition)
+        validate_non_negative("inhibition", inhibition)
         inhibition = inhibition[..., None] * profile * profile
     expected = single_neuron_reference(
         drive[..., None] * profile,
@@ -468,7 +462,7 @@ def driven_pair_reference(
         raise ValueError(
             f"drive must have shape (..., 2, Nt) with Nt >= 1, got {tuple(drive.shape)}"
         )
-    _check_field("drive", drive)
+    validate_non_negative("drive", drive)
 
     n_time = drive.shape[-1]
     spacing = time_extent / n_time

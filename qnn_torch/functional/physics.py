@@ -68,6 +68,16 @@ def validate_lattice(n_time: int, time_extent: float, lam: float) -> None:
         raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
 
 
+def validate_non_negative(name: str, value: Tensor) -> None:
+    """Raise ValueError naming ``name`` and its first bad entry unless every entry of
+    ``value`` is finite and ≥ 0 (strengths, drives, inhibitions)."""
+    bad = ~torch.isfinite(value) | (value < 0)
+    if bad.any():
+        raise ValueError(
+            f"{name} must be finite and >= 0 everywhere, got {value[bad].flatten()[0].item()!r}"
+        )
+
+
 def validate_kinks(n_kinks: int) -> None:
     """Raise ValueError unless n_kinks is an even, non-negative integer (periodic paths)."""
     if isinstance(n_kinks, bool) or not isinstance(n_kinks, int) or n_kinks < 0 or n_kinks % 2:
