@@ -24,6 +24,7 @@ from torch import Tensor
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import contested
 from qnn_torch.functional.observables import chain_mean_and_error
+from qnn_torch.functional.physics import validate_non_negative
 from qnn_torch.network import CompiledNetwork, independent_outputs
 from qnn_torch.simulate import run_sampler
 
@@ -133,12 +134,14 @@ def sequential_top(
     paths, and the outputs of a row share their random numbers, as in one run. Judging
     only at the ends of phases, whose lengths double, keeps the number of looks, each a
     chance of a false decision, logarithmic in ``max_sweeps``. ``config.target_stderr``
-    plays no part. ValueError for a ``drive`` that is not (B, O), ``sigmas`` ≤ 0, or
+    plays no part. ValueError for a ``drive`` that is not (B, O) or not finite and ≥ 0,
+    ``sigmas`` ≤ 0, or
     ``config.max_sweeps`` ≤ ``config.sweeps``.
     """
     if not isinstance(drive, Tensor) or drive.dim() != 2 or drive.shape[1] < 1:
         shape = tuple(drive.shape) if isinstance(drive, Tensor) else type(drive).__name__
         raise ValueError(f"drive must be a tensor of shape (inputs, outputs), got {shape}")
+    validate_non_negative("drive", drive)
     if not (isinstance(sigmas, int | float) and math.isfinite(sigmas) and sigmas > 0):
         raise ValueError(f"sigmas must be a finite number > 0, got {sigmas!r}")
     if config.max_sweeps <= config.sweeps:

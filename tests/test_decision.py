@@ -99,6 +99,8 @@ def test_chains_equal_to_the_top_tie_only_for_equal_drives():
     ("drive", "sigmas", "settings", "message"),
     [
         (torch.ones(4), 3.0, {}, r"drive must be a tensor of shape \(inputs, outputs\)"),
+        (torch.tensor([[-50.0, 10.0]]), 3.0, {}, "drive must be finite and >= 0.*-50.0"),
+        (torch.tensor([[float("nan"), 10.0]]), 3.0, {}, "drive must be finite and >= 0.*nan"),
         (torch.ones(2, 3), 0.0, {}, "sigmas must be a finite number > 0"),
         (torch.ones(2, 3), 3.0, {"max_sweeps": 0}, "config.max_sweeps must exceed"),
     ],
