@@ -1,4 +1,5 @@
-"""The τ_int estimator against AR(1) series, whose autocorrelation time is known exactly."""
+"""The τ_int estimator against AR(1) series, whose autocorrelation time is known exactly;
+constant chains (stuck, or agreeing exactly) give unknown errors, never 0 ± 0."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import math
 import pytest
 import torch
 
-from qnn_torch.functional.observables import binned_autocorrelation_time
+from qnn_torch.functional.observables import (
+    binned_autocorrelation_time,
+    chain_mean_and_error,
+    integrated_autocorrelation_time,
+)
 
 CHAINS, LENGTH = 32, 2**15
 
@@ -40,3 +45,13 @@ def test_binned_autocorrelation_time_of_ar1(rho: float, bin_length: int):
     print(f"ρ = {rho}, L = {bin_length}: τ_int {tau.item():.3f}, exact {expected:.3f}")
     assert tau.shape == ()
     assert tau.item() == pytest.approx(expected, rel=0.08)
+
+
+def test_constant_chains_give_unknown_errors_not_zero():
+    mean, error = chain_mean_and_error(torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0]]))
+    assert mean.tolist() == [1.0, 2.0]
+    assert math.isinf(error[0]) and error[1].item() == pytest.approx(1 / 3**0.5)
+    constant = torch.ones(4, 100, dtype=torch.float64)
+    assert math.isinf(integrated_autocorrelation_time(constant))
+    bins = constant.unflatten(-1, (10, 10)).mean(-1)
+    assert math.isinf(binned_autocorrelation_time(bins, 10, torch.tensor(0.0)))  # not NaN

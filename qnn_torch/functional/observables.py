@@ -11,13 +11,16 @@ def chain_mean_and_error(chain_means: Tensor, dim: int = -1) -> tuple[Tensor, Te
 
     ``chain_means`` (..., C, ...) holds each chain's time average along ``dim``; chains are
     independent, so their spread measures the error whatever the autocorrelation within a
-    chain (as long as each chain is much longer than its autocorrelation time).
+    chain (as long as each chain is much longer than its autocorrelation time). Chains
+    that agree exactly cannot be told from stuck ones: their error is +inf (unknown), never
+    a reassuring 0.
     """
     chains = chain_means.shape[dim]
     if chains < 2:
         raise ValueError(f"chains must be >= 2 for a standard error, got {chains}")
     mean = chain_means.mean(dim)
-    return mean, chain_means.std(dim, correction=1) / chains**0.5
+    spread = chain_means.std(dim, correction=1)
+    return mean, (spread / chains**0.5).masked_fill(spread == 0, torch.inf)
 
 
 def autocorrelation(series: Tensor) -> Tensor:
@@ -25,8 +28,8 @@ def autocorrelation(series: Tensor) -> Tensor:
 
     ``series`` (..., C, n): C chains of length n. Each chain is centred on its own mean;
     the autocovariance is computed with an FFT (zero padded, no wrap-around) and averaged
-    over chains before normalising by ρ(0). Returns (..., n). A constant series gives ρ ≡ 0
-    beyond lag 0.
+    over chains before normalising by ρ(0). Returns (..., n). Constant chains (no variance)
+    give ρ ≡ 0, lag 0 included.
     """
     n = series.shape[-1]
     x = series - series.mean(-1, keepdim=True)
@@ -42,8 +45,8 @@ def integrated_autocorrelation_time(series: Tensor, window_factor: float = 5.0) 
     W is the smallest lag with W ≥ ``window_factor``·τ_int(W). ``series`` (..., C, n) are
     C independent chains; returns τ_int (...) in units of the series' step, so that the
     variance of a chain mean is 2·τ_int·σ²/n. Saturates (is underestimated) when τ_int
-    approaches n / window_factor: run longer chains then. A series of one step carries no
-    correlation information: τ_int is +inf (unknown) then.
+    approaches n / window_factor: run longer chains then. A series of one step, or constant
+    chains, carry no correlation information: τ_int is +inf (unknown) then.
     """
     if series.shape[-1] < 2:
         return torch.full(series.shape[:-2], torch.inf, dtype=torch.float64, device=series.device)
@@ -52,7 +55,8 @@ def integrated_autocorrelation_time(series: Tensor, window_factor: float = 5.0) 
     lags = torch.arange(rho.shape[-1], device=rho.device, dtype=tau.dtype)
     done = lags >= window_factor * tau
     first = torch.where(done.any(-1), done.float().argmax(-1), rho.shape[-1] - 1)
-    return tau.gather(-1, first[..., None]).squeeze(-1).clamp_min(0.5)
+    tau = tau.gather(-1, first[..., None]).squeeze(-1).clamp_min(0.5)
+    return tau.masked_fill(rho[..., 0] == 0, torch.inf)
 
 
 def binned_autocorrelation_time(bins: Tensor, bin_length: int, sample_variance: Tensor) -> Tensor:
@@ -69,4 +73,5 @@ def binned_autocorrelation_time(bins: Tensor, bin_length: int, sample_variance: 
         return tau_bins
     var_bins = bins.var(-1, correction=0).mean(-1)
     ratio = var_bins / sample_variance.clamp_min(torch.finfo(sample_variance.dtype).tiny)
-    return (bin_length * tau_bins * ratio).clamp_min(0.5)
+    tau = (bin_length * tau_bins * ratio).clamp_min(0.5)
+    return tau.masked_fill(tau_bins.isinf(), torch.inf)  # constant bins: unknown, not NaN
