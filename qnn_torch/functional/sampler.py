@@ -26,6 +26,7 @@ numbers (the joint distribution would be wrong otherwise).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -286,14 +287,23 @@ def bisection_stage_actions(
     # last stage, the exact ΔS that detailed balance needs, is a plain sum: exact whatever
     # precision matmuls run at (TF32). Every stage is odd under new ↔ old, as required.
     if L > 2:
-        step = L // 2 ** torch.arange(1, L.bit_length() - 1, device=new.device)  # L/2 … 2
-        position = torch.arange(L, device=new.device)[:, None]
-        inner = (position % step == 0) & (position > 0)
-        weight = inner.to(delta.dtype) * (step.to(delta.dtype) * spacing)
+        weight = _coarse_stage_weights(L, spacing, delta.dtype, delta.device)
         coarse = list(torch.matmul(delta, weight).unbind(-1))
     else:
         coarse = []
     return [*coarse, delta.sum(-1).mul_(spacing)]
+
+
+@functools.lru_cache(maxsize=32)
+def _coarse_stage_weights(
+    L: int, spacing: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """weight[p, k] = h_k·a where h_k = L/2, …, 2 divides p > 0, shape (L, log2(L) − 1):
+    the same for every pass of a run, so built once (several small kernels on a GPU)."""
+    step = L // 2 ** torch.arange(1, L.bit_length() - 1, device=device)  # L/2 … 2
+    position = torch.arange(L, device=device)[:, None]
+    inner = (position % step == 0) & (position > 0)
+    return inner.to(dtype) * (step.to(dtype) * spacing)
 
 
 def bisection_pass(
