@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
+from qnn_torch.functional import fused_local
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.physics import double_well
 from qnn_torch.functional.sampler import (
@@ -182,7 +183,9 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         )
     }
     for suffix, (part, phi) in layouts.items():
-        moves[f"local{suffix}"] = chunked(
+        # On CUDA with Triton the local sweep of unlinked neurons is one fused kernel.
+        kernel = " (fused kernel)" if fused_local.supports(phi, part) else ""
+        moves[f"local{kernel}{suffix}"] = chunked(
             lambda x, f: local_sweep(x, f, width=width, generator=generator), part, phi
         )
         moves[f"multilevel{suffix}"] = chunked(
@@ -198,7 +201,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             phi,
         )
         for _ in range(20):  # leave the vacuum start behind
-            moves[f"local{suffix}"][0]()
+            moves[f"local{kernel}{suffix}"][0]()
             moves[f"multilevel{suffix}"][0]()
     # As a user runs it: simulate's own loop (chunks, acceptance counts, checks) with the
     # local move alone, measuring the activity every sweep, on chains × neurons rows.
