@@ -103,12 +103,15 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         for name in ("time_extent", "lam", "step_size", "target_acceptance"):
-            if isinstance(getattr(self, name), torch.Tensor):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
                 raise ValueError(
                     f"{name} must be a Python number, got a tensor: the lattice and the "
                     "potential are not differentiable (activities are differentiable with "
                     "respect to strengths and brightnesses, and a layer's weight and input)"
                 )
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
         validate_lattice(self.n_time, self.time_extent, self.lam)
         validate_kinks(self.n_kinks)
         if self.n_kinks == 0:
