@@ -70,6 +70,12 @@ def test_invalid_input(x: torch.Tensor, match: str) -> None:
         make_layer()(x)
 
 
+@pytest.mark.parametrize("name", ["coupling_scale", "lateral_inhibition"])
+def test_bool_strengths_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0, got True"):
+        QuantumNeuronLayer(6, 3, **{name: True})
+
+
 def test_readout_reassignment_is_checked_before_sampling() -> None:
     layer = make_layer()
     layer.readout = "activity"

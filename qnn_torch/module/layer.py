@@ -137,7 +137,12 @@ class QuantumNeuronLayer(nn.Module):
             ("coupling_scale", coupling_scale),
             ("lateral_inhibition", lateral_inhibition),
         ):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.in_features = in_features
         self.out_features = out_features
