@@ -29,6 +29,8 @@ from qnn_torch.path_bank import path_bank
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
 _CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
 _TUNE_EVERY = 10  # thermalisation sweeps between proposal-width updates
+# Sweeps between looks at the non-finite flag (each look waits for a GPU to catch up).
+_CHECK_FINITE_EVERY = 16
 _MOVE_HINTS = {
     "local": "step_size too large, or too few thermalization sweeps to tune it",
     "multilevel": "bisection segments too long for the well: fewer bisection_levels",
@@ -262,6 +264,18 @@ def _run_sampler(
         else {}
     )
     finished: list[dict[str, Tensor]] = []  # results of the networks that stopped
+    # The first sweep that left non-finite values (−1: none), kept on the device and read
+    # every _CHECK_FINITE_EVERY sweeps and before any result is taken.
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def check_finite() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            stage = "measurement" if bad >= config.thermalization else "thermalization"
+            raise FloatingPointError(
+                f"the simulation produced non-finite paths at sweep {bad} ({stage}); check "
+                f"the strengths and lattice (dtype {dtype})"
+            )
 
     total = config.thermalization + max_sweeps
     for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
@@ -302,18 +316,17 @@ def _run_sampler(
                 if step < n_bins * bin_length:
                     state.bins[i:j, :, step // bin_length] += sample / bin_length
         # While measuring, the running sums turn non-finite with any path (one small check).
-        if not torch.isfinite(state.sums if measuring else state.phi).all():
-            raise FloatingPointError(
-                f"the simulation produced non-finite paths at sweep {sweep} "
-                f"({'measurement' if measuring else 'thermalization'}); check the strengths "
-                f"and lattice (dtype {dtype})"
-            )
+        finite = torch.isfinite(state.sums if measuring else state.phi).all()
+        first_bad = torch.where((first_bad < 0) & ~finite, sweep, first_bad)
+        if (sweep + 1) % _CHECK_FINITE_EVERY == 0:
+            check_finite()
         if "local" in config.moves and not measuring and (sweep + 1) % _TUNE_EVERY == 0:
             rate = float(tune_counts[0]) / max(tune_counts[1], 1)
             width *= min(2.0, max(0.5, math.exp(2.0 * (rate - config.target_acceptance))))
             tune_counts = [_zero_count(device), 0]
         measured = step + 1
         if measured == max_sweeps or (blocks and measured > 0 and measured % config.sweeps == 0):
+            check_finite()
             chain_activity = (state.sums / measured).view(-1, C, N)
             activity, stderr = chain_mean_and_error(chain_activity, dim=1)
             if measured == max_sweeps:
