@@ -78,7 +78,15 @@ class PathBank:
         node = self.nearest_node(drive.cpu())  # (B, N)
         order = torch.rand(drive.shape[0], bank_paths, generator=generator).argsort(-1)
         pick = order[:, :chains, None]  # (B, C, 1)
-        return self.paths[node[:, None, :], pick].to(drive.device)
+        device = drive.device
+        return _paths_on(self.paths, device)[node[:, None, :].to(device), pick.to(device)]
+
+
+@functools.lru_cache(maxsize=4)
+def _paths_on(paths: Tensor, device: torch.device) -> Tensor:
+    """The bank's paths on ``device``: copied there once, so that starts are gathered there
+    (on a GPU, not on one CPU thread followed by a copy of every start)."""
+    return paths.to(device)
 
 
 def bank_paths_for(chains: int) -> int:
