@@ -14,13 +14,17 @@ noise), so the same seed on the same device gives the same numbers.
 
 :func:`supports` says when it applies: a CUDA path with Triton installed, or any device
 under ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, slow, for tests and debugging).
+The kernel itself, :mod:`qnn_torch.functional.fused_local_kernel`, is imported at first use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import importlib.util
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,83 +33,20 @@ from torch import Tensor
 if TYPE_CHECKING:
     from qnn_torch.functional.sampler import LatticeFields
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU-only and macOS wheels of torch come without Triton
-    triton = None
-
-# Read by triton.jit when the kernel is defined, at this module's import.
+# Read by triton.jit when the kernel is defined, at its module's first import.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+_TRITON = importlib.util.find_spec("triton") is not None  # without importing it
 # Sites per program. The interpreter runs programs one after another: larger blocks there.
 _BLOCK = 2**14 if _INTERPRETED else 1024
 _PROPOSAL_BITS = 15  # k has 16 bits: (k + 1/2)/2¹⁵ ∈ (−1, 1)
 
-if triton is not None:
 
-    @triton.jit
-    def _local_half_sweep_kernel(
-        phi_ptr,
-        drive_ptr,
-        inhibition_ptr,
-        profile_ptr,
-        params_ptr,
-        seed_ptr,
-        accepted_ptr,
-        n_sites,
-        n_neurons,
-        n_time,
-        parity,
-        HAS_INHIBITION: tl.constexpr,
-        SHARED_NOISE: tl.constexpr,
-        BLOCK: tl.constexpr,
-    ):
-        """Sites i of parity ``parity`` (flat over paths × Nt/2): path i // (Nt/2), slice
-        2·(i mod Nt/2) + parity. params: (v scale w/(a·2¹⁵), a, Λ/4) in φ's dtype."""
-        pid = tl.program_id(0)
-        site = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = site < n_sites
-        half = n_time // 2
-        path = site // half
-        t = 2 * (site % half) + parity
-        before = tl.where(t == 0, n_time - 1, t - 1)
-        after = tl.where(t == n_time - 1, 0, t + 1)
-        row_start = path * n_time
-        cur = tl.load(phi_ptr + row_start + t, mask=mask, other=0.0)
-        neighbours = tl.load(phi_ptr + row_start + before, mask=mask, other=0.0) + tl.load(
-            phi_ptr + row_start + after, mask=mask, other=0.0
-        )
-        profile = tl.load(profile_ptr + t, mask=mask, other=0.0)
-        A = tl.load(drive_ptr + path, mask=mask, other=0.0) * profile
-        v_scale = tl.load(params_ptr)
-        a = tl.load(params_ptr + 1)
-        K = tl.load(params_ptr + 2)
-
-        # The neurons of a row draw the same numbers with shared noise (a static branch).
-        if SHARED_NOISE:  # noqa: SIM108
-            counter = (path // n_neurons) * half + site % half
-        else:
-            counter = site
-        word_k, word_j, _, _ = tl.randint4x(tl.load(seed_ptr), counter.to(tl.uint32))
-        k = (word_k.to(tl.uint32, bitcast=True) >> 16).to(tl.int32) - 32768
-        v = (k.to(cur.dtype) + 0.5) * v_scale
-        j = word_j.to(tl.uint32, bitcast=True)
-        u = (j.to(cur.dtype) + 0.5) * 2.3283064365386963e-10  # 2⁻³²
-
-        # −ΔS = v·(nb − 2a²·h·Y), Y = A + 1/a² + K·(2h² + a²v²/2 − 2), h = φ + a·v/2.
-        a2 = a * a
-        h = cur + 0.5 * a * v
-        y = A + 2.0 * K * h * h + 0.5 * a2 * K * v * v + (1.0 / a2 - 2.0 * K)
-        minus_delta = v * (neighbours - 2.0 * a2 * h * y)
-        new = cur + a * v
-        if HAS_INHIBITION:  # C = β·g²: −a·C·((φ'² − 1)⁴ − (φ² − 1)⁴)
-            C = tl.load(inhibition_ptr + path, mask=mask, other=0.0) * profile * profile
-            w_new = (new * new - 1.0) * (new * new - 1.0)
-            w_old = (cur * cur - 1.0) * (cur * cur - 1.0)
-            minus_delta -= a * C * (w_new * w_new - w_old * w_old)
-        accept = (minus_delta > tl.log(u)) & mask
-        tl.store(phi_ptr + row_start + t, tl.where(accept, new, cur), mask=mask)
-        tl.store(accepted_ptr + pid, tl.sum(accept.to(tl.int32), axis=0))
+@functools.cache
+def _kernel() -> Callable:
+    """The Triton kernel, imported at first use."""
+    return importlib.import_module(
+        "qnn_torch.functional.fused_local_kernel"
+    ).local_half_sweep_kernel
 
 
 @functools.lru_cache(maxsize=16)
@@ -123,7 +64,7 @@ def supports(phi: Tensor, fields: LatticeFields) -> bool:
     interpreted), neurons without links, an even number of slices, fewer than 2³² sites
     per half-sweep (the Philox counters)."""
     return (
-        triton is not None
+        _TRITON
         and (phi.is_cuda or _INTERPRETED)
         and fields.excite is None
         and fields.inhibit is None
@@ -160,12 +101,13 @@ def local_sweep(
     inhibition = (inhibition if has_inhibition else fields.drive).to(**like).contiguous()
     profile = fields.profile.to(**like).contiguous()
     seeds = torch.empty(2, dtype=torch.int64, device=phi.device).random_(generator=generator)
-    blocks = triton.cdiv(n_sites, _BLOCK)
+    blocks = -(-n_sites // _BLOCK)
     accepted = torch.empty(2, blocks, dtype=torch.int32, device=phi.device)
+    kernel = _kernel()
     # Triton launches on the current CUDA device: make it phi's.
     with torch.cuda.device(phi.device) if phi.is_cuda else contextlib.nullcontext():
         for parity in (0, 1):
-            _local_half_sweep_kernel[(blocks,)](
+            kernel[(blocks,)](
                 phi,
                 drive,
                 inhibition,
