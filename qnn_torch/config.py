@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -110,7 +111,7 @@ class SamplerConfig:
                     "potential are not differentiable (activities are differentiable with "
                     "respect to strengths and brightnesses, and a layer's weight and input)"
                 )
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"{name} must be a number, got {value!r}")
         validate_lattice(self.n_time, self.time_extent, self.lam)
         validate_kinks(self.n_kinks)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +112,8 @@ def test_simulate_needs_a_neuron_and_a_network():
 def test_bad_config_names_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         SamplerConfig(**kwargs)
+
+
+def test_config_takes_numpy_numbers():
+    config = SamplerConfig(time_extent=np.float32(0.7), lam=np.int64(5000), n_time=16)
+    assert config.spacing == pytest.approx(0.7 / 16)
