@@ -516,10 +516,11 @@ def _stuck_parts(moved: Tensor, stderr: Tensor) -> tuple[Tensor, Tensor]:
     """Networks with a chain whose value never changed, and with chains that all agree.
 
     ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed, ``stderr``
-    (Bf, N) is the spread of the chains (0: they agree to the last bit). Returns two
-    (Bf,) bool tensors.
+    (Bf, N) the error from the chains' spread (+inf where they agree to the last bit, see
+    :func:`~qnn_torch.functional.observables.chain_mean_and_error`). Returns two (Bf,)
+    bool tensors.
     """
-    return ~moved.all(-1).all(-1), stderr.eq(0).any(-1)
+    return ~moved.all(-1).all(-1), stderr.isinf().any(-1)
 
 
 def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor | int]]) -> Tensor:

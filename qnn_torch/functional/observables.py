@@ -19,8 +19,9 @@ def chain_mean_and_error(chain_means: Tensor, dim: int = -1) -> tuple[Tensor, Te
     if chains < 2:
         raise ValueError(f"chains must be >= 2 for a standard error, got {chains}")
     mean = chain_means.mean(dim)
-    spread = chain_means.std(dim, correction=1)
-    return mean, (spread / chains**0.5).masked_fill(spread == 0, torch.inf)
+    error = chain_means.std(dim, correction=1) / chains**0.5
+    agree = (chain_means == chain_means.narrow(dim, 0, 1)).all(dim)  # exactly, not ≈ 0
+    return mean, error.masked_fill(agree, torch.inf)
 
 
 def autocorrelation(series: Tensor) -> Tensor:
@@ -56,7 +57,8 @@ def integrated_autocorrelation_time(series: Tensor, window_factor: float = 5.0) 
     done = lags >= window_factor * tau
     first = torch.where(done.any(-1), done.float().argmax(-1), rho.shape[-1] - 1)
     tau = tau.gather(-1, first[..., None]).squeeze(-1).clamp_min(0.5)
-    return tau.masked_fill(rho[..., 0] == 0, torch.inf)
+    constant = (series == series[..., :1]).all(-1).all(-1)  # exactly, not ≈ 0
+    return tau.masked_fill(constant, torch.inf)
 
 
 def binned_autocorrelation_time(bins: Tensor, bin_length: int, sample_variance: Tensor) -> Tensor:
