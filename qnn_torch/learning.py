@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from qnn_torch.autograd import grad_with_stderr
 from qnn_torch.circuits import THRESHOLDS, Thresholds, truth_table_inputs
 from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.observables import chain_mean_and_error
+from qnn_torch.functional.observables import chain_mean_and_error, gap_in_sigmas
 from qnn_torch.network import Network
 from qnn_torch.simulate import simulate
 
@@ -384,8 +384,7 @@ def verify_truth_table(
     if len(chains) > 1:
         means = [chain_mean_and_error(c, dim=-1) for c in chains]
         for (m1, e1), (m2, e2) in itertools.combinations(means, 2):
-            z = (m1 - m2).abs() / (e1.square() + e2.square()).sqrt().clamp_min(1e-12)
-            gap = max(gap, float(z.max()))
+            gap = max(gap, float(gap_in_sigmas(m1, e1, m2, e2).max()))
     states = truth_table_states(activity, stderr, thresholds=thresholds, sigmas=sigmas)
     return TruthTableCheck(
         patterns=pattern_names(inputs),

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from qnn_torch import SamplerConfig, circuits, simulate
 from qnn_torch.functional.exact import single_neuron_activity
-from qnn_torch.functional.observables import chain_mean_and_error
+from qnn_torch.functional.observables import chain_mean_and_error, gap_in_sigmas
 from qnn_torch.functional.physics import (
     action_density,
     double_well,
@@ -129,7 +129,7 @@ class Runner:
         (mean_1, err_1), (mean_2, err_2) = (
             chain_mean_and_error(run.chain_activity.cpu(), dim=-2) for run in runs
         )
-        gap = (mean_1 - mean_2).abs() / (err_1**2 + err_2**2).sqrt().clamp_min(1e-12)
+        gap = gap_in_sigmas(mean_1, err_1, mean_2, err_2)
         tau = max(
             float(torch.as_tensor(t).max()) for r in runs for t in r.autocorrelation_time.values()
         )

@@ -11,6 +11,7 @@ import torch
 from qnn_torch.functional.observables import (
     binned_autocorrelation_time,
     chain_mean_and_error,
+    gap_in_sigmas,
     integrated_autocorrelation_time,
 )
 
@@ -60,3 +61,13 @@ def test_constant_chains_give_unknown_errors_not_zero():
         bins = constant.unflatten(-1, (100, 10)).mean(-1)
         assert math.isinf(binned_autocorrelation_time(bins, 10, torch.tensor(0.0)))  # not NaN
 
+
+def test_gap_in_sigmas_of_untrusted_estimates_is_infinite():
+    gap = gap_in_sigmas(
+        torch.tensor([0.3, 0.3, 0.0]),
+        torch.tensor([0.03, 0.03, math.inf]),
+        torch.tensor([0.3 + 0.05, 0.3, 0.3]),
+        torch.tensor([0.04, 0.04, 0.04]),
+    )
+    assert gap[0].item() == pytest.approx(1.0) and gap[1].item() == 0.0
+    assert math.isinf(gap[2])  # a stuck start is never consistent with a healthy one

@@ -10,6 +10,7 @@ from qnn_torch.functional.exact import (
 from qnn_torch.functional.observables import (
     autocorrelation,
     chain_mean_and_error,
+    gap_in_sigmas,
     integrated_autocorrelation_time,
 )
 from qnn_torch.functional.physics import (
@@ -38,6 +39,7 @@ __all__ = [
     "double_well",
     "driven_pair_reference",
     "excitation_energy",
+    "gap_in_sigmas",
     "inhibition_energy",
     "integrated_autocorrelation_time",
     "kink_action",

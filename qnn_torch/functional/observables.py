@@ -24,6 +24,14 @@ def chain_mean_and_error(chain_means: Tensor, dim: int = -1) -> tuple[Tensor, Te
     return mean, error.masked_fill(agree, torch.inf)
 
 
+def gap_in_sigmas(mean_1: Tensor, error_1: Tensor, mean_2: Tensor, error_2: Tensor) -> Tensor:
+    """|m₁ − m₂| / √(e₁² + e₂²): how many standard errors two independent estimates of the
+    same quantity lie apart (e.g. runs from different starts). +inf where either error is
+    (an untrusted estimate is never called consistent). Shapes broadcast."""
+    gap = (mean_1 - mean_2).abs() / (error_1.square() + error_2.square()).sqrt()
+    return gap.masked_fill(error_1.isinf() | error_2.isinf(), torch.inf)
+
+
 def autocorrelation(series: Tensor) -> Tensor:
     """Normalised autocorrelation ρ(k), averaged over chains.
 
