@@ -1,7 +1,8 @@
 """Runs the fused local sweep in Triton's CPU interpreter, for tests/test_fused_local.py.
 
 Triton reads TRITON_INTERPRET when it is imported, so the test starts this module in a
-fresh process with it set: ``python -m tests.interpreted_fused_local CASE OUT``. The case's
+fresh process with it and QNN_TORCH_FUSED_LOCAL=1 set (the kernel then runs on CPU tensors):
+``python -m tests.interpreted_fused_local CASE OUT``. The case's
 results go to OUT (torch.save).
 """
 
@@ -87,6 +88,7 @@ def contract_case() -> dict:
         "other seed": simulate(net, dataclasses.replace(config, seed=1)).paths,
         "supports unlinked": fused_local.supports(phi, fields_of(phi, linked=False)),
         "supports linked": fused_local.supports(phi, fields_of(phi, linked=True)),
+        "supports strided": fused_local.supports(phi[..., ::2], fields_of(phi, linked=False)),
         "linked error": error,
     }
 

@@ -13,9 +13,10 @@ from qnn_torch import SamplerConfig, simulate
 from qnn_torch.functional import fused_local
 
 from .conftest import SMALL, assert_within, cuda, exact_activity
+
+pytest.importorskip("triton")  # before the helper module, which defines a Triton kernel
 from .interpreted_fused_local import DRIVES, INHIBITIONS, fields_of, relays
 
-pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +26,7 @@ def interpreted(case: str, tmp_path: Path) -> dict:
     subprocess.run(
         [sys.executable, "-m", "tests.interpreted_fused_local", case, str(out)],
         cwd=ROOT,
-        env={**os.environ, "TRITON_INTERPRET": "1"},
+        env={**os.environ, "TRITON_INTERPRET": "1", "QNN_TORCH_FUSED_LOCAL": "1"},
         check=True,
     )
     return torch.load(out)
@@ -51,12 +52,19 @@ def test_interpreted_kernel_is_deterministic_and_shares_noise_in_a_row(tmp_path)
     a, b, c = (paths[..., k, :] for k in range(3))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert results["supports unlinked"] and not results["supports linked"]
+    assert not results["supports strided"]  # the eager sweep takes strided paths
     assert "links True" in results["linked error"]
 
 
-@pytest.mark.skipif(fused_local._INTERPRETED, reason="TRITON_INTERPRET=1 runs it on CPU")
-def test_compiled_kernel_is_for_cuda_only():
+def test_compiled_kernel_is_for_cuda_only_and_can_be_turned_off(monkeypatch):
     phi = torch.zeros(2, 3, 8)
+    monkeypatch.setattr(fused_local, "_SETTING", "")
+    assert not fused_local.supports(phi, fields_of(phi, linked=False))  # CPU: eager
+    monkeypatch.setattr(fused_local, "_INTERPRETED", True)
+    assert not fused_local.supports(phi, fields_of(phi, linked=False))  # not asked for
+    monkeypatch.setattr(fused_local, "_SETTING", "1")
+    assert fused_local.supports(phi, fields_of(phi, linked=False))
+    monkeypatch.setattr(fused_local, "_SETTING", "0")
     assert not fused_local.supports(phi, fields_of(phi, linked=False))
 
 

@@ -12,8 +12,10 @@ in parallel), and writes the new φ. The move is the eager one: proposal v = (k 
 generator, and the counter of a site is its flat index (of its row's slice with shared
 noise), so the same seed on the same device gives the same numbers.
 
-:func:`supports` says when it applies: a CUDA path with Triton installed, or any device
-under ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, slow, for tests and debugging).
+:func:`supports` says when it applies: a CUDA path with Triton installed, unless
+``QNN_TORCH_FUSED_LOCAL=0`` turns it off (it has not yet run on a GPU); on CPU only in
+Triton's interpreter, asked for with ``TRITON_INTERPRET=1`` and ``QNN_TORCH_FUSED_LOCAL=1``
+(slow, for tests and debugging).
 The kernel itself, :mod:`qnn_torch.functional.fused_local_kernel`, is imported at first use.
 """
 
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 
 # Read by triton.jit when the kernel is defined, at its module's first import.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+# QNN_TORCH_FUSED_LOCAL: "0" turns the kernel off (the eager sweep everywhere); "1" also
+# lets it run on CPU tensors under TRITON_INTERPRET=1; otherwise it runs on CUDA alone.
+_SETTING = os.environ.get("QNN_TORCH_FUSED_LOCAL", "")
 _TRITON = importlib.util.find_spec("triton") is not None  # without importing it
 # Sites per program. The interpreter runs programs one after another: larger blocks there.
 _BLOCK = 2**14 if _INTERPRETED else 1024
@@ -60,12 +65,16 @@ def _parameters(
 
 
 def supports(phi: Tensor, fields: LatticeFields) -> bool:
-    """Whether :func:`local_sweep` runs here: Triton present, φ on CUDA (any device when
-    interpreted), neurons without links, an even number of slices, fewer than 2³² sites
-    per half-sweep (the Philox counters)."""
+    """Whether :func:`local_sweep` runs here: Triton present and not turned off
+    (``QNN_TORCH_FUSED_LOCAL=0``), φ contiguous on CUDA (or on CPU in Triton's interpreter,
+    asked for with ``QNN_TORCH_FUSED_LOCAL=1``), neurons without links, an even number of
+    slices, fewer than 2³² sites per half-sweep (the Philox counters)."""
+    on_device = phi.is_cuda or (_INTERPRETED and _SETTING == "1")
     return (
         _TRITON
-        and (phi.is_cuda or _INTERPRETED)
+        and _SETTING != "0"
+        and on_device
+        and phi.is_contiguous()
         and fields.excite is None
         and fields.inhibit is None
         and phi.shape[-1] % 2 == 0
@@ -84,13 +93,13 @@ def local_sweep(
     """
     if not supports(phi, fields):
         raise ValueError(
-            "fused_local.local_sweep needs Triton, a CUDA path (or TRITON_INTERPRET=1), "
-            "neurons without links, an even number of slices and < 2³² sites per half-sweep; "
-            f"got device {phi.device}, links "
+            "fused_local.local_sweep needs Triton (not turned off by QNN_TORCH_FUSED_LOCAL=0), "
+            "a contiguous CUDA path (or CPU with TRITON_INTERPRET=1 and "
+            "QNN_TORCH_FUSED_LOCAL=1), neurons without links, an even number of slices and "
+            f"< 2³² sites per half-sweep; got device {phi.device}, contiguous "
+            f"{phi.is_contiguous()}, links "
             f"{fields.excite is not None or fields.inhibit is not None}, shape {tuple(phi.shape)}"
         )
-    if not phi.is_contiguous():
-        raise ValueError("phi must be contiguous")
     R, N, Nt = phi.shape
     n_sites = R * N * (Nt // 2)
     like = {"dtype": phi.dtype, "device": phi.device}
