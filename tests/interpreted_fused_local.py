@@ -10,10 +10,12 @@ import dataclasses
 import sys
 
 import torch
+import triton
+import triton.language as tl
 
 from qnn_torch import Network, SamplerConfig, simulate
 from qnn_torch.functional import fused_local
-from qnn_torch.functional.sampler import LatticeFields
+from qnn_torch.functional.sampler import LatticeFields, local_log_ratio
 from qnn_torch.simulate import run_sampler
 
 from .conftest import SMALL
@@ -93,6 +95,73 @@ def contract_case() -> dict:
     }
 
 
+@triton.jit
+def _philox_words(seed_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """out (n, 2) int64: the two 32-bit words the kernel draws at counters 0 … n − 1."""
+    counter = tl.arange(0, BLOCK)
+    mask = counter < n
+    first, second, _, _ = tl.randint4x(tl.load(seed_ptr), counter.to(tl.uint32))
+    tl.store(out_ptr + 2 * counter, first.to(tl.uint32, bitcast=True).to(tl.int64), mask=mask)
+    tl.store(out_ptr + 2 * counter + 1, second.to(tl.uint32, bitcast=True).to(tl.int64), mask=mask)
+
+
+def replayed_sweep(phi: torch.Tensor, fields: LatticeFields, width: float, seeds: torch.Tensor):
+    """The fused sweep replayed in eager torch: the kernel's Philox words for each site, its
+    proposal and uniform, and −ΔS from sampler.local_log_ratio. Returns (paths, accepted)."""
+    R, N, Nt = phi.shape
+    half, a = Nt // 2, fields.spacing
+    phi, accepted = phi.clone(), 0
+    for parity in (0, 1):
+        words = torch.empty(R * N * half, 2, dtype=torch.int64)
+        _philox_words[(1,)](seeds[parity:], words, R * N * half, BLOCK=1024)
+        site = torch.arange(R * N * half)
+        counter = (site // half // N) * half + site % half if fields.shared_noise else site
+        k = (words[counter, 0] >> 16) - 32768
+        v = ((k.double() + 0.5) * (width / a) / 2**15).view(R, N, half)
+        u = ((words[counter, 1].double() + 0.5) * 2.0**-32).view(R, N, half)
+        t = 2 * torch.arange(half) + parity
+        cur = phi[..., t]
+        neighbours = phi[..., (t - 1) % Nt] + phi[..., (t + 1) % Nt]
+        A = fields.drive[..., None] * fields.profile[t]
+        C = fields.input_inhibition[..., None] * fields.profile[t] ** 2
+        minus_delta = local_log_ratio(cur, v, neighbours, A, 0.25 * fields.lam, C, spacing=a)
+        accept = minus_delta > u.log()
+        phi[..., t] = torch.where(accept, cur + a * v, cur)
+        accepted += int(accept.sum())
+    return phi, accepted
+
+
+def direct_case() -> dict:
+    """One fused sweep against its replay, float64, with independent and shared noise."""
+    generator = torch.Generator().manual_seed(5)
+    results = {}
+    for shared in (False, True):
+        R, N, Nt = 3, 2, 8
+        phi = torch.randn(R, N, Nt, dtype=torch.float64, generator=generator)
+        fields = LatticeFields(
+            lam=7.0,
+            spacing=0.1,
+            profile=torch.rand(Nt, dtype=torch.float64, generator=generator),
+            drive=5 * torch.rand(R, N, dtype=torch.float64, generator=generator),
+            input_inhibition=3 * torch.rand(R, N, dtype=torch.float64, generator=generator),
+            excite=None,
+            inhibit=None,
+            color_bounds=((0, N),),
+            shared_noise=shared,
+        )
+        state = generator.get_state()
+        seeds = torch.empty(2, dtype=torch.int64).random_(generator=generator)  # the kernel's
+        generator.set_state(state)
+        expected, expected_accepted = replayed_sweep(phi, fields, 0.3, seeds)
+        accepted = _LOCAL_SWEEP(phi, fields, width=0.3, generator=generator)
+        results[f"shared {shared}"] = {
+            "largest difference": float((phi - expected).abs().max()),
+            "accepted": int(accepted),
+            "replayed accepted": expected_accepted,
+        }
+    return results
+
+
 def main(case: str, out: str) -> None:
     calls = []
 
@@ -105,6 +174,7 @@ def main(case: str, out: str) -> None:
         "exact float32": lambda: exact_case(torch.float32),
         "exact float64": lambda: exact_case(torch.float64),
         "contract": contract_case,
+        "direct": direct_case,
     }
     results = cases[case]()
     torch.save({**results, "fused sweeps": len(calls)}, out)

@@ -56,6 +56,16 @@ def test_interpreted_kernel_is_deterministic_and_shares_noise_in_a_row(tmp_path)
     assert "links True" in results["linked error"]
 
 
+def test_interpreted_kernel_is_the_eager_move_site_by_site(tmp_path):
+    # One sweep of both parities, replayed in eager torch from the same Philox words and
+    # sampler.local_log_ratio, float64, with drive and input inhibition: identical paths
+    # and acceptance counts, with independent and with shared noise.
+    results = interpreted("direct", tmp_path)
+    for noise in ("shared False", "shared True"):
+        assert results[noise]["largest difference"] == 0.0
+        assert results[noise]["accepted"] == results[noise]["replayed accepted"] > 0
+
+
 def test_compiled_kernel_is_for_cuda_only_and_can_be_turned_off(monkeypatch):
     phi = torch.zeros(2, 3, 8)
     monkeypatch.setattr(fused_local, "_SETTING", "")
