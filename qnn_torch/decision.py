@@ -135,8 +135,7 @@ def sequential_top(
     only at the ends of phases, whose lengths double, keeps the number of looks, each a
     chance of a false decision, logarithmic in ``max_sweeps``. ``config.target_stderr``
     plays no part. ValueError for a ``drive`` that is not (B, O) or not finite and ≥ 0,
-    ``sigmas`` ≤ 0, or
-    ``config.max_sweeps`` ≤ ``config.sweeps``.
+    ``sigmas`` ≤ 0, or ``config.max_sweeps`` ≤ ``config.sweeps``.
     """
     if not isinstance(drive, Tensor) or drive.dim() != 2 or drive.shape[1] < 1:
         shape = tuple(drive.shape) if isinstance(drive, Tensor) else type(drive).__name__

@@ -105,9 +105,10 @@ def local_sweep(
     like = {"dtype": phi.dtype, "device": phi.device}
     params = _parameters(width / fields.spacing, fields.spacing, fields.lam, **like)
     drive = fields.drive.to(**like).contiguous()
-    inhibition = fields.input_inhibition
-    has_inhibition = inhibition is not None
-    inhibition = (inhibition if has_inhibition else fields.drive).to(**like).contiguous()
+    has_inhibition = fields.input_inhibition is not None
+    # Without inhibition the kernel never reads this pointer: any tensor of the right kind.
+    inhibition = fields.input_inhibition if has_inhibition else drive
+    inhibition = inhibition.to(**like).contiguous()
     profile = fields.profile.to(**like).contiguous()
     seeds = torch.empty(2, dtype=torch.int64, device=phi.device).random_(generator=generator)
     blocks = -(-n_sites // _BLOCK)
