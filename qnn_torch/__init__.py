@@ -1,5 +1,7 @@
 """qnn_torch: neural networks of quantum double-well neurons, by path-integral Monte Carlo."""
 
+__version__ = "0.2.0"
+
 from qnn_torch import circuits, learning
 from qnn_torch.autograd import grad_with_stderr
 from qnn_torch.circuits import THRESHOLDS, Thresholds, add_input_grid, conv_layer
@@ -19,6 +21,7 @@ __all__ = [
     "SimulationResult",
     "StuckChainWarning",
     "Thresholds",
+    "__version__",
     "add_input_grid",
     "circuits",
     "conv_layer",

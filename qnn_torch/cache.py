@@ -18,17 +18,33 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from filelock import FileLock
+from platformdirs import user_cache_dir
 
 from qnn_torch.io import save_atomic
 
 Stored = dict[str, object]
 
 
+CACHE_ENV = "QNN_TORCH_CACHE"
+"""Environment variable naming the cache folder."""
+
+
 def cache_dir() -> Path:
-    """Where built results are kept: ``$QNN_TORCH_CACHE``, else ``$XDG_CACHE_HOME/qnn_torch``."""
-    if "QNN_TORCH_CACHE" in os.environ:
-        return Path(os.environ["QNN_TORCH_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qnn_torch"
+    """Where built results are kept: ``$QNN_TORCH_CACHE``, else the user's cache folder
+    (platformdirs: ``~/.cache/qnn_torch`` on Linux, honouring ``$XDG_CACHE_HOME``).
+
+    Raises ValueError when ``$QNN_TORCH_CACHE`` is set but empty (it would mean the working
+    directory).
+    """
+    if CACHE_ENV in os.environ:
+        if not os.environ[CACHE_ENV]:
+            raise ValueError(
+                f"{CACHE_ENV} is set but empty: name a folder, or unset it for the default "
+                f"({user_cache_dir('qnn_torch', appauthor=False)})"
+            )
+        return Path(os.environ[CACHE_ENV])
+    return Path(user_cache_dir("qnn_torch", appauthor=False))
 
 
 def source_digest(*modules: ModuleType) -> str:
@@ -41,28 +57,24 @@ def source_digest(*modules: ModuleType) -> str:
 
 @contextmanager
 def exclusive_lock(lock: Path) -> Iterator[None]:
-    """Holds an exclusive advisory lock on the file ``lock`` (POSIX ``flock``).
+    """Holds an exclusive lock on the file ``lock`` (``filelock``: POSIX and Windows).
 
-    Without ``fcntl`` (Windows), or where the lock cannot be had (a read-only cache, a
-    file system without locks), it holds nothing: processes may then build the same result
-    side by side, which costs time but not correctness, as each file is written atomically.
+    Where the lock cannot be had (a read-only cache, a file system without locks), it holds
+    nothing: processes may then build the same result side by side, which costs time but
+    not correctness, as each file is written atomically.
     """
-    handle = None
+    held = None
     try:
-        import fcntl
-
         lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")  # noqa: SIM115 (closed below, which releases the lock)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        if handle is not None:
-            handle.close()
-            handle = None
+        held = FileLock(lock)
+        held.acquire()
+    except OSError:
+        held = None
     try:
         yield
     finally:
-        if handle is not None:
-            handle.close()
+        if held is not None:
+            held.release()
 
 
 def load_or_build(

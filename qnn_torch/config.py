@@ -79,6 +79,28 @@ class SamplerConfig:
     ``seed`` (0 ≤ seed < 2**63) on the same ``device`` gives identical results.
     ``chunk_rows`` bounds how many (network, chain) rows are updated at once (0: automatic,
     cache-sized on CPU, all rows on CUDA). ``progress`` shows a progress bar over sweeps.
+
+    Attributes:
+        n_time: Time slices of the lattice (even).
+        time_extent: Periodic Euclidean time T.
+        lam: Height Λ of the double well.
+        n_kinks: Kinks of the active input path (even, >= 2).
+        chains: Independent chains per network (>= 2; errors come from their spread).
+        thermalization: Discarded sweeps per chain.
+        sweeps: Measurement sweeps per chain (per block with target_stderr or a cap).
+        algorithm: Moves joined by "+" (local, multilevel, cluster), or "auto".
+        init: Starting paths: vacuum, saw, spikes or equilibrium.
+        seed: Seed of the random numbers (0 <= seed < 2**63).
+        device: Torch device of the simulation.
+        dtype: torch.float32 or torch.float64.
+        step_size: Local proposal width (0: tuned during thermalisation).
+        target_acceptance: Acceptance rate the width tuning aims at.
+        bisection_levels: Bisection levels (0: from the lattice).
+        cluster_every: Sign-cluster update every this many sweeps.
+        chunk_rows: Rows updated at once (0: automatic).
+        progress: Show a progress bar over sweeps.
+        target_stderr: Measure until every standard error is at most this (0: off).
+        max_sweeps: Cap of measurement sweeps per network (0: sweeps).
     """
 
     n_time: int = 512
@@ -120,21 +142,21 @@ class SamplerConfig:
                 "n_kinks must be >= 2: the activity is normalised by the potential of the "
                 "kinks, Σ_t V0(ψ_t), which vanishes without kinks; got 0"
             )
-        _check_int("chains", self.chains, 2)
-        _check_int("thermalization", self.thermalization, 0)
-        _check_int("sweeps", self.sweeps, 1)
+        check_int("chains", self.chains, 2)
+        check_int("thermalization", self.thermalization, 0)
+        check_int("sweeps", self.sweeps, 1)
         self._check_precision()
-        _check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, 0)
         if self.seed >= SEED_LIMIT:
             raise ValueError(f"seed must be < 2**63, got {self.seed!r}")
-        _check_int("chunk_rows", self.chunk_rows, 0)
-        _check_int("bisection_levels", self.bisection_levels, 0)
+        check_int("chunk_rows", self.chunk_rows, 0)
+        check_int("bisection_levels", self.bisection_levels, 0)
         if 2**self.bisection_levels > self.n_time:
             raise ValueError(
                 f"bisection_levels must satisfy 2**bisection_levels <= n_time={self.n_time}, "
                 f"got {self.bisection_levels}"
             )
-        _check_int("cluster_every", self.cluster_every, 1)
+        check_int("cluster_every", self.cluster_every, 1)
         moves = self.algorithm.split("+") if isinstance(self.algorithm, str) else []
         if self.algorithm != "auto" and (
             not set(moves) <= set(MOVES)
@@ -157,7 +179,13 @@ class SamplerConfig:
             raise ValueError(
                 f"target_acceptance must lie in (0, 1), got {self.target_acceptance!r}"
             )
-        torch.device(self.device)  # raises on a malformed device string
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
+                f"got {self.device!r}"
+            ) from None
 
     def _check_precision(self) -> None:
         """Refuse a target error or a sweep cap that cannot be used as asked."""
@@ -166,7 +194,7 @@ class SamplerConfig:
             raise ValueError(f"target_stderr must be a Python number >= 0 (0: off), got {target!r}")
         if not math.isfinite(target) or target < 0:
             raise ValueError(f"target_stderr must be finite and >= 0 (0: off), got {target!r}")
-        _check_int("max_sweeps", self.max_sweeps, 0)
+        check_int("max_sweeps", self.max_sweeps, 0)
         if 0 < self.max_sweeps < self.sweeps:
             raise ValueError(
                 f"max_sweeps must be 0 (no extension) or >= sweeps={self.sweeps}, "
@@ -219,6 +247,7 @@ class SamplerConfig:
         return self.time_extent / self.n_time
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def check_int(name: str, value: object, minimum: int) -> None:
+    """ValueError naming ``name`` unless ``value`` is an int (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

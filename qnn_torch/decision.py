@@ -31,6 +31,12 @@ from qnn_torch.simulate import run_sampler
 # Run g of phase p draws the stream seed + (64·p + g)·_SEED_STEP mod 2**63: a new one each.
 _SEED_STEP = 0x9E3779B97F4A7C15
 
+EVALUATION_CONFIG = SamplerConfig(
+    chains=8, thermalization=0, sweeps=5, max_sweeps=600, init="equilibrium"
+)
+"""Decision mode as the MNIST job evaluates: 8 chains from equilibrium starts, a first block
+of 5 sweeps, at most 600 (see docs/mnist.md for how it was chosen)."""
+
 
 @dataclass(frozen=True)
 class SequentialResult:

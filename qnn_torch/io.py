@@ -8,16 +8,13 @@ file or the complete new one, never a partial write.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 @contextmanager
@@ -53,13 +50,6 @@ def save_atomic(obj: object, path: str | Path) -> None:
         torch.save(obj, temp)
 
 
-def savefig_atomic(fig: Figure, path: str | Path, **kwargs: Any) -> None:
-    """``fig.savefig(path, **kwargs)`` atomically; the format comes from the path's suffix."""
-    path = Path(path)
-    with atomic_path(path) as temp:
-        fig.savefig(temp, format=path.suffix.lstrip(".") or None, **kwargs)
-
-
 def _unwritable(folder: Path) -> str | None:
     """Why no file can be written in ``folder`` (created if missing), or None if one can."""
     if folder.exists() and not folder.is_dir():
@@ -89,3 +79,18 @@ def check_output_file(path: str | Path, option: str = "--out") -> None:
     reason = f"{path} is a folder" if path.is_dir() else _unwritable(path.parent)
     if reason:
         raise ValueError(f"{option} {path}: cannot write there: {reason}")
+
+
+def clear_outputs(folder: str | Path, names: Iterable[str]) -> None:
+    """Remove the outputs ``names`` (files or folders) of an earlier run from ``folder``.
+
+    Called before a run starts its work, with its results file first in ``names`` and
+    written last by the run: a run that is interrupted then never leaves outputs that look
+    complete, nor new figures beside an earlier run's results.
+    """
+    for name in names:
+        path = Path(folder) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

@@ -22,7 +22,6 @@ judges every pattern with :meth:`~qnn_torch.circuits.Thresholds.state` at 2σ.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,25 +33,23 @@ from tqdm.auto import tqdm
 
 from qnn_torch.autograd import grad_with_stderr
 from qnn_torch.circuits import THRESHOLDS, Thresholds, truth_table_inputs
-from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.observables import chain_mean_and_error, gap_in_sigmas
+from qnn_torch.config import SamplerConfig, check_int
 from qnn_torch.network import Network
 from qnn_torch.simulate import simulate
+from qnn_torch.starts import STARTS, VALIDATION_CONFIG, VALIDATION_MOVES, simulate_from_starts
 
 Builder = Callable[..., Network]
 """``builder(*inputs, **strengths) -> Network``, e.g. :func:`~qnn_torch.circuits.xor_gate`."""
 
-MOVES = {"algorithm": "local+multilevel+cluster", "cluster_every": 1}
+MOVES = VALIDATION_MOVES
 """The moves with which the paper's circuits were validated (every move, every sweep)."""
 
 LEARN_CONFIG = SamplerConfig(chains=8, thermalization=100, sweeps=200, **MOVES)
 """Per-step sampling while learning, at the paper's lattice: a cheap, noisy gradient."""
 
-VERIFY_CONFIG = SamplerConfig(chains=8, thermalization=2000, sweeps=2000, **MOVES)
-"""The paper circuits' validation settings (``scripts/reproduce_paper.py``), per start."""
-
-STARTS = ("vacuum", "saw")
-"""Starts whose chains :func:`verify_truth_table` pools, as the circuits' validation does."""
+VERIFY_CONFIG = VALIDATION_CONFIG
+"""The paper circuits' validation settings (:data:`qnn_torch.starts.VALIDATION_CONFIG`),
+per start; :func:`verify_truth_table` pools the chains of :data:`STARTS`."""
 
 XOR_TARGETS = (0, 1, 1, 0)
 """XOR's outputs for the patterns of :data:`~qnn_torch.circuits.TRUTH_TABLE`."""
@@ -272,8 +269,8 @@ def learn_truth_table(
     _check_strengths("initial_strengths", initial_strengths, positive=True)
     if not isinstance(config, SamplerConfig):
         raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
-    _check_int("steps", steps, 1)
-    _check_int("stop_after_passing", stop_after_passing, 0)
+    check_int("steps", steps, 1)
+    check_int("stop_after_passing", stop_after_passing, 0)
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr must be > 0 and finite, got {lr!r}")
     if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
@@ -366,25 +363,17 @@ def verify_truth_table(
     inputs = truth_table_inputs() if inputs is None else tuple(inputs)
     target = _check_targets(targets, inputs)
     _check_strengths("strengths", strengths, positive=False)
-    if not starts:
-        raise ValueError("starts must name at least one start, got ()")
     network = builder(*inputs, **{k: float(v) for k, v in strengths.items()})
     _check_output(network, output)
-    chains = []
-    for i, start in enumerate(starts):
-        run = simulate(network, replace(config, init=start, seed=config.seed + i))
-        chains.append(run.chain_activity[..., run.names.index(output)])  # (P, C)
-    if chains[0].shape[:-1] != target.shape:
+    pooled = simulate_from_starts(network, config, starts)
+    index = pooled.names.index(output)
+    activity, stderr = pooled.activity[..., index], pooled.stderr[..., index]  # (P,)
+    if activity.shape != target.shape:
         raise ValueError(
-            f"the network's batch shape {tuple(chains[0].shape[:-1])} must be (P,) = "
+            f"the network's batch shape {tuple(activity.shape)} must be (P,) = "
             f"{tuple(target.shape)}: one network per pattern"
         )
-    activity, stderr = chain_mean_and_error(torch.cat(chains, -1), dim=-1)
-    gap = 0.0
-    if len(chains) > 1:
-        means = [chain_mean_and_error(c, dim=-1) for c in chains]
-        for (m1, e1), (m2, e2) in itertools.combinations(means, 2):
-            gap = max(gap, float(gap_in_sigmas(m1, e1, m2, e2).max()))
+    gap = float(pooled.start_gap_sigma[..., index].max())
     states = truth_table_states(activity, stderr, thresholds=thresholds, sigmas=sigmas)
     return TruthTableCheck(
         patterns=pattern_names(inputs),
@@ -429,8 +418,3 @@ def _check_strengths(argument: str, strengths: Mapping[str, float], *, positive:
         if not (0 < value < math.inf if positive else 0 <= value < math.inf):
             bound = "> 0 and finite (s = exp(u))" if positive else ">= 0 and finite"
             raise ValueError(f"{argument}[{name!r}] must be {bound}, got {value!r}")
-
-
-def _check_int(argument: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")

@@ -1,12 +1,12 @@
 """Reproduce the circuits of Dorozhinsky & Pavlovsky (arXiv:1806.09664): figures and tables.
 
-The command line and the logic live in
-:mod:`qnn_torch.reproduce_paper`; ``--help`` lists the options.
+The same command as ``qnn-reproduce-paper``; its logic lives in
+:mod:`qnn_torch.experiments.reproduce_paper`, and ``--help`` lists the options.
 """
 
 import sys
 
-from qnn_torch.reproduce_paper import main
+from qnn_torch.experiments.reproduce_paper import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""Shared helpers for the tests: exact references for small and paper lattices."""
+"""pytest hooks: a table cache of this session, torch threads per xdist worker, and the
+``cuda`` marker's skip. Helpers shared by the tests are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -12,15 +13,6 @@ import torch
 
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
-
-from qnn_torch.functional.exact import single_neuron_activity
-from qnn_torch.functional.physics import kink_path
-
-# A small lattice where the neuron tunnels and the local sampler equilibrates quickly.
-SMALL = {"n_time": 32, "time_extent": 2.0, "lam": 60.0, "n_kinks": 2}
-PAPER = {"n_time": 512, "time_extent": 0.7, "lam": 5000.0, "n_kinks": 4}
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,24 +41,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(config.qnn_torch_cache, ignore_errors=True)
 
 
-def exact_activity(
-    lattice: dict, drives: torch.Tensor, inhibitions: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Exact activity of one neuron driven by one active input: drive ε, inhibition η."""
-    return single_neuron_activity(
-        drives,
-        inhibitions,
-        kink_path(**lattice, dtype=torch.float64),
-        time_extent=lattice["time_extent"],
-        lam=lattice["lam"],
-    )
-
-
-def assert_within(result_activity, result_stderr, expected, sigmas: float = 4.0) -> None:
-    """Every Monte Carlo estimate lies within ``sigmas`` standard errors of the exact value.
-
-    The errors must be finite: an infinite one (an untrusted estimate) would pass vacuously.
-    """
-    assert torch.isfinite(torch.as_tensor(result_stderr)).all(), f"errors {result_stderr}"
-    z = (torch.as_tensor(result_activity).double() - expected) / torch.as_tensor(result_stderr)
-    assert torch.all(z.abs() < sigmas), f"z-scores {z.tolist()} (estimates {result_activity})"
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped where no CUDA device is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

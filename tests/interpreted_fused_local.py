@@ -17,8 +17,7 @@ from qnn_torch import Network, SamplerConfig, simulate
 from qnn_torch.functional import fused_local
 from qnn_torch.functional.sampler import LatticeFields, local_log_ratio
 from qnn_torch.simulate import run_sampler
-
-from .conftest import SMALL
+from tests.helpers import SMALL
 
 
 def relays(drives: torch.Tensor, inhibitions: torch.Tensor) -> Network:

@@ -1,20 +1,13 @@
-"""Paper circuits: the builders' wiring, and the truth tables of a quick reproduction run."""
+"""Paper circuits: the builders' wiring (their truth tables: tests/test_reproduce_paper.py)."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from qnn_torch import SamplerConfig, circuits, reproduce_paper
+from qnn_torch import SamplerConfig, circuits
 from qnn_torch.network import CompiledNetwork, Network
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "reproduce_paper.py"
 T = circuits.THRESHOLDS
 
 
@@ -185,93 +178,3 @@ def test_vertical_line_detector_wiring():
             assert torch.all(excitation(c, f"c_{row}_{col}", "out") == circuits.DETECTOR_OUTPUT)
     with pytest.raises(ValueError, match="4, 4"):
         circuits.vertical_line_detector(torch.zeros(3, 3))
-
-
-def test_script_is_import_safe_and_covers_the_patterns():
-    script = reproduce_paper
-    assert callable(script.main)
-    patterns = script.detector_patterns()
-    targets = {name for name, (_, vertical) in patterns.items() if vertical}
-    assert targets == {"vertical_col1", "vertical_col2"}
-    for name in ("vertical_col0", "vertical_col3", "diagonal", "antidiagonal", "blank", "full"):
-        assert name in patterns
-    assert sum(name.startswith("horizontal") for name in patterns) == 4
-    assert sum(name.startswith("random") for name in patterns) >= 3
-
-
-# -- quick reproduction -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("paper")
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--threads", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert run.returncode in (0, 1), run.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    results["_out"] = out
-    results["_stdout"] = run.stdout
-    return results
-
-
-def high(entry: dict) -> bool:
-    return T.state(entry["activity"], entry["stderr"]) == "high"
-
-
-def low(entry: dict) -> bool:
-    return T.state(entry["activity"], entry["stderr"]) == "low"
-
-
-def test_quick_run_writes_figures_tables_and_thresholds(quick):
-    out = quick["_out"]
-    assert quick["quick"] is True and quick["lattice"]["n_time"] == 128
-    assert quick["thresholds"] == {"low": T.low, "high": T.high}
-    for name in quick["figures"]:
-        assert name.startswith("fig") and (out / name).stat().st_size > 0
-    assert len(quick["figures"]) == 11
-    assert (out / "results.md").read_text() in quick["_stdout"]
-    assert all(quick["checks"].values()), quick["checks"]
-
-
-@pytest.mark.parametrize(
-    ("gate", "on"),
-    [("AND", {"11"}), ("OR", {"01", "10", "11"}), ("XOR", {"01", "10"})],
-)
-def test_quick_gate_truth_tables(quick, gate, on):
-    table = quick["gates"][gate]
-    assert set(table) == set(circuits.TRUTH_TABLE)
-    for pattern, entry in table.items():
-        assert (high if pattern in on else low)(entry), (gate, pattern, entry)
-
-
-def test_quick_not_gate(quick):
-    assert high(quick["not"]["inhibition_off"]), quick["not"]
-    assert low(quick["not"]["inhibition_on"]), quick["not"]
-
-
-def test_quick_chain_is_opaque_then_transparent(quick):
-    chain = quick["chain"]
-    kc, baseline = chain["critical_k"], chain["baseline"]
-    assert abs(baseline - 0.13) < 0.02
-    rows = list(zip(chain["k"], chain["activity"], chain["stderr"], strict=True))
-    below = [(a, s) for k, a, s in rows if k <= 0.9 * kc]
-    above = [(a, s) for k, a, s in rows if k >= 1.2 * kc]
-    assert below and above
-    for a, s in below:
-        assert abs(a - baseline) + 2 * s < 0.1, (a, s)
-    for a, s in above:
-        assert a - 2 * s > 0.5, (a, s)
-
-
-def test_quick_detector_ranks_middle_vertical_lines_first(quick):
-    detector = quick["detector"]
-    targets = [p for p in detector.values() if p["vertical"]]
-    others = [p for p in detector.values() if not p["vertical"]]
-    assert len(targets) == 2 and len(others) >= 12
-    assert min(p["activity"] - 2 * p["stderr"] for p in targets) > max(
-        p["activity"] + 2 * p["stderr"] for p in others
-    )
-    assert all(high(p) for p in targets)

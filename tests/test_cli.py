@@ -1,233 +1,182 @@
-"""Command lines and outputs of the scripts' library modules: bad input fails before work."""
+"""qnn_torch.experiments.cli: the command lines of the experiments and the MNIST jobs.
+
+Tested on a small settings dataclass of its own: the spellings an option is accepted in,
+lists and yes/no options, errors (exit status 2, naming the option) and the YAML of a
+command line, which reruns it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import lightning as L
 import pytest
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+import yaml
 
-from qnn_torch import benchmark_sampler
-from qnn_torch.config import SamplerConfig
-from qnn_torch.functional import physics
-from qnn_torch.io import atomic_path, save_atomic, savefig_atomic, write_atomic
-from training import accuracy_curve, train_then_transfer
-from training.quantum import QuantumEvaluator, quantum_loader
+from qnn_torch.config import SamplerConfig, check_int
+from qnn_torch.experiments.cli import SAMPLER_SKIP, CommandLine, Parsed, check_device
+
+SAMPLER = SamplerConfig(n_time=64, chains=4, sweeps=20)
 
 
-def test_evaluating_one_image_gives_one_prediction() -> None:
-    """CatMetric returns a 0-d tensor for a single value; the predictions stay 1-d."""
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.rand(10, 784, generator=generator)
-    image = torch.rand(1, 28, 28, generator=generator)
-    config = SamplerConfig(chains=2, thermalization=0, sweeps=1)
-    evaluator = QuantumEvaluator(weight, coupling_scale=100.0, config=config)
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False,
-    )  # fmt: skip
-    trainer.test(evaluator, dataloaders=quantum_loader([(image, 3)], 10), verbose=False)
-    assert {name: value.shape for name, value in evaluator.predictions.items()} == {
-        name: (1,) for name in ("index", "label", "classical", "quantum", "exact")
-    }
-    assert evaluator.predictions["label"].tolist() == [3]
+@dataclass(frozen=True)
+class Demo:
+    """Settings of a demo command.
+
+    Attributes:
+        size_limit: An integer >= 1.
+        rate: A number.
+        names: Some words.
+        quick: A yes/no option, off by default.
+        pixel_shift: A yes/no option, on by default.
+        out: An output folder.
+    """
+
+    size_limit: int = 3
+    rate: float = 0.5
+    names: tuple[str, ...] = ("a",)
+    quick: bool = False
+    pixel_shift: bool = True
+    out: Path = Path("outputs/demo")
+
+    def __post_init__(self) -> None:
+        check_int("size_limit", self.size_limit, 1)
 
 
-def _fail_midway(self: Figure, target: object, **kwargs: object) -> None:
-    Path(target).write_bytes(b"partial")  # type: ignore[arg-type]
-    raise OSError("disk full")
+def command_line() -> CommandLine[Demo]:
+    return CommandLine(
+        Demo,
+        "A demo command.",
+        samplers={"sampler": (SAMPLER, "The demo's sampler")},
+        renamed={
+            "--old-size": ["--size_limit"],
+            "--chains": ["--sampler.chains"],
+            "--fast": ["--quick", "true"],
+        },
+    )
 
 
-def test_atomic_outputs_replace_whole_files_or_leave_the_old_ones(tmp_path: Path) -> None:
-    write_atomic(tmp_path / "a" / "results.json", '{"x": 1}\n')
-    save_atomic(torch.arange(3), tmp_path / "w.pt")
-    fig = Figure()
-    FigureCanvasAgg(fig)
-    savefig_atomic(fig, tmp_path / "figure.png")
-    assert (tmp_path / "a" / "results.json").read_text() == '{"x": 1}\n'
-    assert torch.equal(torch.load(tmp_path / "w.pt"), torch.arange(3))
-    assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    old = tmp_path / "w.pt"
-    with pytest.raises(RuntimeError), atomic_path(old) as temp:
-        temp.write_bytes(b"partial")
-        raise RuntimeError("interrupted")
-    assert torch.equal(torch.load(old), torch.arange(3))
-    assert not list(tmp_path.rglob(".*.tmp"))
+def parse(*argv: str) -> Parsed[Demo]:
+    return command_line().parse(list(argv))
 
 
-def test_pipeline_figures_are_written_atomically(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "mnist_confusion.png"
-    path.write_bytes(b"old figure")
-    monkeypatch.setattr(Figure, "savefig", _fail_midway)
-    matrix = torch.eye(10, dtype=torch.long)
-    with pytest.raises(OSError, match="disk full"):
-        train_then_transfer.plot_confusion({"classical": matrix}, path)
-    assert path.read_bytes() == b"old figure"
-    assert not list(tmp_path.glob(".*.tmp"))
+def error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The error printed by parsing ``argv``, which must exit with status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        command_line().parse(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
 
 
-def _no_data(*args: object, **kwargs: object) -> None:
-    raise AssertionError("MNIST was loaded before the arguments were validated")
+def test_defaults_are_the_dataclass_and_the_default_sampler() -> None:
+    parsed = parse()
+    assert parsed.settings == Demo()
+    assert parsed.samplers == {"sampler": SAMPLER}
 
 
-def _no_work(*args: object, **kwargs: object) -> None:
-    raise AssertionError("a measurement ran before the arguments were validated")
+def test_dashed_and_underscore_spellings_are_the_same_option() -> None:
+    expected = Demo(size_limit=5, pixel_shift=False)
+    for argv in (
+        ["--size_limit", "5", "--pixel_shift", "false"],
+        ["--size-limit", "5", "--pixel-shift", "false"],
+        ["--size-limit=5", "--pixel-shift=false"],
+    ):
+        assert parse(*argv).settings == expected, argv
+    sampler = replace(SAMPLER, max_sweeps=100)
+    assert parse("--sampler.max-sweeps", "100").samplers["sampler"] == sampler
+    assert parse("--sampler.max_sweeps=100").samplers["sampler"] == sampler
 
 
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["--chains", "1"], ["--chains", "got 1"]),
-        (["--thermalization", "-3"], ["--thermalization", "got -3"]),
-        (["--seed", "-1"], ["--seed", "got -1"]),
-        (["--finetune-sweeps", "0"], ["--finetune-sweeps", "got 0"]),
-        (["--coupling-scale", "-5"], ["--coupling-scale", "got -5"]),
-        (["--batch-size", "0"], ["--batch-size", "got 0"]),
-        (["--penalty", "nan"], ["--penalty", "got nan"]),
-        (["--finetune-coupling-budget", "-1"], ["--finetune-coupling-budget", "got -1"]),
-        (
-            ["--devices", "3", "--finetune-epochs", "1", "--finetune-batch-size", "2"],
-            ["--finetune-batch-size must be >= the 3 devices", "got 2"],
-        ),
-    ],
-)
-def test_pipeline_rejects_bad_options_before_any_work(
-    argv: list[str],
-    expected: list[str],
-    monkeypatch: pytest.MonkeyPatch,
+def test_renamed_options_are_rewritten_with_their_values() -> None:
+    assert parse("--old-size", "7").settings.size_limit == 7
+    assert parse("--old-size=7").settings.size_limit == 7
+    assert parse("--chains", "6").samplers["sampler"] == replace(SAMPLER, chains=6)
+    assert parse("--chains=6").samplers["sampler"] == replace(SAMPLER, chains=6)
+    assert parse("--fast").settings.quick is True
+
+
+def test_list_options_take_plain_words_or_yaml() -> None:
+    assert parse("--names", "x", "y", "--size_limit", "2").settings == Demo(
+        names=("x", "y"), size_limit=2
+    )
+    assert parse("--names", "[x, y]").settings.names == ("x", "y")
+    assert parse("--names", "x").settings.names == ("x",)
+    assert parse("--names=[x, y]").settings.names == ("x", "y")
+
+
+def test_yes_no_options_may_stand_alone() -> None:
+    assert parse("--quick").settings.quick is True
+    assert parse("--quick", "--size_limit", "2").settings == Demo(quick=True, size_limit=2)
+    assert parse("--quick", "false").settings.quick is False
+    assert parse("--quick", "yes").settings.quick is True
+    assert parse("--quick=false").settings.quick is False
+    assert parse("--no_pixel_shift").settings.pixel_shift is False
+    assert parse("--no-pixel-shift").settings.pixel_shift is False
+    assert parse("--pixel_shift").settings.pixel_shift is True
+
+
+def test_an_empty_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--out", ""], ["--out="]):
+        assert "--out must not be empty" in error_of(argv, capsys)
+
+
+def test_a_post_init_error_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    error = error_of(["--size_limit", "0"], capsys)
+    assert "error: --size_limit must be an integer >= 1, got 0" in error
+    assert "--size_limit must be an integer >= 1, got 0" in error_of(["--old-size", "0"], capsys)
+
+
+def test_a_sampler_error_names_the_group_and_field(capsys: pytest.CaptureFixture[str]) -> None:
+    error = error_of(["--sampler.chains", "1"], capsys)
+    assert "error: --sampler.chains must be an integer >= 2, got 1" in error
+    assert "--sampler.chains must be an integer >= 2, got 1" in error_of(["--chains", "1"], capsys)
+    error = error_of(["--sampler.max_sweeps", "3"], capsys)
+    assert "--sampler.max_sweeps must be 0 (no extension) or >= sweeps=20, got 3" in error
+
+
+def test_wrong_types_and_unknown_options_exit_with_status_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", _no_data)
+    assert "size_limit" in error_of(["--size_limit", "many"], capsys)
+    assert "--colour" in error_of(["--colour", "red"], capsys)
+    for field in sorted(SAMPLER_SKIP):  # set by the command itself, not per group
+        assert f"--sampler.{field}" in error_of([f"--sampler.{field}", "1"], capsys)
+
+
+NON_DEFAULT = ["--size_limit", "7", "--rate", "0.25", "--names", "p", "q", "--quick"]
+NON_DEFAULT += ["--no_pixel_shift", "--out", "elsewhere", "--sampler.chains", "6"]
+
+
+def test_print_config_reruns_with_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        train_then_transfer.main(argv)
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert all(text in error for text in expected), error
+        command_line().parse([*NON_DEFAULT, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed)["sampler"]["chains"] == 6
+    config = tmp_path / "demo.yaml"
+    config.write_text(printed)
+    rerun = parse("--config", str(config))
+    original = parse(*NON_DEFAULT)
+    assert rerun.settings == original.settings
+    assert rerun.settings == Demo(7, 0.25, ("p", "q"), True, False, Path("elsewhere"))
+    assert rerun.samplers == original.samplers == {"sampler": replace(SAMPLER, chains=6)}
+    assert parse("--config", str(config), "--size_limit", "2").settings.size_limit == 2
 
 
-def test_pipeline_rejects_an_unusable_output_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", _no_data)
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    for out in (blocker, blocker / "sub"):
-        with pytest.raises(SystemExit):
-            train_then_transfer.main(["--out", str(out)])
-        assert f"--out {out}" in capsys.readouterr().err
-    assert blocker.read_text() == ""
+def test_parsed_config_round_trips(tmp_path: Path) -> None:
+    parsed = parse(*NON_DEFAULT)
+    assert "config" not in yaml.safe_load(parsed.config)  # a rerun does not chain files
+    config = tmp_path / "config.yaml"
+    config.write_text(parsed.config)
+    rerun = parse("--config", str(config))
+    assert rerun.settings == parsed.settings
+    assert rerun.samplers == parsed.samplers
+    assert rerun.config == parsed.config
 
 
-def test_pipeline_checks_weights_before_any_work(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", _no_data)
-    missing = tmp_path / "absent.pt"
-    assert train_then_transfer.main(["--weights", str(missing), "--out", str(tmp_path)]) == 2
-    assert f"--weights {missing} does not exist" in capsys.readouterr().err
-    wrong = tmp_path / "wrong.pt"
-    torch.save(torch.zeros(10, 783), wrong)
-    assert train_then_transfer.main(["--weights", str(wrong), "--out", str(tmp_path)]) == 2
-    assert f"--weights {wrong} does not hold a (10, 784)" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["--images", "-5"], ["--images", "got -5"]),
-        (["--images", "10001"], ["--images", "got 10001"]),
-        (["--ks", "100", "0"], ["--ks", "got 0.0"]),
-        (["--sweeps", "25", "0"], ["--sweeps", "got 0"]),
-        (["--chains", "1"], ["--chains", "got 1"]),
-        (["--default-chains", "1"], ["--default-chains", "got 1"]),
-        (["--thermalization", "-1"], ["--thermalization", "got -1"]),
-        (["--batch-size", "0"], ["--batch-size", "got 0"]),
-        (["--threads", "-1"], ["--threads", "got -1"]),
-    ],
-)
-def test_accuracy_curve_rejects_bad_options_before_any_work(
-    argv: list[str],
-    expected: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setattr(accuracy_curve, "MNISTDataModule", _no_data)
-    with pytest.raises(SystemExit) as exit_info:
-        accuracy_curve.main(argv)
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert all(text in error for text in expected), error
-
-
-def test_accuracy_curve_checks_out_and_weights_before_any_work(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(accuracy_curve, "MNISTDataModule", _no_data)
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(SystemExit):
-        accuracy_curve.main(["--out", str(blocker)])
-    assert f"--out {blocker}" in capsys.readouterr().err
-    missing = tmp_path / "absent.pt"
-    assert accuracy_curve.main(["--weights", str(missing), "--out", str(tmp_path)]) == 2
-    assert f"--weights {missing} does not exist" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["--repeats", "0"], ["--repeats", "got 0"]),
-        (["--neurons", "0"], ["--neurons", "got 0"]),
-        (["--chains", "1"], ["--chains", "got 1"]),
-        (["--sweeps", "9"], ["--sweeps", "got 9"]),
-        (["--local-sweeps", "-1"], ["--local-sweeps", "got -1"]),
-        (["--images", "0"], ["--images", "got 0"]),
-        (["--threads", "-2"], ["--threads", "got -2"]),
-        (["--devices", "foo"], ["--devices", "'foo'"]),
-    ],
-)
-def test_benchmark_rejects_bad_options_before_any_work(
-    argv: list[str],
-    expected: list[str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    for stage in ("throughput", "efficiency", "gradient_overhead", "margin_noise"):
-        monkeypatch.setattr(benchmark_sampler, stage, _no_work)
-    with pytest.raises(SystemExit) as exit_info:
-        benchmark_sampler.main(argv)
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert all(text in error for text in expected), error
-
-
-def test_benchmark_rejects_an_unusable_output_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for stage in ("throughput", "efficiency", "gradient_overhead", "margin_noise"):
-        monkeypatch.setattr(benchmark_sampler, stage, _no_work)
-    with pytest.raises(SystemExit):
-        benchmark_sampler.main(["--out", str(tmp_path)])
-    assert f"--out {tmp_path}" in capsys.readouterr().err
-
-
-def test_benchmark_reference_sweep_uses_the_double_well(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The naive sweep's potential comes from physics.double_well (one home per formula)."""
-    calls = []
-
-    def counted(phi: torch.Tensor, lam: float) -> torch.Tensor:
-        calls.append(lam)
-        return physics.double_well(phi, lam)
-
-    monkeypatch.setattr(benchmark_sampler, "double_well", counted)
-    phi = torch.ones(2, 8)
-    benchmark_sampler.naive_local_sweep(
-        phi, torch.zeros(2), torch.zeros(8), lam=50.0, spacing=0.1, width=0.1,
-        generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    assert calls and set(calls) == {50.0}
+def test_check_device_accepts_present_devices_only() -> None:
+    check_device("--device", "cpu")
+    with pytest.raises(ValueError, match="--device 'tpu9' is not an available device"):
+        check_device("--device", "tpu9")

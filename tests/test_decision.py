@@ -9,8 +9,7 @@ from qnn_torch.decision import _Tallies, sequential_top
 from qnn_torch.functional.activity_table import driven_activity
 from qnn_torch.functional.layer import contested
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
-
-from .conftest import SMALL
+from tests.helpers import SMALL
 
 
 def run(drive: torch.Tensor, sigmas: float, **settings):

@@ -296,7 +296,7 @@ def test_two_neurons_reject_bad_arguments(kwargs: dict, name: str):
         two_neuron_reference(**({"n_time": 8, "time_extent": 1.0, "lam": 20.0} | kwargs))
 
 
-# Driven pair: the test suite's small lattice (tests/conftest.py), fields ε·g_t from kink paths.
+# Driven pair: the test suite's small lattice (tests/helpers.py), fields ε·g_t from kink paths.
 PAIR = {"n_time": 32, "time_extent": 2.0, "lam": 60.0}
 PAIR_GRID = {"grid_points": 36, "phi_max": 3.0}
 

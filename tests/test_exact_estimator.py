@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Iterator
 
 import pytest
 import torch
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig, simulate
-from qnn_torch.cache import exclusive_lock
 from qnn_torch.functional.activity_table import activity_table, driven_activity, table_range
 from qnn_torch.functional.layer import decided
 from qnn_torch.functional.physics import kink_path, spike_profile
-
-from .conftest import PAPER, SMALL, assert_within, exact_activity
+from tests.helpers import PAPER, SMALL, assert_within, exact_activity
 
 SIGMAS = 4.0
 TABLE = activity_table(**SMALL, max_drive=100.0)
@@ -56,7 +51,9 @@ def test_exact_layer_agrees_with_the_monte_carlo_layer(dtype: torch.dtype) -> No
     exact = QuantumNeuronLayer(5, 4, coupling_scale=15.0, readout="activity", estimator="exact")
     exact.config = config
     monte_carlo = QuantumNeuronLayer(5, 4, readout="activity", config=config)
-    monte_carlo.load_state_dict(exact.state_dict())
+    monte_carlo.load_state_dict(exact.state_dict())  # the state holds the estimator too
+    assert monte_carlo.estimator == "exact"
+    monte_carlo.estimator = "monte_carlo"
     x = torch.rand(3, 5, dtype=dtype)
     expected = exact(x)
     assert expected.dtype == dtype
@@ -127,6 +124,22 @@ def test_config_is_saved_and_derived_buffers_follow_it() -> None:
         QuantumNeuronLayer(3, 2, config={})
 
 
+def test_readout_estimator_and_decision_sigmas_are_saved_with_the_state() -> None:
+    config = SamplerConfig(**SMALL, sweeps=10, max_sweeps=100)
+    layer = QuantumNeuronLayer(
+        3, 2, readout="activity", estimator="exact", decision_sigmas=2.0, config=config
+    )
+    fresh = QuantumNeuronLayer(3, 2)  # softmax, monte_carlo, no decision mode
+    assert (fresh.readout, fresh.estimator, fresh.decision_sigmas) == ("softmax", "monte_carlo", 0)
+    fresh.load_state_dict(torch.load(_saved(layer.state_dict()), weights_only=True))
+    assert fresh.readout == "activity"
+    assert fresh.estimator == "exact"
+    assert fresh.decision_sigmas == 2.0
+    assert fresh.config == config
+    x = torch.rand(4, 3)
+    torch.testing.assert_close(fresh(x), layer(x), rtol=0, atol=0)
+
+
 def _saved(state: dict) -> io.BytesIO:
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -159,73 +172,6 @@ def test_a_coupling_scale_that_overflows_float32_is_refused() -> None:
         layer.weight.fill_(1.0)
     with pytest.raises(ValueError, match="overflows the drives"):
         layer(torch.ones(1, 3))
-
-
-@pytest.fixture
-def fresh_tables() -> Iterator[None]:
-    """Tables built in memory by the test are forgotten before and after it."""
-    from qnn_torch.functional import activity_table as module
-
-    module._build_table.cache_clear()
-    yield
-    module._build_table.cache_clear()
-
-
-@pytest.mark.usefixtures("fresh_tables")
-def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
-) -> None:
-    from qnn_torch.functional import activity_table as module
-
-    monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
-    built = activity_table(**SMALL, max_drive=100.0)
-    (stored,) = tmp_path.glob("activity_table_*.pt")
-    module._build_table.cache_clear()
-    loaded = activity_table(**SMALL, max_drive=100.0)
-    torch.testing.assert_close(loaded.coefficients, built.coefficients, rtol=0, atol=0)
-    assert loaded.error_bound == built.error_bound
-    # A file whose key does not match (e.g. a hash collision) is not trusted.
-    state = torch.load(stored, weights_only=True)
-    state["key"][0] += 1
-    state["value"]["coefficients"] = state["value"]["coefficients"] * 2
-    torch.save(state, stored)
-    module._build_table.cache_clear()
-    rebuilt = activity_table(**SMALL, max_drive=100.0)
-    torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
-
-
-@pytest.mark.usefixtures("fresh_tables")
-def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
-) -> None:
-    """While another process holds a table's lock (building it), a second caller waits and
-    then loads that process's file instead of building its own."""
-    pytest.importorskip("fcntl")  # without it the lock holds nothing, by design
-    from qnn_torch.functional import activity_table as module
-
-    monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
-    built = activity_table(**SMALL, max_drive=100.0)
-    (stored,) = tmp_path.glob("activity_table_*.pt")
-    state = torch.load(stored, weights_only=True)
-    state["value"]["coefficients"] = state["value"]["coefficients"] * 2  # the other's file
-    stored.unlink()
-    module._build_table.cache_clear()
-
-    def refuse(*args: object) -> None:
-        raise AssertionError("built a table that another process was building")
-
-    monkeypatch.setattr(module, "_tabulate", refuse)
-    result: dict[str, object] = {}
-    with exclusive_lock(stored.with_name(stored.name + ".lock")):
-        waiting = threading.Thread(
-            target=lambda: result.update(table=activity_table(**SMALL, max_drive=100.0))
-        )
-        waiting.start()
-        time.sleep(0.5)  # without the lock it would find no file and build one now
-        assert waiting.is_alive()  # it waits for the lock
-        torch.save(state, stored)
-    waiting.join()
-    torch.testing.assert_close(result["table"].coefficients, 2 * built.coefficients, rtol=0, atol=0)
 
 
 def test_decided_compares_the_top_two_outputs_chain_by_chain() -> None:

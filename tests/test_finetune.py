@@ -8,10 +8,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qnn_torch import QuantumNeuronLayer, SamplerConfig
+from tests.helpers import SMALL
 from training.finetune import QuantumClassifier
 from training.transfer import transfer
-
-from .conftest import SMALL
 
 CONFIG = SamplerConfig(**SMALL, chains=2, thermalization=5, sweeps=10)
 
@@ -96,7 +95,7 @@ def test_coupling_budget_bounds_the_sum_from_the_start_and_after_a_step() -> Non
     model = QuantumClassifier.from_twin(
         twin_weight(), coupling_scale=0.05, config=CONFIG, coupling_budget=0.5
     )
-    start = float(transfer(twin_weight()).weight.sum())
+    start = float(transfer(twin_weight()).weight.detach().sum())
     assert model.hparams.max_total_coupling == pytest.approx(0.5 * start)
     assert float(model.couplings.sum()) == pytest.approx(0.5 * start, rel=1e-5)
     # From tiny couplings (Σ = 1 of a uniform start), a step of lr = 0.01 per coupling

@@ -11,11 +11,10 @@ import torch
 
 from qnn_torch import SamplerConfig, simulate
 from qnn_torch.functional import fused_local
-
-from .conftest import SMALL, assert_within, cuda, exact_activity
+from tests.helpers import SMALL, assert_within, exact_activity
 
 pytest.importorskip("triton")  # before the helper module, which defines a Triton kernel
-from .interpreted_fused_local import DRIVES, INHIBITIONS, fields_of, relays
+from tests.interpreted_fused_local import DRIVES, INHIBITIONS, fields_of, relays
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +31,7 @@ def interpreted(case: str, tmp_path: Path) -> dict:
     return torch.load(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_interpreted_kernel_matches_exact_with_drive_and_inhibition(dtype, tmp_path):
     results = interpreted(f"exact {dtype}", tmp_path)
@@ -78,7 +78,7 @@ def test_compiled_kernel_is_for_cuda_only_and_can_be_turned_off(monkeypatch):
     assert not fused_local.supports(phi, fields_of(phi, linked=False))
 
 
-@cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_kernel_matches_exact_and_is_deterministic(dtype):
     phi = torch.zeros(1, 1, SMALL["n_time"], device="cuda")

@@ -15,8 +15,7 @@ from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig, grad_with_stde
 from qnn_torch.functional.exact import driven_pair_reference, two_neuron_reference
 from qnn_torch.functional.gradient import CovarianceSums, action_derivatives, jackknife_covariance
 from qnn_torch.functional.physics import kink_path, network_action, potential_sum, spike_profile
-
-from .conftest import PAPER, SMALL, assert_within, exact_activity
+from tests.helpers import PAPER, SMALL, assert_within, exact_activity
 
 SIGMAS = 4.0
 

@@ -11,7 +11,7 @@ from torch import nn
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
 from qnn_torch.module.layer import QuantumNeuronLayer
-from tests.conftest import SMALL, cuda
+from tests.helpers import SMALL
 
 # A small lattice and short chains: the contract, not the physics, is under test here.
 CONFIG = SamplerConfig(**SMALL, chains=2, thermalization=5, sweeps=10)
@@ -39,7 +39,7 @@ def test_output_dtype_follows_input(dtype: torch.dtype) -> None:
     assert layer(torch.rand(2, 6, dtype=dtype)).dtype == dtype
 
 
-@cuda
+@pytest.mark.cuda
 def test_cuda_device() -> None:
     layer = make_layer().cuda()
     x = torch.rand(2, 6, device="cuda")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from qnn_torch import THRESHOLDS, SamplerConfig, circuits, learn_gate
+from qnn_torch import THRESHOLDS, SamplerConfig, circuits
 from qnn_torch.learning import (
     MOVES,
     XOR_STRENGTHS,
@@ -28,7 +27,6 @@ from qnn_torch.learning import (
     verify_truth_table,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 COARSE = {"n_time": 64, **MOVES}
 LEARN = SamplerConfig(**COARSE, chains=8, thermalization=30, sweeps=70)
 VERIFY = SamplerConfig(**COARSE, chains=8, thermalization=100, sweeps=150)
@@ -183,25 +181,3 @@ def test_learning_repairs_an_xor_whose_cross_inhibition_is_too_weak():
     assert check.states == ("low", "high", "high", "low")
     record = json.loads(json.dumps({"h": history.as_dict(), "c": check.as_dict()}))
     assert record["h"]["steps"] == history.steps and record["c"]["passed"] is True
-
-
-def test_script_learns_and_gate_and_writes_its_outputs(tmp_path, capsys):
-    script = learn_gate
-    code = script.main(
-        [
-            "--gate", "and", "--seed", "1", "--init-range", "300", "600", "--n-time", "64",
-            "--thermalization", "50", "--sweeps", "100", "--steps", "15", "--lr", "0.3",
-            "--verify-sweeps", "200", "--stop-after-passing", "2", "--threads", "0",
-            "--out", str(tmp_path),
-        ]
-    )  # fmt: skip
-    report = json.loads((tmp_path / "learn_gate.json").read_text())
-    assert (tmp_path / "learn_gate.png").stat().st_size > 10_000
-    assert not list(tmp_path.glob(".*.tmp"))
-    printed = capsys.readouterr().out
-    assert "PASSED" in printed if code == 0 else "FAILED" in printed
-    assert report["verification"]["passed"] is (code == 0)
-    assert code == 0, printed
-    history = report["history"]
-    assert history["strengths"][0][0] < 600 < history["final_strengths"]["strength"]
-    assert report["verification"]["patterns"]["11"]["state"] == "high"

@@ -107,6 +107,7 @@ def test_simulate_needs_a_neuron_and_a_network():
         ({"time_extent": "0.7"}, "time_extent must be a number, got '0.7'"),
         ({"target_acceptance": "x"}, "target_acceptance must be a number"),
         ({"lam": True}, "lam must be a number, got True"),
+        ({"device": "gpu0"}, "device must be a torch.device or a string such as 'cpu'"),
     ],
 )
 def test_bad_config_names_the_argument(kwargs, name):

@@ -8,8 +8,7 @@ import torch
 from qnn_torch import Network, SamplerConfig, simulate
 from qnn_torch.functional.activity_table import driven_activity
 from qnn_torch.path_bank import BANK_NODES, PathBank, bank_paths_for, path_bank
-
-from .conftest import PAPER, SMALL, cuda
+from tests.helpers import PAPER, SMALL
 
 # Paper-lattice drives of MNIST outputs, on and between the bank's nodes.
 DRIVES = torch.cat([torch.tensor([0.0, 150.0, 1000.0]), torch.linspace(2000.0, 20000.0, 21)])
@@ -93,7 +92,7 @@ def test_equilibrium_start_is_reproducible():
     assert not torch.equal(first.activity["y"], other.activity["y"])
 
 
-@cuda
+@pytest.mark.cuda
 def test_equilibrium_start_on_cuda():
     config = SamplerConfig(**SMALL, chains=4, sweeps=20, init="equilibrium", device="cuda")
     result = simulate(relays(torch.tensor([0.0, 120.0])), config)

@@ -15,8 +15,7 @@ import torch
 
 from qnn_torch import Network, SamplerConfig, StuckChainWarning, grad_with_stderr, simulate
 from qnn_torch.simulate import run_sampler
-
-from .conftest import SMALL, assert_within, exact_activity
+from tests.helpers import SMALL, assert_within, exact_activity
 
 BLOCK = {**SMALL, "chains": 16, "thermalization": 100, "sweeps": 100, "seed": 3}
 

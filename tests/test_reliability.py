@@ -18,8 +18,7 @@ from qnn_torch.functional.observables import (
 )
 from qnn_torch.functional.physics import double_well
 from qnn_torch.simulate import _infinite_rows, _stuck_networks, run_sampler
-
-from .conftest import SMALL
+from tests.helpers import SMALL
 
 QUICK = {**SMALL, "chains": 4, "thermalization": 20, "sweeps": 40, "seed": 5}
 

@@ -10,8 +10,7 @@ from qnn_torch import Network, SamplerConfig, simulate
 from qnn_torch.functional.exact import two_neuron_reference
 from qnn_torch.functional.physics import kink_path, potential_sum
 from qnn_torch.functional.sampler import LatticeFields, sign_cluster_move
-
-from .conftest import PAPER, SMALL, assert_within, cuda, exact_activity
+from tests.helpers import PAPER, SMALL, assert_within, exact_activity
 
 # "auto" is "multilevel+cluster" on SMALL (a·√(2Λ) = 0.68 < 1): not run twice.
 ALGORITHMS = ["local", "multilevel", "multilevel+cluster", "local+multilevel+cluster"]
@@ -238,7 +237,7 @@ def test_strength_overflowing_the_dtype_is_refused():
         simulate(relay(1e39), SamplerConfig(**SMALL, dtype=torch.float32))
 
 
-@cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_matches_exact_and_is_deterministic(dtype):
     drives = torch.tensor([0.0, 3000.0, 20000.0])

@@ -3,92 +3,114 @@
 Evaluates the transferred twin on a fixed random subset of test images (``--images``,
 default 300) for each k of ``--ks`` (at the default sweeps and chains), each sweep count
 of ``--sweeps`` (at k = ``--k``) and each chain count of ``--chains`` (at k = ``--k``),
-and writes ``accuracy_curve.json`` and ``accuracy_curve.png`` to ``--out``. The twin's
-weight comes from ``--weights`` (a ``twin_weight.pt`` of train_then_transfer.py) or is
-trained for ``--epochs`` epochs.
+and writes ``accuracy_curve.json``, ``accuracy_curve.png`` and ``config.yaml`` to
+``--out``. The twin's weight comes from ``--weights`` (a ``twin_weight.pt`` of
+``qnn-train-then-transfer``) or is trained for ``--epochs`` epochs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
 from tqdm import tqdm
 
-from qnn_torch.config import SamplerConfig
-from qnn_torch.io import check_output_folder, savefig_atomic, write_atomic
+from qnn_torch.config import SEED_LIMIT, SamplerConfig, check_int
+from qnn_torch.experiments.cli import CommandLine
+from qnn_torch.experiments.plotting import new_figure, savefig_atomic
+from qnn_torch.io import check_output_folder, clear_outputs, write_atomic
 from training.classical import ClassicalTwin
-from training.data import MNISTDataModule, copy_offline_mnist
-from training.quantum import QuantumEvaluator, quantum_loader
-from training.train_then_transfer import (
-    DPI,
-    OFFLINE_MNIST,
-    _figure,
-    configure_process,
-    load_twin_weight,
-    quantum_subset,
-)
+from training.data import MNISTDataModule, copy_offline_mnist, default_data_dir, default_mirror
+from training.quantum import QuantumEvaluator, quantum_loader, quantum_subset
+from training.train_then_transfer import DPI, configure_process, load_twin_weight
 
 MNIST_TEST_IMAGES = 10_000
+OUTPUTS = ("accuracy_curve.json", "accuracy_curve.png", "config.yaml")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add = parser.add_argument
-    add("--data-dir", type=Path, default=Path("data"), help="MNIST root (holds MNIST/raw)")
-    add("--weights", type=Path, help="the twin's W (twin_weight.pt); trained when absent")
-    add("--epochs", type=int, default=2, help="training epochs when --weights is absent")
-    add("--images", type=int, default=300, help="test images per point")
-    add("--k", type=float, default=100.0, help="coupling scale of the sweeps and chains curves")
-    add("--ks", type=float, nargs="+", default=[20, 50, 100, 250, 500, 1000], help="k values")
-    add("--sweeps", type=int, nargs="+", default=[25, 50, 150, 300, 600], help="sweep counts")
-    add("--chains", type=int, nargs="+", default=[2, 4, 8, 16], help="chain counts")
-    add("--default-sweeps", type=int, default=300, help="sweeps of the k and chains curves")
-    add("--default-chains", type=int, default=4, help="chains of the k and sweeps curves")
-    add("--thermalization", type=int, default=50, help="discarded sweeps per chain")
-    add("--batch-size", type=int, default=50, help="images per sampler call")
-    add("--seed", type=int, default=0, help="seed of training, subset and sampler")
-    add("--out", type=Path, default=Path("outputs/accuracy_curve"), help="output folder")
-    add("--threads", type=int, default=1, help="torch CPU threads (0: default)")
-    args = parser.parse_args(argv)
-    if not 1 <= args.images <= MNIST_TEST_IMAGES:
-        parser.error(f"--images must lie in [1, {MNIST_TEST_IMAGES}], got {args.images}")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
-    for k in (args.k, *args.ks):
-        if not (math.isfinite(k) and k > 0):
-            parser.error(f"--k and --ks must be > 0, got {k}")
-    checks = [
-        ("--thermalization, --seed", {}),
-        ("--default-sweeps", {"sweeps": args.default_sweeps}),
-        ("--default-chains", {"chains": args.default_chains}),
-        *(("--sweeps", {"sweeps": sweeps}) for sweeps in args.sweeps),
-        *(("--chains", {"chains": chains}) for chains in args.chains),
-    ]
-    for option, setting in checks:
-        try:
-            SamplerConfig(thermalization=args.thermalization, seed=args.seed, **setting)
-        except ValueError as err:  # err names the setting and its value
-            parser.error(f"{option}: {err}")
-    try:
-        check_output_folder(args.out)
-    except ValueError as err:
-        parser.error(str(err))
-    return args
+@dataclass(frozen=True)
+class CurveSettings:
+    """Settings of ``qnn-accuracy-curve``.
+
+    Attributes:
+        data_dir: MNIST root, holding MNIST/raw (default: $QNN_TORCH_DATA, else ./data).
+        mnist_mirror: A folder holding MNIST/raw/*.gz, copied where data_dir lacks them
+            (default: $QNN_TORCH_MNIST_MIRROR).
+        weights: The twin's W (a twin_weight.pt); trained when absent.
+        epochs: Training epochs of the twin when weights is absent.
+        images: Test images per point.
+        k: Coupling scale of the sweeps and chains curves.
+        ks: Coupling scales of the k curve.
+        sweeps: Measurement sweeps of the sweeps curve.
+        chains: Chains of the chains curve.
+        default_sweeps: Sweeps of the k and chains curves.
+        default_chains: Chains of the k and sweeps curves.
+        thermalization: Discarded sweeps per chain.
+        batch_size: Images per sampler call.
+        seed: Seed of training, of the subset and of the sampler.
+        out: Output folder.
+        threads: Torch CPU threads (0: PyTorch's default).
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    mnist_mirror: Path | None = field(default_factory=default_mirror)
+    weights: Path | None = None
+    epochs: int = 2
+    images: int = 300
+    k: float = 100.0
+    ks: tuple[float, ...] = (20.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
+    sweeps: tuple[int, ...] = (25, 50, 150, 300, 600)
+    chains: tuple[int, ...] = (2, 4, 8, 16)
+    default_sweeps: int = 300
+    default_chains: int = 4
+    thermalization: int = 50
+    batch_size: int = 50
+    seed: int = 0
+    out: Path = Path("outputs/accuracy_curve")
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, bool) or not 1 <= self.images <= MNIST_TEST_IMAGES:
+            raise ValueError(f"images must lie in [1, {MNIST_TEST_IMAGES}], got {self.images}")
+        for name in ("epochs", "batch_size"):
+            check_int(name, getattr(self, name), 1)
+        check_int("threads", self.threads, 0)
+        check_int("seed", self.seed, 0)
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be < 2**63, got {self.seed}")
+        for name, values in (("k", (self.k,)), ("ks", self.ks)):
+            if not values or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"{name} must be finite numbers > 0, got {values}")
+        checks = [
+            ("thermalization", {"thermalization": self.thermalization}),
+            ("default_sweeps", {"sweeps": self.default_sweeps}),
+            ("default_chains", {"chains": self.default_chains}),
+            *(("sweeps", {"sweeps": sweeps}) for sweeps in self.sweeps),
+            *(("chains", {"chains": chains}) for chains in self.chains),
+        ]
+        if not self.sweeps or not self.chains:
+            raise ValueError("sweeps and chains must each hold at least one value")
+        for name, setting in checks:
+            try:
+                SamplerConfig(**setting)
+            except ValueError as err:  # err names the SamplerConfig field and its value
+                raise ValueError(f"{name} is not a valid sampler setting: {err}") from None
+        if self.weights is not None and not self.weights.is_file():
+            raise ValueError(f"weights {self.weights} does not exist")
+        if self.mnist_mirror is not None and not self.mnist_mirror.is_dir():
+            raise ValueError(f"mnist_mirror {self.mnist_mirror} is not a folder")
+        check_output_folder(self.out)
 
 
-def train_twin(args: argparse.Namespace, data: MNISTDataModule) -> torch.Tensor:
+def train_twin(args: CurveSettings, data: MNISTDataModule) -> torch.Tensor:
     """The twin's W, trained for ``--epochs`` epochs."""
     twin = ClassicalTwin()
     trainer = L.Trainer(
@@ -103,9 +125,9 @@ def train_twin(args: argparse.Namespace, data: MNISTDataModule) -> torch.Tensor:
     return twin.weight.detach().cpu()
 
 
-def plot(curves: dict[str, list[dict]], classical: float, args: argparse.Namespace) -> None:
+def plot(curves: dict[str, list[dict]], classical: float, args: CurveSettings) -> None:
     """Accuracy and agreement against k, sweeps and chains, with the classical level."""
-    fig, axes = _figure(1, 3, (14, 4))
+    fig, axes = new_figure(1, 3, (14, 4))
     labels = {"k": "coupling scale k", "sweeps": "measurement sweeps", "chains": "chains"}
     for ax, (name, points) in zip(axes[0], curves.items(), strict=True):
         x = [p[name] for p in points]
@@ -124,18 +146,23 @@ def plot(curves: dict[str, list[dict]], classical: float, args: argparse.Namespa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Measure the curves; returns 0 on success and 2 when MNIST or ``--weights`` is unusable."""
-    args = parse_args(argv)
+    """Measure the curves; returns 0 on success and 2 when MNIST is unusable.
+
+    Bad settings, an unusable ``--out`` or ``--weights`` exit with status 2 before any work.
+    """
+    cli = CommandLine(CurveSettings, __doc__.split("\n")[0])
+    parsed = cli.parse(argv)
+    args = parsed.settings
     try:
         loaded = None if args.weights is None else load_twin_weight(args.weights)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        cli.error(str(err))
     configure_process(args.threads)
+    clear_outputs(args.out, OUTPUTS)
     L.seed_everything(args.seed, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per point
-    if OFFLINE_MNIST.is_dir():
-        copy_offline_mnist(OFFLINE_MNIST, args.data_dir)
+    if args.mnist_mirror is not None:
+        copy_offline_mnist(args.mnist_mirror, args.data_dir)
     data = MNISTDataModule(args.data_dir, seed=args.seed)
     try:
         data.prepare_data()
@@ -196,8 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "classical_accuracy_same_images": classical,
         "curves": curves,
     }
-    write_atomic(args.out / "accuracy_curve.json", json.dumps(results, indent=2) + "\n")
     plot(curves, classical, args)
+    write_atomic(args.out / "config.yaml", parsed.config)
+    write_atomic(args.out / "accuracy_curve.json", json.dumps(results, indent=2) + "\n")
     print(f"classical accuracy on the {args.images} images: {classical:.4f}")
     for name, points in curves.items():
         print(f"against {name}:")

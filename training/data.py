@@ -6,6 +6,7 @@ normalisation, because brightnesses in [0, 1] are what the quantum layer consume
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,23 @@ MNIST_FILES = (
 """The four archives torchvision's MNIST expects under ``<root>/MNIST/raw``."""
 
 _TRAIN_SIZE = 60_000
+
+DATA_DIR_ENV = "QNN_TORCH_DATA"
+"""Environment variable naming the MNIST root (the folder holding ``MNIST/raw``)."""
+MIRROR_ENV = "QNN_TORCH_MNIST_MIRROR"
+"""Environment variable naming a folder holding ``MNIST/raw/*.gz`` to copy from, for
+machines without internet (see :func:`copy_offline_mnist`)."""
+
+
+def default_data_dir() -> Path:
+    """``$QNN_TORCH_DATA`` if set, else ``data`` in the working directory."""
+    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+
+
+def default_mirror() -> Path | None:
+    """``$QNN_TORCH_MNIST_MIRROR`` if set, else None."""
+    mirror = os.environ.get(MIRROR_ENV)
+    return Path(mirror) if mirror else None
 
 
 def _raw_dir(root: str | Path) -> Path:
@@ -115,7 +133,7 @@ class MNISTDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["data_dir"])  # a location, not a hyperparameter
         self.data_dir = Path(data_dir)
         self.transform = transforms.ToTensor()  # uint8 image -> float32 in [0, 1], (1, 28, 28)
         self.train_set: Subset | None = None

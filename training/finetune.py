@@ -138,6 +138,7 @@ class QuantumClassifier(L.LightningModule):
         self.layer = layer.project_weights_(max_total_coupling)  # feasible from the start
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
     @classmethod
     def from_twin(
@@ -232,6 +233,16 @@ class QuantumClassifier(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True)
         self.log("train_acc", self.train_acc, prog_bar=True, on_step=True, on_epoch=True)
         return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """``val_loss`` and ``val_acc`` of a batch; the sampler's seed depends on the batch
+        and the process only, so every epoch is judged with the same random numbers."""
+        x, y = batch
+        seed = self.layer.config.seed + batch_idx * self.trainer.world_size + self.global_rank
+        logits = self(x, seed=seed)
+        self.val_acc(logits, y)
+        self.log("val_loss", cross_entropy(logits, y), prog_bar=True, sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Adam, its learning rate annealed from ``lr`` to 0 over the run (cosine, per step).

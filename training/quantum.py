@@ -10,6 +10,7 @@ predictions are then identical for any number of processes (on the same device t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +18,9 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_worker_info
 from torchmetrics import CatMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from qnn_torch.config import SamplerConfig
 from training.data import num_classes
@@ -28,15 +29,22 @@ from training.transfer import DEFAULT_COUPLING_SCALE, transfer
 Batch = tuple[Tensor, Tensor, int]
 """(images (B, ...), labels (B,), index of the first image in the evaluated dataset)."""
 
+PREDICTORS = ("classical", "quantum", "exact")
+"""The predictions :class:`QuantumEvaluator` compares: the twin, the Monte Carlo layer and
+the layer's exact estimator."""
+
 
 class IndexedBatches(IterableDataset):
     """Contiguous batches of a map-style ``(image, label)`` dataset, dealt to processes.
 
     Batch b holds images ``[b·batch_size, (b+1)·batch_size)`` and goes to process
     ``b mod world_size`` (then to data-loader workers in turn), so the batches never
-    depend on the number of processes and no image is repeated or dropped. ``rank`` and
-    ``world_size`` default to those of the initialised ``torch.distributed`` group (0 and 1
-    without one). Use with ``DataLoader(..., batch_size=None)`` (see :func:`quantum_loader`).
+    depend on the number of processes and no image is repeated or dropped. When that
+    makes fewer batches than processes, the images are split into ``world_size``
+    near-equal contiguous batches instead, so every process has work (a process gets an
+    empty batch when there are fewer images than processes). ``rank`` and ``world_size``
+    default to those of the initialised ``torch.distributed`` group (0 and 1 without
+    one). Use with ``DataLoader(..., batch_size=None)`` (see :func:`quantum_loader`).
     """
 
     def __init__(
@@ -66,32 +74,43 @@ class IndexedBatches(IterableDataset):
             distributed = dist.is_available() and dist.is_initialized()
             self.rank = dist.get_rank() if distributed else 0
             self.world_size = dist.get_world_size() if distributed else 1
-        rank, world = self.rank, self.world_size
-        batches = -(-len(self.dataset) // self.batch_size)
-        if batches < world:
-            raise ValueError(
-                f"{len(self.dataset)} images make {batches} batches of batch_size="
-                f"{self.batch_size}, fewer than the {world} processes: lower batch_size"
-            )
-        return rank, world
+        return self.rank, self.world_size
 
-    def batch_starts(self) -> range:
-        """Indices of the first image of each batch of this process."""
+    def batch_bounds(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of the batches of this process, in order."""
         rank, world = self._shard()
-        return range(rank * self.batch_size, len(self.dataset), world * self.batch_size)
+        images = len(self.dataset)
+        if -(-images // self.batch_size) >= world:
+            starts = range(0, images, self.batch_size)
+            bounds = [(start, min(start + self.batch_size, images)) for start in starts]
+        else:  # fewer batches than processes: one near-equal batch each
+            edges = [images * part // world for part in range(world + 1)]
+            bounds = list(itertools.pairwise(edges))
+        return bounds[rank::world]
 
     def __len__(self) -> int:
-        return len(self.batch_starts())
+        return len(self.batch_bounds())
 
     def __iter__(self) -> Iterator[Batch]:
-        starts = self.batch_starts()
+        bounds = self.batch_bounds()
         worker = get_worker_info()
         if worker is not None:
-            starts = starts[worker.id :: worker.num_workers]
-        for start in starts:
-            stop = min(start + self.batch_size, len(self.dataset))
+            bounds = bounds[worker.id :: worker.num_workers]
+        for start, stop in bounds:
+            if start == stop:  # this process has no image: an empty batch keeps it in step
+                image, _ = self.dataset[0]
+                yield torch.empty(0, *image.shape), torch.empty(0, dtype=torch.long), start
+                continue
             images, labels = zip(*(self.dataset[i] for i in range(start, stop)), strict=True)
             yield torch.stack(images), torch.as_tensor(labels), start
+
+
+def quantum_subset(test_set: Dataset, size: int, seed: int) -> Subset:
+    """The first ``size`` images of a seeded permutation of the test set, in test-set order."""
+    if size >= len(test_set):
+        return Subset(test_set, range(len(test_set)))
+    permutation = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))
+    return Subset(test_set, permutation[:size].sort().values.tolist())
 
 
 def quantum_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -112,7 +131,9 @@ class QuantumEvaluator(L.LightningModule):
     same images) and ``agreement`` (fraction of images where the quantum and classical
     argmaxes coincide) as torchmetrics, which Lightning aggregates over processes under
     DDP. After ``Trainer.test`` the per-image predictions of all processes, sorted by
-    index, are in :attr:`predictions`. ``predict_step`` returns the indices and the
+    index, are in :attr:`predictions`, and the confusion matrices (rows: true digit,
+    columns: prediction) of the classical, Monte Carlo and exact predictions in
+    :attr:`confusion_matrices`. ``predict_step`` returns the indices and the
     classical and Monte Carlo scores of a batch.
 
     Batches are :data:`Batch` triples, as made by :func:`quantum_loader`; the sampler of
@@ -162,9 +183,13 @@ class QuantumEvaluator(L.LightningModule):
         self.classical_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.agreement = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.gathered = nn.ModuleDict(
-            {name: CatMetric() for name in ("index", "label", "classical", "quantum", "exact")}
+            {name: CatMetric() for name in ("index", "label", *PREDICTORS)}
+        )
+        self.confusion = nn.ModuleDict(
+            {name: MulticlassConfusionMatrix(num_classes=num_classes) for name in PREDICTORS}
         )
         self.predictions: dict[str, Tensor] = {}
+        self.confusion_matrices: dict[str, Tensor] = {}
 
     def classical_scores(self, x: Tensor) -> Tensor:
         """Classical scores X·Wᵀ of images (B, ...) in the images' dtype."""
@@ -176,6 +201,17 @@ class QuantumEvaluator(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         x, y, start = batch
+        if len(y):  # empty when there are fewer images than processes: nothing to update
+            self._evaluate(x, y, start)
+        size = len(y)
+        self.log("quantum_acc", self.quantum_acc, prog_bar=True, batch_size=size)
+        self.log("exact_acc", self.exact_acc, batch_size=size)
+        self.log("sweeps", self.sweeps, batch_size=size)
+        self.log("classical_acc", self.classical_acc, prog_bar=True, batch_size=size)
+        self.log("agreement", self.agreement, prog_bar=True, batch_size=size)
+
+    def _evaluate(self, x: Tensor, y: Tensor, start: int) -> None:
+        """Update every metric with the predictions of images x (B, ...) and labels y (B,)."""
         classical = self.classical_scores(x).argmax(-1)
         estimators = {
             "quantum": lambda: self(x, start),
@@ -192,24 +228,15 @@ class QuantumEvaluator(L.LightningModule):
         self.sweeps(self.layer.last_sweeps.double())
         self.classical_acc(classical, y)
         self.agreement(quantum, classical)
-        size = len(y)
-        self.log("quantum_acc", self.quantum_acc, prog_bar=True, batch_size=size)
-        self.log("exact_acc", self.exact_acc, batch_size=size)
-        self.log("sweeps", self.sweeps, batch_size=size)
-        self.log("classical_acc", self.classical_acc, prog_bar=True, batch_size=size)
-        self.log("agreement", self.agreement, prog_bar=True, batch_size=size)
-        index = torch.arange(start, start + size, device=y.device)
-        for name, value in (
-            ("index", index),
-            ("label", y),
-            ("classical", classical),
-            ("quantum", quantum),
-            ("exact", exact),
-        ):
+        predictions = {"classical": classical, "quantum": quantum, "exact": exact}
+        index = torch.arange(start, start + len(y), device=y.device)
+        for name, value in (("index", index), ("label", y), *predictions.items()):
             self.gathered[name].update(value)
+        for name, value in predictions.items():
+            self.confusion[name].update(value, y)
 
     def on_test_epoch_end(self) -> None:
-        """Gather the per-image predictions of all processes into :attr:`predictions`."""
+        """Gather the predictions and confusion matrices of all processes (see the class doc)."""
         # reshape: CatMetric.compute returns a 0-d tensor when it holds a single image.
         values = {
             name: metric.compute().long().cpu().reshape(-1)
@@ -217,7 +244,10 @@ class QuantumEvaluator(L.LightningModule):
         }
         order = values["index"].argsort()
         self.predictions = {name: value[order] for name, value in values.items()}
-        for metric in self.gathered.values():
+        self.confusion_matrices = {
+            name: metric.compute().cpu() for name, metric in self.confusion.items()
+        }
+        for metric in (*self.gathered.values(), *self.confusion.values()):
             metric.reset()
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:

@@ -4,23 +4,22 @@ Stages: (1) train the twin (logistic regression with non-negative weights) on th
 training images; (2) its accuracy on the 10 000 test images; (3) transfer W to couplings
 k·ε̂ of a QuantumNeuronLayer; (4) evaluate quantum and classical predictions on the same
 test images with ``Trainer.test`` (DDP across ``--devices``); (5) with
-``--finetune-epochs N``, train the transferred layer through the sampler for N epochs
-(``training.QuantumClassifier``) and evaluate it on the same images with the same
-sampler settings; (6) figures and results.json.
+``--finetune_epochs N``, train the transferred layer through its estimator for N epochs
+(``training.QuantumClassifier``), keep the epoch with the best validation accuracy, and
+evaluate it on the same images with the same sampler; (6) figures and results.json.
 
 By default the quantum test covers all 10 000 test images in decision mode: each image is
-sampled in blocks of ``--sweeps`` sweeps until its top class leads the runner-up by
-``--decision-sigmas`` standard errors, or up to ``--max-sweeps`` (``--decision-sigmas 0``
-measures ``--sweeps`` sweeps for every image). The exact estimator (the infinite-statistics
-limit of the same layer) is reported beside it. ``--quantum-test-size`` picks a fixed
-random subset instead. Every stage runs under DDP across ``--devices`` processes (default:
-the available cores): Lightning re-launches this script in N processes, and only rank 0
-writes the outputs.
+sampled in blocks of ``--sampler.sweeps`` sweeps until its top class leads the runner-up
+by ``--decision_sigmas`` standard errors, or up to ``--sampler.max_sweeps``
+(``--decision_sigmas 0`` measures ``--sampler.sweeps`` sweeps for every image). The exact
+estimator (the infinite-statistics limit of the same layer) is reported beside it.
+``--quantum_test_size`` picks a fixed random subset instead. Every stage runs under DDP
+across ``--devices`` processes (default: the available cores): Lightning re-launches the
+command in N processes, and only rank 0 writes the outputs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -29,164 +28,176 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from qnn_torch.config import INITS, SamplerConfig
-from qnn_torch.io import check_output_folder, save_atomic, savefig_atomic, write_atomic
+from qnn_torch.config import SEED_LIMIT, SamplerConfig, check_int
+from qnn_torch.decision import EVALUATION_CONFIG
+from qnn_torch.experiments.cli import CommandLine
+from qnn_torch.experiments.plotting import new_figure, savefig_atomic
+from qnn_torch.io import check_output_folder, clear_outputs, save_atomic, write_atomic
 from qnn_torch.module.layer import ESTIMATORS
 from training.classical import ClassicalTwin
-from training.data import MNISTDataModule, copy_offline_mnist
+from training.data import (
+    MNISTDataModule,
+    copy_offline_mnist,
+    default_data_dir,
+    default_mirror,
+    num_classes,
+)
 from training.finetune import (
     FINETUNE_CONFIG,
     FINETUNE_COUPLING_BUDGET,
     FINETUNE_LR,
     QuantumClassifier,
 )
-from training.quantum import QuantumEvaluator, quantum_loader
+from training.quantum import QuantumEvaluator, quantum_loader, quantum_subset
 from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight
 
-ROOT = Path(__file__).resolve().parents[1]  # the project folder
-OFFLINE_MNIST = ROOT.parent / "shared" / "data"
+QUANTUM_TEST_CONFIG = EVALUATION_CONFIG
+"""The quantum test's sampler: equilibrium starts, decision mode in blocks of 5 sweeps."""
 CALIBRATION_IMAGES = 200  # training images that fit the fine-tuning's logit scale
 MAX_CPU_PROCESSES = 8
 DPI = 100
+OUTPUTS = (  # results.json first: removed first, written last
+    "results.json",
+    "predictions.csv",
+    "config.yaml",
+    "twin_weight.pt",
+    "quantum_layer.pt",
+    "finetuned_layer.pt",
+    "mnist_weights.png",
+    "mnist_samples.png",
+    "mnist_confusion.png",
+    "logs",
+    "checkpoints",
+)
+RENAMED = {  # the options of the first command line, where they moved
+    **{f"--{name}": [f"--sampler.{name}"] for name in ("chains", "thermalization", "sweeps")},
+    "--init": ["--sampler.init"],
+    "--max-sweeps": ["--sampler.max_sweeps"],
+    **{
+        f"--finetune-{name}": [f"--finetune_sampler.{name}"]
+        for name in ("chains", "thermalization", "sweeps")
+    },
+}
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add = parser.add_argument
-    add("--data-dir", type=Path, default=Path("data"), help="MNIST root (holds MNIST/raw)")
-    add("--epochs", type=int, default=2, help="training epochs of the twin")
-    add("--penalty", type=float, default=100.0, help="λ of the penalty λ·Σ max(−W, 0)")
-    add("--lr", type=float, default=1e-2, help="initial Adam learning rate of the twin")
-    add("--batch-size", type=int, default=256, help="batch size of the twin (all processes)")
-    add("--weights", type=Path, help="load the twin's W (a twin_weight.pt) instead of training")
-    add("--coupling-scale", type=float, default=DEFAULT_COUPLING_SCALE, help="k (paper: 1000)")
-    add("--no-pixel-shift", action="store_true", help="skip the per-pixel shift of W")
-    add("--chains", type=int, default=8, help="Monte Carlo chains per image")
-    add("--thermalization", type=int, default=0, help="discarded sweeps per chain")
-    add("--init", choices=INITS, default="equilibrium", help="starting paths of the chains")
-    add("--sweeps", type=int, default=5, help="measurement sweeps per block (per chain)")
-    add("--max-sweeps", type=int, default=600, help="cap of measurement sweeps per image")
-    add(
-        "--decision-sigmas",
-        type=float,
-        default=3.0,
-        help="an image stops once its top class leads by this many standard errors (0: off)",
-    )
-    add("--quantum-test-size", type=int, default=10_000, help="test images for the quantum net")
-    add("--quantum-batch-size", type=int, default=500, help="images per sampler call")
-    add("--accelerator", default="cpu", help="Lightning accelerator (cpu, gpu, auto)")
-    add(
-        "--devices",
-        type=int,
-        default=0,
-        help="processes/devices, DDP when > 1 (0: every available core, up to 8, or GPU)",
-    )
-    add("--seed", type=int, default=0, help="seed of training, subset and sampler")
-    add("--out", type=Path, default=Path("outputs/train_then_transfer"), help="output folder")
-    add(
-        "--threads",
-        type=int,
-        help="torch CPU threads per process (default: cores / devices; 0: PyTorch's)",
-    )
-    add("--finetune-epochs", type=int, default=0, help="epochs of quantum-aware training")
-    add("--finetune-images", type=int, default=0, help="training images per epoch (0: all)")
-    add(
-        "--finetune-estimator",
-        choices=ESTIMATORS,
-        default="exact",
-        help="the layer's estimator while fine-tuning (exact: its infinite-statistics limit)",
-    )
-    add(
-        "--finetune-lr",
-        type=float,
-        help="initial Adam learning rate, cosine-annealed (default: 3e-2 exact, 1e-4 MC)",
-    )
-    add(
-        "--finetune-batch-size",
-        type=int,
-        default=100,
-        help="images per training step, split between the processes (rounded down)",
-    )
-    add(
-        "--finetune-coupling-budget",
-        type=float,
-        default=FINETUNE_COUPLING_BUDGET,
-        help="bound on the sum of the couplings, times the transferred sum (0: unbounded)",
-    )
-    add("--finetune-chains", type=int, default=FINETUNE_CONFIG.chains, help="chains per step")
-    add(
-        "--finetune-thermalization",
-        type=int,
-        default=FINETUNE_CONFIG.thermalization,
-        help="discarded sweeps per training step",
-    )
-    add("--finetune-sweeps", type=int, default=FINETUNE_CONFIG.sweeps, help="sweeps per step")
-    args = parser.parse_args(argv)
-    for name in (
-        "epochs",
-        "batch_size",
-        "quantum_test_size",
-        "quantum_batch_size",
-        "finetune_batch_size",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("finetune_epochs", "finetune_images"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.finetune_lr is None:
-        args.finetune_lr = FINETUNE_LR[args.finetune_estimator]
-    for name in ("lr", "finetune_lr", "coupling_scale"):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
-            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    if not (math.isfinite(args.penalty) and args.penalty >= 0):
-        parser.error(f"--penalty must be >= 0, got {args.penalty}")
-    if args.devices < 0:
-        parser.error(f"--devices must be >= 0 (0: automatic), got {args.devices}")
-    if args.threads is not None and args.threads < 0:
-        parser.error(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
-    args.devices, args.threads = machine_share(args.accelerator, args.devices, args.threads)
-    for name in ("batch_size", "finetune_batch_size")[: 2 if args.finetune_epochs else 1]:
-        if getattr(args, name) < args.devices:
-            parser.error(
-                f"--{name.replace('_', '-')} must be >= the {args.devices} devices (it is "
-                f"split between them), got {getattr(args, name)}"
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Settings of ``qnn-train-then-transfer``; its samplers are ``--sampler.*`` and
+    ``--finetune_sampler.*``.
+
+    Attributes:
+        data_dir: MNIST root, holding MNIST/raw (default: $QNN_TORCH_DATA, else ./data).
+        mnist_mirror: A folder holding MNIST/raw/*.gz, copied where data_dir lacks them
+            (machines without internet; default: $QNN_TORCH_MNIST_MIRROR).
+        epochs: Training epochs of the twin.
+        penalty: λ of the twin's penalty λ·Σ max(−W, 0).
+        lr: Initial Adam learning rate of the twin.
+        batch_size: Batch size of the twin, split between the processes.
+        weights: Load the twin's W (a twin_weight.pt) instead of training it.
+        coupling_scale: k of the couplings k·ε̂ (paper: 1000).
+        pixel_shift: Subtract each pixel's minimum over the classes from W first.
+        decision_sigmas: An image stops once its top class leads by this many standard
+            errors (0: every image measures sampler.sweeps).
+        quantum_test_size: Test images of the quantum test (a seeded random subset).
+        quantum_batch_size: Images per sampler call.
+        accelerator: Lightning accelerator: cpu, gpu or auto.
+        devices: Processes or GPUs, DDP when > 1 (0: every core up to 8, or every GPU).
+        seed: Seed of training, of the subset and of the samplers.
+        out: Output folder.
+        threads: Torch CPU threads per process (default: cores / devices; 0: PyTorch's).
+        finetune_epochs: Epochs of quantum-aware training of the transferred layer.
+        finetune_images: Training images per fine-tuning epoch (0: all).
+        finetune_estimator: The layer's estimator while fine-tuning: exact or monte_carlo.
+        finetune_lr: Initial Adam learning rate of fine-tuning, cosine-annealed (default:
+            3e-2 exact, 1e-4 monte_carlo).
+        finetune_batch_size: Images per fine-tuning step, split between the processes.
+        finetune_coupling_budget: Bound on the couplings' sum while fine-tuning, times the
+            transferred sum (0: unbounded).
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    mnist_mirror: Path | None = field(default_factory=default_mirror)
+    epochs: int = 2
+    penalty: float = 100.0
+    lr: float = 1e-2
+    batch_size: int = 256
+    weights: Path | None = None
+    coupling_scale: float = DEFAULT_COUPLING_SCALE
+    pixel_shift: bool = True
+    decision_sigmas: float = 3.0
+    quantum_test_size: int = 10_000
+    quantum_batch_size: int = 500
+    accelerator: str = "cpu"
+    devices: int = 0
+    seed: int = 0
+    out: Path = Path("outputs/train_then_transfer")
+    threads: int | None = None
+    finetune_epochs: int = 0
+    finetune_images: int = 0
+    finetune_estimator: str = "exact"
+    finetune_lr: float | None = None
+    finetune_batch_size: int = 100
+    finetune_coupling_budget: float = FINETUNE_COUPLING_BUDGET
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "quantum_test_size", "quantum_batch_size"):
+            check_int(name, getattr(self, name), 1)
+        check_int("finetune_batch_size", self.finetune_batch_size, 1)
+        for name in ("finetune_epochs", "finetune_images", "devices", "seed"):
+            check_int(name, getattr(self, name), 0)
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be < 2**63, got {self.seed}")
+        if self.threads is not None:
+            check_int("threads", self.threads, 0)
+        for name in ("lr", "coupling_scale", "finetune_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        for name in ("penalty", "decision_sigmas", "finetune_coupling_budget"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.finetune_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"finetune_estimator must be one of {ESTIMATORS}, got {self.finetune_estimator!r}"
             )
-    for prefix, build in (("--", sampler_config), ("--finetune-", finetune_config)):
-        try:
-            build(args)
-        except ValueError as err:  # err names the setting and its value
-            parser.error(
-                f"{prefix}chains, {prefix}thermalization, {prefix}sweeps, --max-sweeps, "
-                f"--seed: {err}"
-            )
-    if not (math.isfinite(args.finetune_coupling_budget) and args.finetune_coupling_budget >= 0):
-        parser.error(
-            "--finetune-coupling-budget must be >= 0 (0: unbounded), got "
-            f"{args.finetune_coupling_budget}"
-        )
-    if not (math.isfinite(args.decision_sigmas) and args.decision_sigmas >= 0):
-        parser.error(f"--decision-sigmas must be >= 0 (0: off), got {args.decision_sigmas}")
-    if args.decision_sigmas > 0 and args.max_sweeps <= args.sweeps:
-        parser.error(
-            f"--max-sweeps must exceed --sweeps={args.sweeps} in decision mode "
-            f"(--decision-sigmas > 0), got {args.max_sweeps}"
-        )
-    try:
-        check_output_folder(args.out)
-    except ValueError as err:
-        parser.error(str(err))
-    return args
+        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+            raise ValueError(f"accelerator must be cpu, gpu or auto, got {self.accelerator!r}")
+        if self.weights is not None and not self.weights.is_file():
+            raise ValueError(f"weights {self.weights} does not exist")
+        if self.mnist_mirror is not None and not self.mnist_mirror.is_dir():
+            raise ValueError(f"mnist_mirror {self.mnist_mirror} is not a folder")
+        check_output_folder(self.out)
+
+    @property
+    def finetune_learning_rate(self) -> float:
+        """``finetune_lr``, or the default of the fine-tuning estimator."""
+        return self.finetune_lr or FINETUNE_LR[self.finetune_estimator]
+
+
+def command_line() -> CommandLine[PipelineSettings]:
+    """The command line (built per call: the data folder's default comes from the environment)."""
+    return CommandLine(
+        PipelineSettings,
+        __doc__.split("\n")[0],
+        samplers={
+            "sampler": (QUANTUM_TEST_CONFIG, "Sampler of the quantum test (seed: --seed)"),
+            "finetune_sampler": (FINETUNE_CONFIG, "Sampler of Monte Carlo fine-tuning steps"),
+        },
+        renamed=RENAMED,
+    )
 
 
 def machine_share(accelerator: str, devices: int, threads: int | None) -> tuple[int, int]:
@@ -205,35 +216,10 @@ def machine_share(accelerator: str, devices: int, threads: int | None) -> tuple[
     return devices, threads
 
 
-def sampler_config(args: argparse.Namespace) -> SamplerConfig:
-    """Sampler settings of the quantum test."""
-    return SamplerConfig(
-        chains=args.chains,
-        thermalization=args.thermalization,
-        sweeps=args.sweeps,
-        max_sweeps=args.max_sweeps if args.decision_sigmas > 0 else 0,
-        init=args.init,
-        seed=args.seed,
-    )
-
-
-def finetune_config(args: argparse.Namespace) -> SamplerConfig:
-    """Sampler settings of the fine-tuning steps."""
-    return SamplerConfig(
-        chains=args.finetune_chains,
-        thermalization=args.finetune_thermalization,
-        sweeps=args.finetune_sweeps,
-        init=FINETUNE_CONFIG.init,
-        seed=args.seed,
-    )
-
-
 def load_twin_weight(path: Path) -> Tensor:
     """The (10, 784) weight tensor saved at ``path``; ValueError naming --weights otherwise."""
-    if not path.is_file():
-        raise ValueError(f"--weights {path} does not exist")
     try:
-        loaded = torch.load(path, map_location="cpu")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError):
         loaded = None
     if not isinstance(loaded, Tensor) or loaded.shape != (10, 784):
@@ -241,23 +227,9 @@ def load_twin_weight(path: Path) -> Tensor:
     return loaded
 
 
-def quantum_subset(test_set: Dataset, size: int, seed: int) -> Subset:
-    """The first ``size`` images of a seeded permutation of the test set, in test-set order."""
-    if size >= len(test_set):
-        return Subset(test_set, range(len(test_set)))
-    permutation = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))
-    return Subset(test_set, permutation[:size].sort().values.tolist())
-
-
-def _figure(rows: int, columns: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, columns, squeeze=False)
-
-
 def plot_weights(weight: Tensor, couplings: Tensor, path: Path) -> None:
     """The trained W and the couplings ε̂ of each digit as 28×28 images (paper Fig. 22)."""
-    fig, axes = _figure(2, 10, (15, 3.6))
+    fig, axes = new_figure(2, 10, (15, 3.6))
     for row, (matrix, label, cmap) in enumerate(
         ((weight, "trained W", "viridis"), (couplings, "couplings ε̂", "magma"))
     ):
@@ -276,7 +248,7 @@ def plot_samples(
 ) -> None:
     """Sample digits with classical softmax scores and quantum activities (paper Fig. 23)."""
     count = len(images)
-    fig, axes = _figure(2, count, (2.2 * count, 4.2))
+    fig, axes = new_figure(2, count, (2.2 * count, 4.2))
     digits = np.arange(10)
     for n in range(count):
         axes[0, n].imshow(images[n].reshape(28, 28), cmap="gray_r")
@@ -296,25 +268,14 @@ def plot_samples(
 
 def plot_confusion(matrices: dict[str, Tensor], path: Path) -> None:
     """Confusion matrices (rows: true digit, columns: prediction) side by side."""
-    fig, axes = _figure(1, len(matrices), (5.2 * len(matrices), 4.6))
-    images = int(next(iter(matrices.values())).sum())
+    fig, axes = new_figure(1, len(matrices), (5.2 * len(matrices), 4.6))
+    plotter = MulticlassConfusionMatrix(num_classes=num_classes)
     for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), value in np.ndenumerate(matrix.numpy()):
-            color = "white" if value > matrix.max() / 2 else "black"
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color=color)
-        ax.set_xticks(range(10))
-        ax.set_yticks(range(10))
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        accuracy = matrix.diag().sum() / images
+        plotter.plot(val=matrix, ax=ax, cmap="Blues")
+        images = int(matrix.sum())
+        accuracy = float(matrix.diag().sum()) / images
         ax.set_title(f"{name}: accuracy {accuracy:.4f} on {images} test images")
     savefig_atomic(fig, path, dpi=DPI)
-
-
-def confusion(labels: Tensor, predictions: Tensor) -> Tensor:
-    """10×10 confusion matrix: entry (i, j) counts images of digit i predicted as j."""
-    return torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10)
 
 
 def process_batch(batch_size: int, devices: int) -> int:
@@ -333,70 +294,114 @@ def configure_process(threads: int) -> None:
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
-def _trainer(args: argparse.Namespace, **kwargs: object) -> L.Trainer:
+def _trainer(
+    settings: PipelineSettings, devices: int, logs: str | None = None, **kwargs: object
+) -> L.Trainer:
+    """A Trainer on the settings' machine; ``logs`` names a CSV log in ``out/logs``."""
+    logger = CSVLogger(settings.out, name="logs", version=logs) if logs else False
+    kwargs.setdefault("enable_checkpointing", False)
     return L.Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        logger=False,
-        enable_checkpointing=False,
+        accelerator=settings.accelerator,
+        devices=devices,
+        logger=logger,
         enable_model_summary=False,
         **kwargs,
     )
 
 
-def finetune(weight: Tensor, args: argparse.Namespace) -> QuantumClassifier:
-    """Quantum-aware training of the transferred layer for ``--finetune-epochs`` epochs."""
-    config = finetune_config(args)
+def finetune(
+    weight: Tensor, settings: PipelineSettings, config: SamplerConfig, devices: int
+) -> QuantumClassifier:
+    """Quantum-aware training of the transferred layer for ``finetune_epochs`` epochs.
+
+    Returns the classifier at the epoch of best validation accuracy (``ModelCheckpoint``
+    keeps it in ``out/checkpoints``); the learning curves go to ``out/logs/finetune``.
+    """
     # Like the twin's, the step's batch is split between the processes, not multiplied:
     # the same steps per epoch and the same gradient (DDP averages) on any process count.
-    per_process = process_batch(args.finetune_batch_size, args.devices)
-    data = MNISTDataModule(args.data_dir, batch_size=per_process, seed=args.seed)
+    per_process = process_batch(settings.finetune_batch_size, devices)
+    data = MNISTDataModule(settings.data_dir, batch_size=per_process, seed=settings.seed)
     data.setup("fit")
     calibration = torch.stack([data.train_set[i][0] for i in range(CALIBRATION_IMAGES)])
     classifier = QuantumClassifier.from_twin(
         weight,
-        coupling_scale=args.coupling_scale,
-        per_pixel_shift=not args.no_pixel_shift,
+        coupling_scale=settings.coupling_scale,
+        per_pixel_shift=settings.pixel_shift,
         config=config,
-        estimator=args.finetune_estimator,
+        estimator=settings.finetune_estimator,
         calibration_images=calibration,
-        coupling_budget=args.finetune_coupling_budget or None,
-        lr=args.finetune_lr,
+        coupling_budget=settings.finetune_coupling_budget or None,
+        lr=settings.finetune_learning_rate,
     )
-    per_step = per_process * args.devices  # images of one step, all processes
-    batches = -(-args.finetune_images // per_step) if args.finetune_images else 1.0
+    per_step = per_process * devices  # images of one step, all processes
+    batches = -(-settings.finetune_images // per_step) if settings.finetune_images else 1.0
+    best = ModelCheckpoint(
+        dirpath=str(settings.out / "checkpoints"),  # a str: checkpoints load weights_only
+        filename="finetuned-best",
+        monitor="val_acc",
+        mode="max",
+        save_weights_only=True,
+    )
     trainer = _trainer(
-        args, max_epochs=args.finetune_epochs, limit_train_batches=batches, limit_val_batches=0
+        settings,
+        devices,
+        logs="finetune",
+        max_epochs=settings.finetune_epochs,
+        limit_train_batches=batches,
+        callbacks=[best],
+        enable_checkpointing=True,
     )
     trainer.fit(classifier, datamodule=data)
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    classifier.load_state_dict(checkpoint["state_dict"])
     return classifier
 
 
+def check_machine(cli: CommandLine, settings: PipelineSettings) -> tuple[int, int]:
+    """Processes and threads (:func:`machine_share`), or a command-line error if the batches
+    cannot be split between the processes."""
+    devices, threads = machine_share(settings.accelerator, settings.devices, settings.threads)
+    names = ("batch_size", "finetune_batch_size")[: 2 if settings.finetune_epochs else 1]
+    for name in names:
+        if getattr(settings, name) < devices:
+            cli.error(
+                f"--{name} must be >= the {devices} devices (it is split between them), "
+                f"got {getattr(settings, name)}"
+            )
+    return devices, threads
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the pipeline; returns 0 on success and 2 when MNIST or ``--weights`` is unusable."""
-    args = parse_args(argv)
+    """Run the pipeline; returns 0 on success and 2 when MNIST is unusable.
+
+    Bad settings, an unusable ``--out`` or ``--weights`` exit with status 2 before any work.
+    """
+    cli = command_line()
+    parsed = cli.parse(argv)
+    settings = parsed.settings
+    devices, threads = check_machine(cli, settings)
     try:
-        loaded = None if args.weights is None else load_twin_weight(args.weights)
+        loaded = None if settings.weights is None else load_twin_weight(settings.weights)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    configure_process(args.threads)
-    L.seed_everything(args.seed, workers=True, verbose=False)
+        cli.error(str(err))
+    configure_process(threads)
+    rank_zero_only(clear_outputs)(settings.out, OUTPUTS)
+    L.seed_everything(settings.seed, workers=True, verbose=False)
     seconds: dict[str, float] = {}
     began = time.perf_counter()
 
-    if OFFLINE_MNIST.is_dir():
-        copy_offline_mnist(OFFLINE_MNIST, args.data_dir)
-    per_process = process_batch(args.batch_size, args.devices)
-    data = MNISTDataModule(args.data_dir, batch_size=per_process, seed=args.seed)
+    if settings.mnist_mirror is not None:
+        copy_offline_mnist(settings.mnist_mirror, settings.data_dir)
+    per_process = process_batch(settings.batch_size, devices)
+    data = MNISTDataModule(settings.data_dir, batch_size=per_process, seed=settings.seed)
     try:
         data.prepare_data()
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    twin = ClassicalTwin(penalty=args.penalty, lr=args.lr)
-    trainer = _trainer(args, max_epochs=args.epochs)
+    twin = ClassicalTwin(penalty=settings.penalty, lr=settings.lr)
+    trainer = _trainer(settings, devices, logs="twin", max_epochs=settings.epochs)
     stage = time.perf_counter()
     if loaded is None:
         trainer.fit(twin, datamodule=data)
@@ -411,58 +416,58 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stage = time.perf_counter()
     weight = twin.weight.detach().cpu()
-    config = sampler_config(args)
+    config = replace(parsed.samplers["sampler"], seed=settings.seed)
     evaluator = QuantumEvaluator(
         weight,
-        coupling_scale=args.coupling_scale,
-        per_pixel_shift=not args.no_pixel_shift,
+        coupling_scale=settings.coupling_scale,
+        per_pixel_shift=settings.pixel_shift,
         config=config,
-        decision_sigmas=args.decision_sigmas,
+        decision_sigmas=settings.decision_sigmas,
     )
     seconds["transfer"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
     data.setup("test")
-    subset = quantum_subset(data.test_set, args.quantum_test_size, args.seed)
-    quantum_trainer = _trainer(args)
-    metrics = quantum_trainer.test(
-        evaluator, dataloaders=quantum_loader(subset, args.quantum_batch_size), verbose=False
-    )[0]
+    subset = quantum_subset(data.test_set, settings.quantum_test_size, settings.seed)
+    loader = quantum_loader(subset, settings.quantum_batch_size)
+    quantum_trainer = _trainer(settings, devices)
+    metrics = quantum_trainer.test(evaluator, dataloaders=loader, verbose=False)[0]
     seconds["quantum_test"] = time.perf_counter() - stage
 
     finetuned = None
-    if args.finetune_epochs:
+    if settings.finetune_epochs:
         stage = time.perf_counter()
-        classifier = finetune(weight, args)
+        finetune_config = replace(parsed.samplers["finetune_sampler"], seed=settings.seed)
+        classifier = finetune(weight, settings, finetune_config, devices)
         seconds["finetune"] = time.perf_counter() - stage
         stage = time.perf_counter()
         finetuned_evaluator = QuantumEvaluator(
             weight,
-            coupling_scale=args.coupling_scale,
-            per_pixel_shift=not args.no_pixel_shift,
+            coupling_scale=settings.coupling_scale,
+            per_pixel_shift=settings.pixel_shift,
             config=config,
-            decision_sigmas=args.decision_sigmas,
+            decision_sigmas=settings.decision_sigmas,
             couplings=classifier.couplings.cpu(),
         )
-        finetuned = _trainer(args).test(
-            finetuned_evaluator,
-            dataloaders=quantum_loader(subset, args.quantum_batch_size),
-            verbose=False,
+        finetuned = _trainer(settings, devices).test(
+            finetuned_evaluator, dataloaders=loader, verbose=False
         )[0]
         finetuned["predictions"] = finetuned_evaluator.predictions
-        finetuned["couplings"] = classifier.couplings.cpu()
+        finetuned["layer"] = classifier.layer
         finetuned["logit_scale"] = float(classifier.logit_scale)
         seconds["finetuned_quantum_test"] = time.perf_counter() - stage
     if not quantum_trainer.is_global_zero:
         return 0
 
     stage = time.perf_counter()
-    save_atomic(weight, args.out / "twin_weight.pt")
+    out = settings.out
+    save_atomic(weight, out / "twin_weight.pt")
+    save_atomic(evaluator.layer.state_dict(), out / "quantum_layer.pt")
     predictions = evaluator.predictions
     images_tested = len(predictions["index"])
     figures = ["mnist_weights.png", "mnist_samples.png", "mnist_confusion.png"]
-    couplings = transferred_weight(weight, per_pixel_shift=not args.no_pixel_shift)
-    plot_weights(weight, couplings, args.out / figures[0])
+    couplings = transferred_weight(weight, per_pixel_shift=settings.pixel_shift)
+    plot_weights(weight, couplings, out / figures[0])
     evaluator.cpu()
     evaluator.layer.readout = "activity"  # the softmax of activities looks flat in a plot
     shown = range(min(6, len(subset)))
@@ -471,26 +476,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         classical_scores = evaluator.classical_scores(samples).softmax(-1)
         quantum_scores = evaluator(samples)
     sample_labels = torch.tensor([subset[i][1] for i in shown])
-    plot_samples(samples, sample_labels, classical_scores, quantum_scores, args.out / figures[1])
-    matrices = {
-        name: confusion(predictions["label"], predictions[name])
-        for name in ("classical", "quantum")
-    }
-    plot_confusion(matrices, args.out / figures[2])
+    plot_samples(samples, sample_labels, classical_scores, quantum_scores, out / figures[1])
+    matrices = {name: evaluator.confusion_matrices[name] for name in ("classical", "quantum")}
+    plot_confusion(matrices, out / figures[2])
     mnist_index = torch.tensor(subset.indices)[predictions["index"]]
     columns = {
         "test_index": mnist_index,
         **{k: predictions[k] for k in ("label", "classical", "quantum", "exact")},
     }
     if finetuned is not None:
-        save_atomic(finetuned["couplings"], args.out / "finetuned_couplings.pt")
+        save_atomic(finetuned["layer"].state_dict(), out / "finetuned_layer.pt")
         columns["finetuned"] = finetuned["predictions"]["quantum"]
         columns["finetuned_exact"] = finetuned["predictions"]["exact"]
     rows = zip(*(column.tolist() for column in columns.values()), strict=True)
     write_atomic(
-        args.out / "predictions.csv",
+        out / "predictions.csv",
         ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows),
     )
+    write_atomic(out / "config.yaml", parsed.config)
     seconds["figures"] = time.perf_counter() - stage
     seconds["total"] = time.perf_counter() - began
 
@@ -504,23 +507,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "weight_min": float(weight.min()),
         "weight_max": float(weight.max()),
         "weights_nonnegative": float(weight.min()) >= -1e-3 * float(weight.max()),
-        "coupling_scale": args.coupling_scale,
-        "per_pixel_shift": not args.no_pixel_shift,
-        "chains": args.chains,
-        "thermalization": args.thermalization,
-        "sweeps": args.sweeps,
-        "init": args.init,
-        "max_sweeps": args.max_sweeps,
-        "decision_sigmas": args.decision_sigmas,
+        "coupling_scale": settings.coupling_scale,
+        "per_pixel_shift": settings.pixel_shift,
+        "chains": config.chains,
+        "thermalization": config.thermalization,
+        "sweeps": config.sweeps,
+        "init": config.init,
+        "max_sweeps": config.max_sweeps,
+        "decision_sigmas": settings.decision_sigmas,
         "mean_sweeps": metrics["sweeps"],
-        "quantum_batch_size": args.quantum_batch_size,
-        "epochs": args.epochs,
-        "penalty": args.penalty,
-        "weights_loaded_from": None if args.weights is None else str(args.weights),
-        "seed": args.seed,
-        "accelerator": args.accelerator,
-        "devices": args.devices,
+        "quantum_batch_size": settings.quantum_batch_size,
+        "epochs": settings.epochs,
+        "penalty": settings.penalty,
+        "weights_loaded_from": None if settings.weights is None else str(settings.weights),
+        "seed": settings.seed,
+        "accelerator": settings.accelerator,
+        "devices": devices,
         "threads": torch.get_num_threads(),
+        "config": "config.yaml",
         "seconds": {name: round(value, 1) for name, value in seconds.items()},
         "seconds_per_quantum_image": round(seconds["quantum_test"] / images_tested, 4),
         "confusion": {name: matrix.tolist() for name, matrix in matrices.items()},
@@ -532,29 +536,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "finetuned_quantum_accuracy": finetuned["quantum_acc"],
                 "finetuned_exact_accuracy": finetuned["exact_acc"],
                 "finetuned_mean_sweeps": finetuned["sweeps"],
-                "finetune_estimator": args.finetune_estimator,
+                "finetune_estimator": settings.finetune_estimator,
                 "finetuned_agreement": finetuned["agreement"],
-                "finetune_epochs": args.finetune_epochs,
-                "finetune_images": args.finetune_images,
-                "finetune_lr": args.finetune_lr,
-                "finetune_batch_size": process_batch(args.finetune_batch_size, args.devices)
-                * args.devices,
+                "finetune_epochs": settings.finetune_epochs,
+                "finetune_images": settings.finetune_images,
+                "finetune_lr": settings.finetune_learning_rate,
+                "finetune_batch_size": process_batch(settings.finetune_batch_size, devices)
+                * devices,
                 "finetune_logit_scale": finetuned["logit_scale"],
-                "finetune_coupling_budget": args.finetune_coupling_budget,
+                "finetune_coupling_budget": settings.finetune_coupling_budget,
             }
         )
-        if args.finetune_estimator == "monte_carlo":
+        if settings.finetune_estimator == "monte_carlo":
             results["finetune_sampler"] = {
-                "chains": args.finetune_chains,
-                "thermalization": args.finetune_thermalization,
-                "sweeps": args.finetune_sweeps,
+                "chains": finetune_config.chains,
+                "thermalization": finetune_config.thermalization,
+                "sweeps": finetune_config.sweeps,
             }
-    write_atomic(args.out / "results.json", json.dumps(results, indent=2) + "\n")
-    print_summary(results, args)
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    print_summary(results, settings)
     return 0
 
 
-def print_summary(results: dict, args: argparse.Namespace) -> None:
+def print_summary(results: dict, settings: PipelineSettings) -> None:
     """The table of accuracies and stage times, and how to evaluate all 10 000 images."""
     n = results["quantum_images"]
     rows = [
@@ -566,39 +570,32 @@ def print_summary(results: dict, args: argparse.Namespace) -> None:
         (f"quantum accuracy ({n} images)", f"{results['quantum_accuracy']:.4f}"),
         (f"exact quantum accuracy ({n} images)", f"{results['exact_quantum_accuracy']:.4f}"),
         ("mean measurement sweeps per image", f"{results['mean_sweeps']:.1f}"),
-        *(
-            [
-                (
-                    f"fine-tuned quantum accuracy ({n} images)",
-                    f"{results['finetuned_quantum_accuracy']:.4f}",
-                ),
-                (
-                    f"fine-tuned exact accuracy ({n} images)",
-                    f"{results['finetuned_exact_accuracy']:.4f}",
-                ),
-            ]
-            if "finetuned_quantum_accuracy" in results
-            else []
-        ),
+    ]
+    if "finetuned_quantum_accuracy" in results:
+        rows += [
+            (
+                f"fine-tuned quantum accuracy ({n} images)",
+                f"{results['finetuned_quantum_accuracy']:.4f}",
+            ),
+            (
+                f"fine-tuned exact accuracy ({n} images)",
+                f"{results['finetuned_exact_accuracy']:.4f}",
+            ),
+        ]
+    rows += [
         ("agreement quantum vs classical", f"{results['agreement']:.4f}"),
         ("weights min / max", f"{results['weight_min']:.3g} / {results['weight_max']:.3g}"),
     ]
     rows += [(f"time: {name}", f"{value:.1f} s") for name, value in results["seconds"].items()]
     width = max(len(name) for name, _ in rows)
     print("\n" + "\n".join(f"{name:<{width}}  {value}" for name, value in rows))
-    print(f"\nwrote {args.out / 'results.json'} and figures in {args.out}")
+    out = settings.out
+    print(f"\nwrote {out / 'results.json'}, its settings {out / 'config.yaml'} and figures")
     if n < 10_000:
         minutes = results["seconds_per_quantum_image"] * 10_000 / 60
         print(
             f"All 10 000 test images (quantum test ~{minutes:.0f} min with these settings and "
-            f"--devices {args.devices}; each extra device or node divides it):\n"
-            f"  python scripts/train_then_transfer.py --weights {args.out / 'twin_weight.pt'} "
-            f"--quantum-test-size 10000 --chains {args.chains} --thermalization "
-            f"{args.thermalization} --init {args.init} --sweeps {args.sweeps} "
-            f"--max-sweeps {args.max_sweeps} "
-            f"--decision-sigmas {args.decision_sigmas:g} --coupling-scale "
-            f"{args.coupling_scale:g} --quantum-batch-size {args.quantum_batch_size} "
-            f"--seed {args.seed} --data-dir {args.data_dir} --accelerator {args.accelerator} "
-            f"--devices {args.devices} --threads {args.threads}"
-            f"{' --no-pixel-shift' if args.no_pixel_shift else ''} --out {args.out}_full"
+            f"{results['devices']} devices; each extra device or node divides it):\n"
+            f"  qnn-train-then-transfer --config {out / 'config.yaml'} "
+            f"--weights {out / 'twin_weight.pt'} --quantum_test_size 10000 --out {out}_full"
         )

@@ -221,17 +221,33 @@ class QuantumNeuronLayer(nn.Module):
         self.spike_profile = profile.to(self.weight.device)
 
     def get_extra_state(self) -> dict[str, object]:
-        """The config, saved with the ``state_dict`` as plain values (``weights_only`` loads)."""
+        """Everything but the tensors that defines the output: the config, ``readout``,
+        ``estimator`` and ``decision_sigmas``, as plain values (``weights_only`` loads)."""
         fields = dataclasses.asdict(self.config)
         fields["dtype"] = str(self.config.dtype).removeprefix("torch.")
         fields["device"] = str(self.config.device)
-        return {"config": fields}
+        return {
+            "config": fields,
+            "readout": self.readout,
+            "estimator": self.estimator,
+            "decision_sigmas": self.decision_sigmas,
+        }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
-        """Restore the config of :meth:`get_extra_state` (validated by SamplerConfig)."""
+        """Restore the settings of :meth:`get_extra_state`, each validated as when set.
+
+        A state saved before readout, estimator and decision_sigmas were saved keeps the
+        layer's own.
+        """
         fields = dict(state["config"])
         fields["dtype"] = getattr(torch, str(fields["dtype"]))
         self.config = SamplerConfig(**fields)
+        self.readout = state.get("readout", self.readout)
+        self.estimator = state.get("estimator", self.estimator)
+        self.decision_sigmas = state.get("decision_sigmas", self.decision_sigmas)
+        if self.estimator == "exact" and self.simulates_inhibition:
+            raise ValueError(_EXACT_NEEDS_INDEPENDENT.format(float(self.lateral_inhibition)))
+        self._check_decision()
 
     @classmethod
     def from_classical(

@@ -7,14 +7,13 @@ markdown tables. ``--quick`` runs a coarser lattice (Nt = 128) and shorter chain
 same schema, for CI. Every measurement pools chains from two starts, the vacuum and the
 paper's saw, so that a start the run has not forgotten shows up in the standard error.
 
-    python scripts/reproduce_paper.py [--quick] [--only and or ...] [--out outputs/paper]
+    qnn-reproduce-paper [--quick] [--only and or ...] [--out outputs/paper]
 
 The exit status is 0 when every stated behaviour holds (see ``checks`` in results.json).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -23,25 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from qnn_torch import SamplerConfig, circuits, simulate
+from qnn_torch import SamplerConfig, circuits
+from qnn_torch.config import SEED_LIMIT, check_int
+from qnn_torch.experiments.cli import CommandLine, check_device
+from qnn_torch.experiments.plotting import blank_figure, new_figure, savefig_atomic
 from qnn_torch.functional.exact import single_neuron_activity
-from qnn_torch.functional.observables import chain_mean_and_error, gap_in_sigmas
 from qnn_torch.functional.physics import (
     action_density,
     double_well,
     kink_action,
     kink_path,
 )
-from qnn_torch.io import savefig_atomic, write_atomic
+from qnn_torch.io import check_output_folder, write_atomic
 from qnn_torch.network import Network
+from qnn_torch.starts import STARTS, VALIDATION_CONFIG, VALIDATION_MOVES, simulate_from_starts
 
 EXPERIMENTS = ("neuron", "relay", "chain", "and", "not", "or", "xor", "detector")
-STARTS = ("vacuum", "saw")
 PATTERN_SEED = 1806  # the random detector patterns are a fixed test set, whatever --seed
 PAPER_RELAY = (6000.0, 0.92)  # the paper's relay activity at ε = 6000
 CHAIN_LAMBDA_K = 1.5  # k of the chain-against-Λ sweep (Fig. 8)
@@ -62,11 +62,8 @@ class Settings:
     grey: tuple[float, ...]
 
 
-# The circuits were validated with every move in every sweep: near the chain's critical k
-# the network is bistable, and local moves plus a cluster update per sweep settle it.
-MOVES = {"algorithm": "local+multilevel+cluster", "cluster_every": 1}
 FULL = Settings(
-    config=SamplerConfig(chains=8, thermalization=2000, sweeps=2000, **MOVES),
+    config=VALIDATION_CONFIG,
     relay_strengths=tuple(500.0 * i for i in range(25)),
     chain_k=tuple(sorted({round(0.1 * i, 1) for i in range(21)} | {0.95, 1.05})),
     chain_lams=(3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 7500.0, 8000.0, 9000.0, 10000.0),
@@ -75,7 +72,7 @@ FULL = Settings(
     grey=(0.0, 0.25, 0.5, 0.75, 1.0),
 )
 QUICK = Settings(
-    config=SamplerConfig(n_time=128, chains=4, thermalization=400, sweeps=400, **MOVES),
+    config=SamplerConfig(n_time=128, chains=4, thermalization=400, sweeps=400, **VALIDATION_MOVES),
     relay_strengths=tuple(1500.0 * i for i in range(9)),
     chain_k=(0.0, 0.5, 0.8, 0.9, 1.2, 1.5, 2.0),
     chain_lams=(3000.0, 5000.0, 8000.0),
@@ -116,23 +113,12 @@ class Runner:
         largest gap between the two starts' means in units of its standard error.
         """
         config = self.config if lam is None else replace(self.config, lam=lam)
-        runs = [
-            simulate(
-                network,
-                replace(config, init=init, seed=config.seed + i),
-                record_profile=record_profile,
-            )
-            for i, init in enumerate(STARTS)
-        ]
-        chains = torch.cat([run.chain_activity.cpu() for run in runs], dim=-2)  # (*batch, 2C, N)
-        mean, err = chain_mean_and_error(chains, dim=-2)
-        (mean_1, err_1), (mean_2, err_2) = (
-            chain_mean_and_error(run.chain_activity.cpu(), dim=-2) for run in runs
-        )
-        gap = gap_in_sigmas(mean_1, err_1, mean_2, err_2)
+        pooled = simulate_from_starts(network, config, STARTS, record_profile=record_profile)
+        runs = pooled.runs
         tau = max(
             float(torch.as_tensor(t).max()) for r in runs for t in r.autocorrelation_time.values()
         )
+        gap = pooled.start_gap_sigma
         stats = self.diagnostics.setdefault(
             self.experiment, {"max_autocorrelation_sweeps": 0.0, "max_start_gap_sigma": 0.0}
         )
@@ -143,10 +129,9 @@ class Runner:
         profile = None
         if record_profile:
             profile = torch.stack([run.potential_profile.cpu() for run in runs]).mean(0)
-        names = runs[0].names
         return Measurement(
-            activity={n: mean[..., i] for i, n in enumerate(names)},
-            stderr={n: err[..., i] for i, n in enumerate(names)},
+            activity={n: pooled.activity[..., i] for i, n in enumerate(pooled.names)},
+            stderr={n: pooled.stderr[..., i] for i, n in enumerate(pooled.names)},
             paths=torch.cat([run.paths.cpu() for run in runs], dim=-3),
             profile=profile,
         )
@@ -180,13 +165,6 @@ def exact_activity(config: SamplerConfig, drive: Tensor) -> Tensor:
         values, None, input_path(config), time_extent=config.time_extent, lam=config.lam
     )
     return activity[inverse]
-
-
-def new_figure(columns: int = 1, width: float = 6.0) -> tuple[Figure, Any]:
-    """A figure on the Agg canvas with one row of ``columns`` axes (a 1 × columns array)."""
-    fig = Figure(figsize=(width * columns, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, columns, squeeze=False)
 
 
 def save(fig: Figure, out: Path, name: str) -> str:
@@ -448,7 +426,7 @@ def run_two_input(
         grey = torch.tensor(settings.grey)
         m = runner.measure(builder(grey[:, None], grey[None, :]))  # batch (G, G)
         act, err = m.activity["out"], m.stderr["out"]
-        fig, ax = new_figure(2, width=5.0)
+        fig, ax = new_figure(1, 2, (10.0, 3.8))
         image = ax[0, 0].imshow(
             act, origin="lower", cmap="viridis", extent=(-0.5, len(grey) - 0.5) * 2
         )
@@ -511,8 +489,7 @@ def run_detector(runner: Runner, settings: Settings, out: Path) -> tuple[Results
     names = list(patterns)
     cols = 6
     rows = 1 + -(-len(names) // cols)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = blank_figure((1.6 * cols, 1.8 * rows))
     grid = fig.add_gridspec(rows, cols)
     excite, inhibit = circuits.vertical_line_kernels()
     kernel_ax = fig.add_subplot(grid[0, :2])
@@ -691,31 +668,45 @@ def markdown(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/paper"), help="output folder")
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        choices=EXPERIMENTS,
-        default=list(EXPERIMENTS),
-        help="experiments to run",
-    )
-    parser.add_argument("--quick", action="store_true", help="coarse lattice and short chains (CI)")
-    parser.add_argument("--seed", type=int, default=0, help="Monte Carlo seed")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (0: PyTorch's default); 1 is fastest for these small tensors",
-    )
-    return parser.parse_args(argv)
+@dataclass(frozen=True)
+class PaperSettings:
+    """Settings of ``qnn-reproduce-paper``.
+
+    Attributes:
+        out: Output folder of the figures, results.json and results.md.
+        only: Experiments to run, of neuron, relay, chain, and, not, or, xor, detector.
+        quick: Coarse lattice (Nt = 128) and short chains, for CI.
+        seed: Monte Carlo seed.
+        device: Torch device, e.g. cpu or cuda.
+        threads: Torch CPU threads (0: PyTorch's default); 1 is fastest for these tensors.
+    """
+
+    out: Path = Path("outputs/paper")
+    only: tuple[str, ...] = EXPERIMENTS
+    quick: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.only if name not in EXPERIMENTS]
+        if not self.only or unknown:
+            raise ValueError(f"only must name experiments of {EXPERIMENTS}, got {self.only!r}")
+        check_int("seed", self.seed, 0)
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be < 2**63, got {self.seed}")
+        check_int("threads", self.threads, 0)
+        check_device("device", self.device)
+        check_output_folder(self.out)
+
+
+COMMAND_LINE = CommandLine(PaperSettings, __doc__.split("\n")[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen experiments; returns 0 when every check holds, else 1."""
-    args = parse_args(argv)
+    parsed = COMMAND_LINE.parse(argv)
+    args = parsed.settings
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else FULL
@@ -761,8 +752,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["seconds"]["total"] = round(time.perf_counter() - start, 1)
     results["diagnostics"] = runner.diagnostics
     results["checks"] = check(results)
-    write_atomic(args.out / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
     table = markdown(results)
     write_atomic(args.out / "results.md", table)
+    write_atomic(args.out / "config.yaml", parsed.config)
+    write_atomic(args.out / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
     print(table)
     return 0 if all(results["checks"].values()) else 1

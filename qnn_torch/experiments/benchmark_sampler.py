@@ -17,30 +17,36 @@ Four measurements, on CPU and (where present) CUDA:
    backward, against the plain forward pass under torch.no_grad().
 4. The Monte Carlo error of the margin between two close outputs against their activity:
    what limits the main job's decisions once fine-tuning raises the activities.
+5. Decision mode at a near tie: how often it decides for the wrong output of two whose
+   drives differ by < 1 % (``DECISION_DRIVES``), with the evaluation sampler of the MNIST
+   job (``qnn_torch.decision.EVALUATION_CONFIG``) at 4 and 8 chains.
 
-Prints a table and writes JSON (atomically) to --out.
+Prints a table and writes JSON (atomically) to --out, and the settings beside it
+(``<out>.config.yaml``).
 
-    python scripts/benchmark_sampler.py --out outputs/benchmark_sampler.json
+    qnn-benchmark-sampler --out outputs/benchmark_sampler.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
+from qnn_torch.config import check_int
+from qnn_torch.decision import EVALUATION_CONFIG, sequential_top
+from qnn_torch.experiments.cli import CommandLine, check_device
 from qnn_torch.functional import fused_local
 from qnn_torch.functional.activity_table import activity_table
-from qnn_torch.functional.physics import double_well
+from qnn_torch.functional.physics import double_well, input_spike
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
@@ -50,7 +56,7 @@ from qnn_torch.functional.sampler import (
 from qnn_torch.io import check_output_file, write_atomic
 from qnn_torch.simulate import run_sampler
 
-SECTIONS = ("throughput", "efficiency", "gradient", "margin")
+SECTIONS = ("throughput", "efficiency", "gradient", "margin", "decision")
 OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 SIMULATE_SWEEPS = 10  # sweeps of each timed simulate call (throughput)
@@ -59,6 +65,9 @@ MARGIN_GAP = 0.01  # exact activity difference of the two outputs of a pair
 # The main job's evaluation sampler until its equilibrium start: 4 chains, "spikes" start, 100
 # thermalisation sweeps and 600 measurement sweeps, its cap (what the closest images reach).
 MARGIN_CONFIG = SamplerConfig(chains=4, thermalization=100, sweeps=600, init="spikes")
+DECISION_DRIVES = (12000.0, 12100.0)  # a near tie: the exact activities differ by ~0.005
+DECISION_CHAINS = (4, 8)
+DECISION_SIGMAS = 3.0
 
 
 def relay_batch(drives: torch.Tensor) -> Network:
@@ -335,6 +344,46 @@ def margin_noise(device: torch.device, chains: int) -> list[dict]:
     return rows
 
 
+def decision_errors(device: torch.device, inputs: int) -> list[dict]:
+    """Share of decided inputs whose decision is wrong, at a near tie, per chain count.
+
+    ``inputs`` rows each hold two unlinked outputs at ``DECISION_DRIVES`` (the second
+    higher), sampled in decision mode (:func:`~qnn_torch.decision.sequential_top`,
+    ``DECISION_SIGMAS``) with :data:`~qnn_torch.decision.EVALUATION_CONFIG` and
+    ``DECISION_CHAINS`` chains. An input is decided when it stops before the cap; it is
+    wrong when it then picks the first output. The error of the share is binomial.
+    """
+    rows = []
+    for chains in DECISION_CHAINS:
+        config = replace(EVALUATION_CONFIG, chains=chains, device=device)
+        profile, norm = input_spike(config.n_time, config.time_extent, config.lam, config.n_kinks)
+        drive = torch.tensor(DECISION_DRIVES, device=device).expand(inputs, -1).contiguous()
+        began = time.perf_counter()
+        result = sequential_top(drive, profile.to(drive), norm, config, DECISION_SIGMAS)
+        seconds = time.perf_counter() - began
+        decided = result.sweeps < config.max_sweeps
+        wrong = int((decided & (result.activity.argmax(-1) == 0)).sum())
+        count = int(decided.sum())
+        share = wrong / count if count else math.nan
+        rows.append(
+            {
+                "section": "decision",
+                "device": str(device),
+                "drives": list(DECISION_DRIVES),
+                "sigmas": DECISION_SIGMAS,
+                "chains": chains,
+                "inputs": inputs,
+                "decided": count,
+                "wrong": wrong,
+                "wrong_share": share,
+                "wrong_share_stderr": math.sqrt(share * (1 - share) / count) if count else math.nan,
+                "mean_sweeps": float(result.sweeps.double().mean()),
+                "seconds": seconds,
+            }
+        )
+    return rows
+
+
 def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[dict]:
     """Seconds of a layer's forward without and with gradient statistics, and of backward."""
     generator = torch.Generator().manual_seed(0)
@@ -451,55 +500,77 @@ def print_tables(rows: list[dict]) -> None:
             for r in section("margin")
         ],
     )
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line, validated: every bad option is an argparse error naming it."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/benchmark_sampler.json"))
-    parser.add_argument("--neurons", type=int, default=10_000, help="driven neurons (throughput)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed sweeps per move")
-    parser.add_argument(
-        "--chains", type=int, default=128, help="chains per drive (efficiency, margin)"
+    print_table(
+        f"Decision mode at a near tie (drives {DECISION_DRIVES[0]:g} and {DECISION_DRIVES[1]:g},"
+        f" {DECISION_SIGMAS:g}σ, the MNIST job's evaluation sampler): wrong decisions",
+        ["device", "chains", "inputs", "decided", "wrong", "wrong share", "mean sweeps", "s"],
+        [
+            [
+                r["device"],
+                str(r["chains"]),
+                str(r["inputs"]),
+                str(r["decided"]),
+                str(r["wrong"]),
+                f"{100 * r['wrong_share']:.1f} ± {100 * r['wrong_share_stderr']:.1f} %",
+                f"{r['mean_sweeps']:.0f}",
+                f"{r['seconds']:.0f}",
+            ]
+            for r in section("decision")
+        ],
     )
-    parser.add_argument("--sweeps", type=int, default=2000, help="sweeps per algorithm")
-    parser.add_argument("--local-sweeps", type=int, default=10000, help="sweeps for plain local")
-    parser.add_argument("--images", type=int, default=50, help="layer inputs (gradient cost)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument(
-        "--sections",
-        nargs="+",
-        choices=SECTIONS,
-        default=list(SECTIONS),
-        help="measurements to run (default: all)",
-    )
-    parser.add_argument(
-        "--devices", nargs="*", default=None, help="default: cpu and cuda if present"
-    )
-    args = parser.parse_args(argv)
-    minimums = {"neurons": 1, "repeats": 1, "chains": 2, "sweeps": 10, "local_sweeps": 10,
-                "images": 1, "threads": 0}  # fmt: skip
-    for name, minimum in minimums.items():
-        if getattr(args, name) < minimum:
-            option = f"--{name.replace('_', '-')}"
-            parser.error(f"{option} must be >= {minimum}, got {getattr(args, name)}")
-    if args.devices == []:
-        parser.error("--devices needs at least one device (omit it for the default)")
-    for name in args.devices or []:
-        try:
-            torch.empty(0, device=name)
-        except (RuntimeError, AssertionError) as err:  # AssertionError: torch without CUDA
-            parser.error(f"--devices: {name!r} is not an available device ({err})")
-    try:
-        check_output_file(args.out)
-    except ValueError as err:
-        parser.error(str(err))
-    return args
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """Settings of ``qnn-benchmark-sampler``.
+
+    Attributes:
+        out: The JSON file of the measurements.
+        neurons: Driven neurons of the throughput section.
+        repeats: Timed calls per move (their median counts).
+        chains: Chains per drive (efficiency, margin).
+        sweeps: Sweeps per algorithm (efficiency).
+        local_sweeps: Sweeps of the local move alone (efficiency).
+        images: Layer inputs (gradient section).
+        decision_inputs: Inputs at the near tie (decision section).
+        threads: Torch CPU threads (0: PyTorch's default).
+        sections: Measurements to run, of throughput, efficiency, gradient, margin, decision.
+        devices: Devices to measure on (default: cpu, and cuda where present).
+    """
+
+    out: Path = Path("outputs/benchmark_sampler.json")
+    neurons: int = 10_000
+    repeats: int = 5
+    chains: int = 128
+    sweeps: int = 2000
+    local_sweeps: int = 10000
+    images: int = 50
+    decision_inputs: int = 400
+    threads: int = 0
+    sections: tuple[str, ...] = SECTIONS
+    devices: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        minimums = {"neurons": 1, "repeats": 1, "chains": 2, "sweeps": 10, "local_sweeps": 10,
+                    "images": 1, "decision_inputs": 1, "threads": 0}  # fmt: skip
+        for name, minimum in minimums.items():
+            check_int(name, getattr(self, name), minimum)
+        if not self.sections or not set(self.sections) <= set(SECTIONS):
+            raise ValueError(f"sections must name some of {SECTIONS}, got {self.sections!r}")
+        if self.devices is not None and not self.devices:
+            raise ValueError("devices needs at least one device (leave it out for the default)")
+        for name in self.devices or ():
+            check_device("devices", name)
+        check_output_file(self.out)
+
+
+COMMAND_LINE = CommandLine(BenchmarkSettings, __doc__.split("\n\n")[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen measurements, print the tables and write the JSON to ``--out``."""
-    args = parse_args(argv)
+    parsed = COMMAND_LINE.parse(argv)
+    args = parsed.settings
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -515,6 +586,8 @@ def main(argv: list[str] | None = None) -> None:
             rows += gradient_overhead(device, args.images, args.repeats)
         if "margin" in args.sections:
             rows += margin_noise(device, args.chains)
+        if "decision" in args.sections:
+            rows += decision_errors(device, args.decision_inputs)
     print_tables(rows)
     meta = {
         "torch": torch.__version__,
@@ -522,5 +595,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+    write_atomic(args.out.with_suffix(".config.yaml"), parsed.config)
     write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
+    return 0
