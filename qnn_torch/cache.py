@@ -1,9 +1,13 @@
 """Results computed once per lattice and kept on disk: exact tables, banks of paths.
 
 A cached result is a dict of tensors and numbers, stored with the key it was built for
-(lattice, settings and a hash of the code that builds it). Processes that need the same
-result (DDP ranks, test workers) build it once: the first holds a file lock while it
-builds, the others wait and then load its file.
+(lattice, settings and a hash of the code that builds it) and a SHA-256 checksum of its
+contents, checked on every load (``torch.load`` does not check the zip's CRCs: a flipped
+bit in a table's coefficients would otherwise move every exact activity unseen). A file
+whose checksum, key or contents do not hold is rebuilt, with a warning. Processes that
+need the same result (DDP ranks, test workers) build it once: the first holds a file lock
+while it builds, the others wait and then load its file. Temporary files that a killed
+writer left behind are removed by the next process that holds the lock.
 """
 
 from __future__ import annotations
@@ -77,28 +81,74 @@ def exclusive_lock(lock: Path) -> Iterator[None]:
             held.release()
 
 
+def checksum(value: Stored) -> str:
+    """SHA-256 of a stored result's contents: each entry's name and, for a tensor, its dtype,
+    shape and bytes (on CPU), else its ``repr``, in the order of the names."""
+    digest = hashlib.sha256()
+    for name in sorted(value):
+        item = value[name]
+        digest.update(name.encode())
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().contiguous()
+            digest.update(f"{item.dtype}{tuple(item.shape)}".encode())
+            digest.update(item.view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(item).encode())
+    return digest.hexdigest()
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of earlier writes of ``path`` (``.<name>.*.tmp``, see
+    :func:`qnn_torch.io.atomic_path`): called while holding ``path``'s lock, so no live
+    writer owns them."""
+    for temporary in path.parent.glob(f".{path.name}.*.tmp"):
+        temporary.unlink(missing_ok=True)
+
+
 def load_or_build(
     prefix: str, key: list, build: Callable[[], Stored], sound: Callable[[Stored], bool]
 ) -> Stored:
     """The result stored for ``key`` in :func:`cache_dir`, else ``build()``, stored there.
 
     The file is ``<prefix>_<hash of key>.pt``. A stored result is used only if its key
-    equals ``key`` and ``sound(result)`` holds; a damaged or foreign file is rebuilt, not
-    trusted. A cache that cannot be written only costs the next process a rebuild.
+    equals ``key``, its contents match their checksum and ``sound(result)`` holds; any
+    other file is rebuilt with a warning, not trusted. A cache that cannot be written only
+    costs the next process a rebuild.
     """
     name = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
     path = cache_dir() / f"{prefix}_{name}.pt"
     with exclusive_lock(path.with_name(path.name + ".lock")):
+        if path.parent.is_dir():
+            remove_stale_temporaries(path)
         if path.is_file():
-            try:
-                stored = torch.load(path, weights_only=True)
-                if stored["key"] == key and sound(stored["value"]):
-                    return stored["value"]
-            except Exception as err:  # a damaged file is rebuilt, not trusted
-                warnings.warn(f"ignoring the unreadable cached file {path}: {err}", stacklevel=3)
+            value, problem = _checked(path, key, sound)
+            if problem is None:
+                return value
+            warnings.warn(f"rebuilding the cached {prefix} {path}: {problem}", stacklevel=3)
         value = build()
         try:
-            save_atomic({"key": key, "value": value}, path)
+            save_atomic({"key": key, "value": value, "checksum": checksum(value)}, path)
         except OSError as err:
             warnings.warn(f"could not cache {prefix} in {path}: {err}", stacklevel=3)
     return value
+
+
+def _checked(path: Path, key: list, sound: Callable[[Stored], bool]) -> tuple[Stored, str | None]:
+    """The value stored at ``path`` and None, or why it cannot be used for ``key``."""
+    try:
+        stored = torch.load(path, weights_only=True)
+    except Exception as err:  # a damaged file is rebuilt, not trusted
+        return {}, f"unreadable ({err})"
+    if not isinstance(stored, dict) or not {"key", "value", "checksum"} <= set(stored):
+        return {}, "not a cached result with a checksum (an older or foreign file)"
+    if stored["key"] != key:
+        return {}, "built for another key"
+    try:
+        intact = stored["checksum"] == checksum(stored["value"])
+    except Exception as err:  # a value of the wrong form
+        return {}, f"unreadable contents ({err})"
+    if not intact:
+        return {}, "its contents do not match their checksum (the file is damaged)"
+    if not sound(stored["value"]):
+        return {}, "its values are not sound"
+    return stored["value"], None

@@ -11,7 +11,7 @@ import pytest
 import torch
 from platformdirs import user_cache_dir
 
-from qnn_torch.cache import cache_dir, exclusive_lock
+from qnn_torch.cache import cache_dir, checksum, exclusive_lock
 from qnn_torch.functional.activity_table import activity_table
 from tests.helpers import SMALL
 
@@ -59,10 +59,67 @@ def test_tables_are_cached_on_disk_and_rebuilt_when_the_key_differs(
     state = torch.load(stored, weights_only=True)
     state["key"][0] += 1
     state["value"]["coefficients"] = state["value"]["coefficients"] * 2
+    state["checksum"] = checksum(state["value"])
     torch.save(state, stored)
     module._build_table.cache_clear()
-    rebuilt = activity_table(**SMALL, max_drive=100.0)
+    with pytest.warns(UserWarning, match="built for another key"):
+        rebuilt = activity_table(**SMALL, max_drive=100.0)
     torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
+
+
+def _flip_a_bit_of(path: Path, tensor: torch.Tensor) -> None:
+    """Flip one bit inside ``tensor``'s bytes in the zip file at ``path`` (its CRC is not
+    updated, and torch.load does not check it)."""
+    data = bytearray(path.read_bytes())
+    start = data.find(tensor.numpy().tobytes()[:64])
+    assert start > 0
+    data[start + 9] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.usefixtures("fresh_tables")
+def test_a_damaged_table_is_rebuilt_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One flipped bit in the coefficients moved every exact activity by 0.06 before the
+    checksum; now the file is rebuilt and the activities are the true ones."""
+    from qnn_torch.functional import activity_table as module
+
+    monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
+    built = activity_table(**SMALL, max_drive=100.0)
+    (stored,) = tmp_path.glob("activity_table_*.pt")
+    _flip_a_bit_of(stored, torch.load(stored, weights_only=True)["value"]["coefficients"])
+    damaged = torch.load(stored, weights_only=True)["value"]["coefficients"]
+    assert not torch.equal(damaged, built.coefficients)  # the flip took
+    module._build_table.cache_clear()
+    with pytest.warns(UserWarning, match="do not match their checksum"):
+        rebuilt = activity_table(**SMALL, max_drive=100.0)
+    torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
+    reloaded = torch.load(stored, weights_only=True)
+    assert reloaded["checksum"] == checksum(reloaded["value"])  # the file was rewritten
+
+
+@pytest.mark.usefixtures("fresh_tables")
+def test_files_without_a_checksum_and_stale_temporaries_are_cleaned_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from qnn_torch.functional import activity_table as module
+
+    monkeypatch.setenv("QNN_TORCH_CACHE", str(tmp_path))
+    built = activity_table(**SMALL, max_drive=100.0)
+    (stored,) = tmp_path.glob("activity_table_*.pt")
+    state = torch.load(stored, weights_only=True)
+    del state["checksum"]  # as written before checksums
+    torch.save(state, stored)
+    stale = tmp_path / f".{stored.name}.abc123.tmp"  # a writer killed mid-write
+    stale.write_bytes(b"\0" * 1000)
+    module._build_table.cache_clear()
+    with pytest.warns(UserWarning, match="not a cached result with a checksum"):
+        rebuilt = activity_table(**SMALL, max_drive=100.0)
+    torch.testing.assert_close(rebuilt.coefficients, built.coefficients, rtol=0, atol=0)
+    assert not stale.exists()
+    assert checksum({"b": torch.ones(2), "a": 1}) == checksum({"a": 1, "b": torch.ones(2)})
+    assert checksum({"a": torch.ones(2)}) != checksum({"a": torch.ones(2, dtype=torch.float64)})
 
 
 @pytest.mark.usefixtures("fresh_tables")
@@ -78,6 +135,7 @@ def test_a_table_being_built_elsewhere_is_waited_for_and_loaded(
     (stored,) = tmp_path.glob("activity_table_*.pt")
     state = torch.load(stored, weights_only=True)
     state["value"]["coefficients"] = state["value"]["coefficients"] * 2  # the other's file
+    state["checksum"] = checksum(state["value"])
     stored.unlink()
     module._build_table.cache_clear()
 
