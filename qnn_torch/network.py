@@ -12,7 +12,7 @@ from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.physics import (
     input_fields,
     input_spike,
-    kink_width_rate,
+    real_tensor,
     validate_non_negative,
 )
 
@@ -20,12 +20,11 @@ Number = float | int | Tensor
 
 
 def _as_tensor(name: str, value: Number) -> Tensor:
-    """A float64 CPU copy of ``value``; a tensor that requires grad stays in the graph."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
-        raise ValueError(f"{name} must be a number or a tensor, got {value!r}")
-    if isinstance(value, Tensor) and value.is_complex():
-        raise ValueError(f"{name} must be real, got {value!r}")
-    return torch.as_tensor(value).to(device="cpu", dtype=torch.float64).clone()
+    """A float64 CPU copy of ``value``; a tensor that requires grad stays in the graph.
+
+    NotRealError (a TypeError and a ValueError) for complex, bool or meta values.
+    """
+    return real_tensor(name, value).to(device="cpu", dtype=torch.float64).clone()
 
 
 class Network:
@@ -148,13 +147,6 @@ class Network:
         profile, activity_norm = input_spike(
             config.n_time, config.time_extent, config.lam, config.n_kinks
         )
-        if activity_norm == 0:
-            raise ValueError(
-                f"the kinks fall between the slices of n_time={config.n_time}: ψ_t² = 1 at every "
-                f"slice, so Σ_t V0(ψ_t) = 0 cannot normalise the activity (kink width "
-                f"{1 / kink_width_rate(config.lam):.3g} vs spacing {config.spacing:.3g}): use "
-                "more slices or a smaller lam"
-            )
         flat = math.prod(shape)
         to = {"device": torch.device(config.device), "dtype": config.dtype}
         for t in (excite, inhibit, drive, input_inhibition):

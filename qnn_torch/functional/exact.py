@@ -23,6 +23,8 @@ from qnn_torch.functional.physics import (
     excitation_energy,
     inhibition_energy,
     potential_sum,
+    real_number,
+    real_tensor,
     spike_profile,
     validate_non_negative,
 )
@@ -33,6 +35,9 @@ _DTYPE = torch.float64
 _TAIL_WIDTHS = 8.0
 _ALIAS_EXPONENT = 30.0
 _MIN_GRID_POINTS = 16
+# Largest automatic φ grid of one neuron: the cost grows as M³ per slice (M ≈ 110 at the
+# paper's lattice); lattices that need more cannot be resolved (T → 0).
+_MAX_GRID_POINTS = 4096
 # Largest grid of two_neuron_reference: M² = 10⁴ states, four parity blocks of 2500.
 _MAX_PAIR_GRID_POINTS = 100
 # Bytes of suffix products kept at once; larger batches are processed in chunks.
@@ -43,12 +48,12 @@ _NEGLIGIBLE = 1e-200
 
 
 def _check_positive(name: str, value: float) -> None:
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(real_number(name, value)) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _check_non_negative(name: str, value: float) -> None:
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(real_number(name, value)) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -108,6 +113,13 @@ def _grid(
         budget = _ALIAS_EXPONENT - (x - 1.0) ** 2 / (2.0 * zeta**2) - penalty
         keep = budget > 0
         dphi = (math.pi * (2.0 * width_sq[keep] / budget[keep]).sqrt()).min().item()
+        if not dphi > 2.0 * phi_max / _MAX_GRID_POINTS:
+            raise ValueError(
+                f"time_extent={n_time * spacing:.3g} with lam={lam:g} and n_time={n_time}: the "
+                f"transfer matrix would need a φ grid finer than {_MAX_GRID_POINTS} points "
+                f"over [−{phi_max:.3g}, {phi_max:.3g}] (the kinetic kernel is too narrow): use "
+                "a longer time_extent, or fewer slices"
+            )
         grid_points = max(math.ceil(2.0 * phi_max / dphi) + 1, _MIN_GRID_POINTS)
     return torch.linspace(-phi_max, phi_max, grid_points, dtype=_DTYPE)
 
@@ -223,14 +235,14 @@ def single_neuron_profile(
     _check_positive("time_extent", time_extent)
     _check_positive("lam", lam)
     _check_grid(grid_points, phi_max)
-    drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
+    drive = real_tensor("drive", drive).detach().to(device="cpu", dtype=_DTYPE)
     if drive.ndim == 0 or drive.shape[-1] == 0:
         raise ValueError(f"drive must have shape (..., Nt) with Nt >= 1, got {tuple(drive.shape)}")
     validate_non_negative("drive", drive)
     if inhibition is None:
         inhibition = torch.zeros((), dtype=_DTYPE)
     else:
-        inhibition = torch.as_tensor(inhibition).detach().to(device="cpu", dtype=_DTYPE)
+        inhibition = real_tensor("inhibition", inhibition).detach().to(device="cpu", dtype=_DTYPE)
         validate_non_negative("inhibition", inhibition)
     drive, inhibition = torch.broadcast_tensors(drive, inhibition)
 
@@ -293,7 +305,7 @@ def single_neuron_activity(
     ValueError for a path that is not 1-D and finite or has Σ_t V0(ψ_t) = 0 (no kink: the
     activity is undefined), or a drive or inhibition that is not finite and ≥ 0.
     """
-    path = torch.as_tensor(path).detach().to(device="cpu", dtype=_DTYPE)
+    path = real_tensor("path", path).detach().to(device="cpu", dtype=_DTYPE)
     if path.dim() != 1 or not torch.isfinite(path).all():
         raise ValueError(f"path must be a finite 1-D tensor (Nt,), got shape {tuple(path.shape)}")
     _check_positive("lam", lam)
@@ -303,10 +315,10 @@ def single_neuron_activity(
             "path has Σ_t V0(ψ_t) = 0 (it stays in a well): the activity is normalised by it"
         )
     profile = spike_profile(path)
-    drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
+    drive = real_tensor("drive", drive).detach().to(device="cpu", dtype=_DTYPE)
     validate_non_negative("drive", drive)
     if inhibition is not None:
-        inhibition = torch.as_tensor(inhibition).detach().to(device="cpu", dtype=_DTYPE)
+        inhibition = real_tensor("inhibition", inhibition).detach().to(device="cpu", dtype=_DTYPE)
         validate_non_negative("inhibition", inhibition)
         inhibition = inhibition[..., None] * profile * profile
     expected = single_neuron_reference(
@@ -457,7 +469,7 @@ def driven_pair_reference(
     _check_positive("time_extent", time_extent)
     _check_positive("lam", lam)
     _check_grid(grid_points, phi_max)
-    drive = torch.as_tensor(drive).detach().to(device="cpu", dtype=_DTYPE)
+    drive = real_tensor("drive", drive).detach().to(device="cpu", dtype=_DTYPE)
     if drive.ndim < 2 or drive.shape[-2] != 2 or drive.shape[-1] == 0:
         raise ValueError(
             f"drive must have shape (..., 2, Nt) with Nt >= 1, got {tuple(drive.shape)}"

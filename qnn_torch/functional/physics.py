@@ -14,9 +14,35 @@ neuron they reduce to per-slice fields (see :func:`input_fields`).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
+
+
+class NotRealError(TypeError, ValueError):
+    """A value that must be real is complex, boolean, not a number, or a tensor without data
+    (a ``meta`` tensor). Both a TypeError and a ValueError."""
+
+
+def real_number(name: str, value: object) -> float:
+    """``value`` as a Python float (numpy and other real scalars converted); NotRealError
+    naming ``name`` for a bool, a complex number, a tensor or anything else."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise NotRealError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def real_tensor(name: str, value: object) -> Tensor:
+    """``value`` as a tensor (``torch.as_tensor``, no copy of a tensor), checked to hold real
+    numbers: NotRealError naming ``name`` for complex or bool entries, a meta tensor (no
+    data), or something that is neither a real number nor a tensor."""
+    if not isinstance(value, Tensor):
+        return torch.as_tensor(real_number(name, value), dtype=torch.float64)
+    if value.is_complex() or value.dtype == torch.bool or value.is_meta:
+        kind = "meta" if value.is_meta else str(value.dtype).removeprefix("torch.")
+        raise NotRealError(f"{name} must hold real numbers, got a {kind} tensor")
+    return value
 
 
 def double_well(phi: Tensor, lam: float) -> Tensor:

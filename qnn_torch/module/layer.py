@@ -19,7 +19,7 @@ from qnn_torch.functional.layer import (
     output_drives,
     readout,
 )
-from qnn_torch.functional.physics import input_spike
+from qnn_torch.functional.physics import input_spike, real_tensor
 from qnn_torch.network import independent_outputs
 from qnn_torch.simulate import run_sampler
 
@@ -275,6 +275,7 @@ class QuantumNeuronLayer(nn.Module):
         """Validated drive amplitudes k·(b·ε̂ᵀ) of shape (..., out_features), float32/64."""
         if not isinstance(x, Tensor):
             raise ValueError(f"input must be a tensor, got {type(x).__name__}")
+        real_tensor("input", x)  # complex, bool and meta inputs are refused, not cast
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"input must have last dimension in_features={self.in_features}, "
