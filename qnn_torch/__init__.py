@@ -11,10 +11,18 @@ from qnn_torch.functional.physics import kink_action, kink_path
 from qnn_torch.learning import learn_truth_table, verify_truth_table
 from qnn_torch.module.layer import QuantumNeuronLayer
 from qnn_torch.network import Network
-from qnn_torch.simulate import SimulationResult, StuckChainWarning, simulate
+from qnn_torch.simulate import (
+    ColdStartWarning,
+    FewChainsWarning,
+    SimulationResult,
+    StuckChainWarning,
+    simulate,
+)
 
 __all__ = [
     "THRESHOLDS",
+    "ColdStartWarning",
+    "FewChainsWarning",
     "Network",
     "QuantumNeuronLayer",
     "SamplerConfig",

@@ -15,12 +15,17 @@ from tqdm.auto import tqdm
 from qnn_torch.autograd import Jacobian, attach_jacobian
 from qnn_torch.config import INITS, SamplerConfig
 from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
-from qnn_torch.functional.observables import binned_autocorrelation_time, chain_mean_and_error
+from qnn_torch.functional.observables import (
+    binned_autocorrelation_time,
+    chain_mean_and_error,
+    student_t_sigmas,
+)
 from qnn_torch.functional.physics import double_well, potential_sum
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
     local_sweep,
+    shift_move,
     sign_cluster_move,
 )
 from qnn_torch.network import CompiledNetwork, Network
@@ -28,22 +33,60 @@ from qnn_torch.path_bank import path_bank
 
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
 _CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
-_TUNE_EVERY = 10  # thermalisation sweeps between proposal-width updates
+# The local proposal width follows log w ← log w + _TUNE_GAIN·(rate − target) after every
+# thermalisation sweep, by at most a factor e^±2: from any start (1e-5 or 10 times the
+# natural width) it is within 10 % of its tuned value in about 10 sweeps.
+_TUNE_GAIN = 3.0
+# Chains from a fixed start (vacuum, saw, spikes) are flagged when their activity drifts
+# between the halves of the measurement by more than this (in Gaussian standard errors, as
+# a Student-t margin for the chains' degrees of freedom), or when their autocorrelation
+# time exceeds the whole run (thermalisation + measurement) over _RUN_PER_TAU.
+_DRIFT_SIGMAS = 4.0
+_RUN_PER_TAU = 5.0
+# A move that changes the paths' shape (local, multilevel) "hardly moves" them when it
+# accepts fewer than this share, or (local, with a step below a tenth of its natural
+# width) more than 1 − this share.
+_MIXING_LIMIT = 0.01
+MIN_CHAINS_FOR_ERRORS = 4
 # Sweeps between looks at the non-finite flag (each look waits for a GPU to catch up).
 _CHECK_FINITE_EVERY = 16
 _MOVE_HINTS = {
     "local": "step_size too large, or too few thermalization sweeps to tune it",
     "multilevel": "bisection segments too long for the well: fewer bisection_levels",
+    "shift": "the whole path's level is pinned: a finer lattice or a longer time_extent",
 }
 
 
 class StuckChainWarning(RuntimeWarning):
-    """A Monte Carlo chain did not move, so its errors cannot be measured.
+    """Monte Carlo chains that do not mix, so their errors cannot be trusted.
 
-    Raised (as a warning) when a Metropolis move accepted none of its proposals, or when a
-    network has a chain whose measured activity never changed during the measurement, or
-    chains that all agree to the last bit. The standard errors and autocorrelation times of
-    such networks are set to +inf: their activities are not estimates.
+    Warned when a network has a chain whose measured activity never changed, or chains
+    that all agree to the last bit; when chains from a fixed start (vacuum, saw, spikes)
+    have not forgotten it: their activity drifts between the two halves of the
+    measurement by more than 4 standard errors (as a Student-t margin for C − 1 degrees
+    of freedom), or their autocorrelation time exceeds a fifth of the whole run; and when
+    the moves that change the paths' shape hardly move them (acceptance below 1 %, or
+    above 99 % for a local move whose step is below a tenth of its natural width). The
+    standard errors and autocorrelation times of such networks are set to +inf: their
+    activities are not estimates. A move that accepts nothing at all is reported too.
+    """
+
+
+class ColdStartWarning(RuntimeWarning):
+    """Chains measured from a start that is not in equilibrium without thermalisation.
+
+    The ``"vacuum"``, ``"saw"`` and ``"spikes"`` starts need ``thermalization`` sweeps
+    (measured at the paper's lattice: 0 sweeps from the vacuum read −6.9σ, from the saw
+    +7.7σ); ``"equilibrium"`` starts, and chains continued from given paths, do not.
+    """
+
+
+class FewChainsWarning(RuntimeWarning):
+    """A standard error estimated from fewer than 4 independent chains.
+
+    Its own relative scatter is 1/√(2(C − 1)) (71 % for 2 chains), and a 3σ rule on it is a
+    Student-t rule with C − 1 degrees of freedom (200 identical networks with 2 chains were
+    more than 3σ off in 16 % of cases): use 4 chains or more, 8 or more for decisions.
     """
 
 
@@ -114,6 +157,19 @@ def run_sampler(
     Raises FloatingPointError naming the sweep if a path becomes non-finite. Networks with
     stuck chains get infinite errors and a :class:`StuckChainWarning`.
     """
+    if isinstance(gradients, str) or not all(isinstance(g, str) for g in gradients):
+        raise ValueError(
+            f"gradients must be a tuple of names of {PARAMETERS}, e.g. ('drive',), "
+            f"got {gradients!r}"
+        )
+    if initial_paths is None and config.thermalization == 0 and config.init != "equilibrium":
+        warnings.warn(
+            f"init={config.init!r} with thermalization=0: the chains are measured from a start "
+            "that is not in equilibrium, and the activities lean towards it (give "
+            "thermalization sweeps, or init='equilibrium')",
+            ColdStartWarning,
+            stacklevel=3,
+        )
     with torch.no_grad():
         return _run_sampler(
             network, config, record_profile, initial_paths, tuple(gradients), stop_when
@@ -299,6 +355,12 @@ def _run_sampler(
                 )
                 counts["multilevel"][0] += accepted
                 counts["multilevel"][1] += proposed
+            if "shift" in config.moves:
+                accepted, proposed = shift_move(
+                    x, part, width=config.shift_width, generator=generator
+                )
+                counts["shift"][0] += accepted
+                counts["shift"][1] += proposed
             if "cluster" in config.moves and sweep % config.cluster_every == 0:
                 sign_cluster_move(x, spacing=a, generator=generator, shared_noise=part.shared_noise)
             if measuring:
@@ -320,9 +382,9 @@ def _run_sampler(
         first_bad = torch.where((first_bad < 0) & ~finite, sweep, first_bad)
         if (sweep + 1) % _CHECK_FINITE_EVERY == 0:
             check_finite()
-        if "local" in config.moves and not measuring and (sweep + 1) % _TUNE_EVERY == 0:
+        if "local" in config.moves and not measuring:
             rate = float(tune_counts[0]) / max(tune_counts[1], 1)
-            width *= min(2.0, max(0.5, math.exp(2.0 * (rate - config.target_acceptance))))
+            width *= math.exp(min(2.0, max(-2.0, _TUNE_GAIN * (rate - config.target_acceptance))))
             tune_counts = [_zero_count(device), 0]
         measured = step + 1
         if measured == max_sweeps or (blocks and measured > 0 and measured % config.sweeps == 0):
@@ -371,7 +433,11 @@ def _run_sampler(
         for family, stats in state.covariance.items()
     }
     stderr, tau = out["stderr"], out["autocorrelation_time"]
-    stuck = _stuck_networks(out["moved"], stderr, counts)
+    hardly = _hardly_moving(config, counts, width)
+    unsettled = torch.zeros_like(out["sweeps"], dtype=torch.bool)
+    if initial_paths is None and config.init != "equilibrium":  # a fixed start
+        unsettled = _unsettled(out["drift"], tau, out["sweeps"] + config.thermalization, C)
+    stuck = _stuck_networks(out["moved"], stderr, unsettled, counts, hardly)
     if bool(stuck.any()):
         stderr, tau = _infinite_rows(stderr, stuck), _infinite_rows(tau, stuck)
         jacobians = {
@@ -410,7 +476,8 @@ def _stopped_results(
     ``chain_activity`` (Ba, C, N), ``activity`` and ``stderr`` (Ba, N) are the estimates of
     every network still measuring (stderr raw: stuck chains are flagged at the end).
     Returns tensors with a leading axis over the Bd stopping networks: networks (batch
-    indices), sweeps (Bd,); chain_activity, moved (Bd, C, N); activity, stderr,
+    indices), sweeps (Bd,); drift (Bd, N) (:func:`_drift`); chain_activity, moved
+    (Bd, C, N); activity, stderr,
     autocorrelation_time (Bd, N); paths (Bd, C, N, Nt); potential_profile (Bd, N, Nt) when
     recorded; and per gradient family its sums per sweep, "<family> derivative" (Bd, C, P)
     and "<family> product" (Bd, C, N[, P]). Without a copy when every network stops.
@@ -428,6 +495,7 @@ def _stopped_results(
     bins = pick(state.bins)[..., : measured // bin_length]
     phi = pick(state.phi)
     results = {
+        "drift": _drift(bins.view(Bd, C, *bins.shape[1:])),
         "networks": pick(state.networks, per_row=False),
         "sweeps": torch.full((Bd,), measured, dtype=torch.int64, device=phi.device),
         "chain_activity": means.view(Bd, C, -1),
@@ -523,11 +591,74 @@ def _stuck_parts(moved: Tensor, stderr: Tensor) -> tuple[Tensor, Tensor]:
     return ~moved.all(-1).all(-1), stderr.isinf().any(-1)
 
 
-def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor | int]]) -> Tensor:
+def _drift(bins: Tensor) -> Tensor:
+    """Student-t statistic of the drift between the two halves of the measurement.
+
+    ``bins`` (B, C, N, nb) are each chain's bin means. With d_c the difference between the
+    means of the last and the first ⌊nb/2⌋ bins of chain c, t = mean(d)/(std(d)/√C) over
+    the independent chains, (B, N): a t variable with C − 1 degrees of freedom for chains
+    in equilibrium, large where the chains still move away from their start together.
+    NaN (no verdict) with fewer than 2 bins or chains that agree exactly.
+    """
+    half = bins.shape[-1] // 2
+    if half == 0:
+        shape = bins.shape[:1] + bins.shape[2:3]
+        return torch.full(shape, math.nan, dtype=bins.dtype, device=bins.device)
+    d = bins[..., -half:].mean(-1) - bins[..., :half].mean(-1)  # (B, C, N)
+    return d.mean(1) / (d.std(1) / d.shape[1] ** 0.5)
+
+
+def _unsettled(drift: Tensor, tau: Tensor, run: Tensor, chains: int) -> Tensor:
+    """Networks whose chains have not forgotten their common start, (Bf,) bool: a drift
+    (Bf, N) (:func:`_drift`) beyond ``_DRIFT_SIGMAS`` as a Student-t margin, or an
+    autocorrelation time ``tau`` (Bf, N) above the sweeps of the ``run`` (Bf,) over
+    ``_RUN_PER_TAU`` (too long to be forgotten; an unknown, infinite one gives no
+    verdict)."""
+    drifting = drift.abs() > student_t_sigmas(_DRIFT_SIGMAS, chains)  # NaN: no verdict
+    slow = tau.isfinite() & (tau > run[:, None].to(tau.dtype) / _RUN_PER_TAU)  # inf: unknown
+    return (drifting | slow).any(-1)
+
+
+def _hardly_moving(
+    config: SamplerConfig, counts: dict[str, list[Tensor | int]], width: float
+) -> str:
+    """Why the moves that change the paths' shape hardly move them, or "" if they do.
+
+    Every shape move (local, multilevel) accepting less than ``_MIXING_LIMIT``, or a local
+    move alone whose step is below a tenth of its natural width 1.5·√(a/2) and accepts
+    more than 1 − ``_MIXING_LIMIT`` (each step is then a tiny random walk).
+    """
+    rates = {
+        name: float(accepted) / int(proposed)
+        for name, (accepted, proposed) in counts.items()
+        if name in ("local", "multilevel") and int(proposed) > 0
+    }
+    if rates and all(rate < _MIXING_LIMIT for rate in rates.values()):
+        shown = ", ".join(f"{name} {100 * rate:.2g} %" for name, rate in rates.items())
+        return f"the moves that change the paths' shape accept almost nothing ({shown})"
+    natural = 1.5 * math.sqrt(config.spacing / 2)
+    if set(rates) == {"local"} and rates["local"] > 1 - _MIXING_LIMIT and width < 0.1 * natural:
+        return (
+            f"the local move accepts {100 * rates['local']:.3g} % of steps of width {width:.3g}, "
+            f"under a tenth of its natural {natural:.3g}: the paths hardly move (a larger "
+            "step_size, or thermalization sweeps to tune it)"
+        )
+    return ""
+
+
+def _stuck_networks(
+    moved: Tensor,
+    stderr: Tensor,
+    unsettled: Tensor,
+    counts: dict[str, list[Tensor | int]],
+    hardly_moving: str,
+) -> Tensor:
     """Networks whose errors cannot be trusted, (Bf,) bool.
 
-    ``moved`` and ``stderr`` as in :func:`_stuck_parts`, ``counts`` the accepted and
-    proposed moves by type. Warns with a :class:`StuckChainWarning`.
+    ``moved`` and ``stderr`` as in :func:`_stuck_parts`, ``unsettled`` (Bf,) bool from
+    :func:`_unsettled`, ``counts`` the accepted and proposed moves by type,
+    ``hardly_moving`` from :func:`_hardly_moving` (every network when not empty). Warns
+    with a :class:`StuckChainWarning`.
     """
     problems = [
         f"the {name} move accepted none of its {int(proposed)} proposals ({_MOVE_HINTS[name]})"
@@ -535,12 +666,20 @@ def _stuck_networks(moved: Tensor, stderr: Tensor, counts: dict[str, list[Tensor
         if int(proposed) > 0 and int(accepted) == 0
     ]
     frozen, agreeing = _stuck_parts(moved, stderr)
-    stuck = frozen | agreeing
+    stuck = frozen | agreeing | unsettled
+    if hardly_moving:
+        problems.append(hardly_moving)
+        stuck = torch.ones_like(stuck)
     if bool(stuck.any()):
         problems.append(
             f"{int(stuck.sum())} of {stuck.numel()} networks have a chain whose activity never "
-            f"changed ({int(frozen.sum())}) or chains that all agree ({int(agreeing.sum())}): "
-            "their standard errors and autocorrelation times are set to inf"
+            f"changed ({int(frozen.sum())}), chains that all agree ({int(agreeing.sum())}) or "
+            f"chains that have not forgotten their start ({int(unsettled.sum())}: a drift "
+            f"between the halves of the measurement beyond {_DRIFT_SIGMAS:g}σ, or an "
+            f"autocorrelation time above 1/{_RUN_PER_TAU:g} of the run; more thermalization "
+            "sweeps)"
+            + (", or moves that hardly move them" if hardly_moving else "")
+            + ": their standard errors and autocorrelation times are set to inf"
         )
     if problems:
         warnings.warn("; ".join(problems), StuckChainWarning, stacklevel=4)
@@ -635,6 +774,13 @@ def simulate(
         raise ValueError(
             f"config must be a qnn_torch.SamplerConfig or None, got {type(config).__name__} "
             f"{config!r}"
+        )
+    if config.chains < MIN_CHAINS_FOR_ERRORS:
+        warnings.warn(
+            f"chains={config.chains}: standard errors from fewer than {MIN_CHAINS_FOR_ERRORS} "
+            "independent chains are themselves very uncertain (see FewChainsWarning)",
+            FewChainsWarning,
+            stacklevel=2,
         )
     compiled = network.compile(config)
     parameters = compiled.parameters()

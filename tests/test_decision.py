@@ -84,8 +84,10 @@ def test_an_output_left_behind_that_leads_again_comes_back():
 
 
 def test_chains_equal_to_the_top_tie_only_for_equal_drives():
-    # (1, C=3, O=3): outputs 0 and 1 are equal in every chain, output 2 far behind.
-    chains = torch.tensor([[0.5, 0.5, 0.1], [0.6, 0.6, 0.1], [0.7, 0.7, 0.1]])[None]
+    # (1, C=8, O=3): outputs 0 and 1 are equal in every chain, output 2 far behind.
+    top = torch.linspace(0.5, 0.85, 8)
+    third = top - 0.4 + 0.02 * (torch.arange(8) % 2)
+    chains = torch.stack([top, top, third], -1)[None]
     stderr = torch.full((1, 3), 0.05)
     assert contested(chains, stderr, 3.0).tolist() == [[True, False, False]]
     same = torch.tensor([[10.0, 10.0, 1.0]])

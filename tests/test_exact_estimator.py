@@ -190,7 +190,11 @@ def test_decided_compares_the_top_two_outputs_chain_by_chain() -> None:
     # and output 2 is far behind. Row 4: the same tie, but output 2 is within the noise of
     # it (margins 0.05, −0.03, 0.03, −0.01). Row 5: every output is tied.
     assert decided(chains, stderr, 3.0).tolist() == [True, False, False, True, False, True]
-    assert decided(chains[1:2], stderr[1:2], 1.0).tolist() == [True]
+    # Row 1 leads by 0.1/0.0913 = 1.10 errors from 4 chains: a Student-t margin with 3
+    # degrees of freedom, which decides at the tail of 0.9 Gaussian errors (t = 1.06) but not
+    # at that of 1 (t = 1.20, where a Gaussian rule would have decided).
+    assert decided(chains[1:2], stderr[1:2], 0.9).tolist() == [True]
+    assert decided(chains[1:2], stderr[1:2], 1.0).tolist() == [False]
 
 
 def test_decision_mode_stops_clear_inputs_early_and_follows_the_exact_argmax() -> None:

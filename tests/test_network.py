@@ -104,9 +104,9 @@ def test_simulate_needs_a_neuron_and_a_network():
         ({"init": "random"}, "init"),
         ({"dtype": torch.float16}, "dtype"),
         ({"bisection_levels": 10, "n_time": 512}, "bisection_levels"),
-        ({"time_extent": "0.7"}, "time_extent must be a number, got '0.7'"),
-        ({"target_acceptance": "x"}, "target_acceptance must be a number"),
-        ({"lam": True}, "lam must be a number, got True"),
+        ({"time_extent": "0.7"}, "time_extent must be a real number, got '0.7'"),
+        ({"target_acceptance": "x"}, "target_acceptance must be a real number"),
+        ({"lam": True}, "lam must be a real number, got True"),
         ({"device": "gpu0"}, "device must be a torch.device or a string such as 'cpu'"),
     ],
 )

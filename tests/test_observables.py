@@ -13,6 +13,8 @@ from qnn_torch.functional.observables import (
     chain_mean_and_error,
     gap_in_sigmas,
     integrated_autocorrelation_time,
+    student_t_cdf,
+    student_t_sigmas,
 )
 
 CHAINS, LENGTH = 32, 2**15
@@ -71,3 +73,28 @@ def test_gap_in_sigmas_of_untrusted_estimates_is_infinite():
     )
     assert gap[0].item() == pytest.approx(1.0) and gap[1].item() == 0.0
     assert math.isinf(gap[2])  # a stuck start is never consistent with a healthy one
+
+
+@pytest.mark.parametrize(
+    ("t", "dof", "cdf"),
+    [(12.706, 1, 0.975), (4.303, 2, 0.975), (2.776, 4, 0.975), (2.365, 7, 0.975),
+     (2.228, 10, 0.975), (1.0, 1, 0.75), (0.0, 5, 0.5), (-2.228, 10, 0.025)],
+)  # fmt: skip
+def test_student_t_cdf_matches_the_tables(t: float, dof: int, cdf: float):
+    assert student_t_cdf(t, dof) == pytest.approx(cdf, abs=2e-5)
+
+
+def test_student_t_sigmas_keep_the_gaussian_tail():
+    """3σ from C chains: the t whose one-sided tail is the Gaussian's 0.135 %."""
+    tail = 0.5 * math.erfc(3.0 / math.sqrt(2.0))
+    margins = [student_t_sigmas(3.0, chains) for chains in (2, 3, 4, 8, 16, 64, 4096)]
+    for chains, t in zip((2, 3, 4, 8, 16, 64, 4096), margins, strict=True):
+        assert 1.0 - student_t_cdf(t, chains - 1) == pytest.approx(tail, rel=1e-6)
+    assert margins == sorted(margins, reverse=True)  # more chains, a smaller margin
+    assert margins[3] == pytest.approx(4.530, abs=1e-3) and margins[-1] == pytest.approx(
+        3.0, abs=0.01
+    )
+    with pytest.raises(ValueError, match="chains must be an integer >= 2, got 1"):
+        student_t_sigmas(3.0, 1)
+    with pytest.raises(ValueError, match="sigmas must be a finite number > 0"):
+        student_t_sigmas(0.0, 8)

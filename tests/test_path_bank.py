@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from qnn_torch import Network, SamplerConfig, simulate
+from qnn_torch import ColdStartWarning, Network, SamplerConfig, simulate
 from qnn_torch.functional.activity_table import driven_activity
 from qnn_torch.path_bank import BANK_NODES, PathBank, bank_paths_for, path_bank
 from tests.helpers import PAPER, SMALL
@@ -18,24 +18,30 @@ def relays(drives: torch.Tensor) -> Network:
     return Network().add_input("x").add_neuron("y").excite("x", "y", drives)
 
 
-def pooled_z(init: str, thermalization: int) -> tuple[torch.Tensor, float]:
-    """z-scores of the activity against the exact one at DRIVES after ``thermalization``
-    sweeps from ``init`` and 100 measured, 8 chains; and their mean in units of its error
-    (chain errors with 7 degrees of freedom: variance 7/5)."""
-    config = SamplerConfig(**PAPER, chains=8, thermalization=thermalization, sweeps=100, init=init)
+def measured(init: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Activities and errors at DRIVES measured over 100 sweeps from ``init`` without
+    thermalisation, 8 chains."""
+    config = SamplerConfig(**PAPER, chains=8, thermalization=0, sweeps=100, init=init)
     result = simulate(relays(DRIVES), config)
-    z = (result.activity["y"].double() - driven_activity(DRIVES, **PAPER)) / result.stderr["y"]
-    return z, float(z.mean() / (7 / 5 / z.numel()) ** 0.5)
+    return result.activity["y"].double(), result.stderr["y"]
 
 
 def test_equilibrium_start_needs_no_thermalisation_at_the_paper_lattice():
     """Without a single discarded sweep, every activity is within 5σ of the exact one and
-    their mean deviation within 4σ; the spiking path, the former start, is far off."""
-    z, pooled = pooled_z("equilibrium", 0)
+    their mean deviation within 4σ (chain errors with 7 degrees of freedom: variance 7/5);
+    the spiking path, the former start, is far off, and says so: a ColdStartWarning, and
+    the estimates furthest off carry infinite errors."""
+    exact = driven_activity(DRIVES, **PAPER)
+    activity, stderr = measured("equilibrium")
+    z = (activity - exact) / stderr
+    pooled = float(z.mean() / (7 / 5 / z.numel()) ** 0.5)
     assert z.abs().max() < 5.0, f"z-scores {z.tolist()}"
     assert abs(pooled) < 4.0, f"mean deviation {pooled:.2f}σ (z-scores {z.tolist()})"
-    z_spikes, pooled_spikes = pooled_z("spikes", 0)
-    assert abs(pooled_spikes) > 4.0 and z_spikes.abs().max() > 5.0
+    with pytest.warns(ColdStartWarning, match="init='spikes' with thermalization=0"):
+        spikes, spikes_stderr = measured("spikes")
+    off = (spikes - exact) / stderr  # in the errors of the equilibrium start
+    assert off.abs().max() > 5.0 and abs(float(off.mean() / (7 / 5 / off.numel()) ** 0.5)) > 4.0
+    assert spikes_stderr[off.abs() == off.abs().max()].isinf().all()
 
 
 def test_chains_start_from_distinct_paths_of_the_nearest_node():

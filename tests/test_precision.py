@@ -46,7 +46,7 @@ def test_networks_of_different_difficulty_use_different_sweeps():
 
 
 def test_an_unreachable_target_stops_at_max_sweeps_and_says_so():
-    config = SamplerConfig(**{**BLOCK, "chains": 4}, target_stderr=1e-6, max_sweeps=250)
+    config = SamplerConfig(**BLOCK, target_stderr=1e-6, max_sweeps=250)
     result = simulate(relay(60.0), config)
     assert result.sweeps.shape == () and int(result.sweeps) == 250  # last block cut at 250
     assert float(result.stderr["y"]) > 1e-6
@@ -54,7 +54,7 @@ def test_an_unreachable_target_stops_at_max_sweeps_and_says_so():
 
 def test_a_target_met_at_once_changes_nothing_but_the_mode():
     # The first block of the block mode is the plain run: same random numbers.
-    plain = SamplerConfig(**{**BLOCK, "chains": 4})
+    plain = SamplerConfig(**BLOCK)
     drives = torch.tensor([0.0, 60.0])
     expected = simulate(relay(drives), plain, record_profile=True)
     block = dataclasses.replace(plain, target_stderr=10.0, max_sweeps=1000)
@@ -99,7 +99,7 @@ def test_stop_when_stops_networks_early_and_the_others_stay_correct():
 
 def test_stop_when_and_target_stderr_each_suffice():
     drives = torch.tensor([0.0, 60.0])
-    config = SamplerConfig(**{**BLOCK, "chains": 4}, target_stderr=1e-6, max_sweeps=400)
+    config = SamplerConfig(**BLOCK, target_stderr=1e-6, max_sweeps=400)
     never = run_sampler(relay(drives).compile(config), config)
     assert never.sweeps.tolist() == [400, 400]
     out = run_sampler(
@@ -111,7 +111,7 @@ def test_stop_when_and_target_stderr_each_suffice():
 
 
 def test_block_mode_is_deterministic():
-    config = SamplerConfig(**{**BLOCK, "chains": 6}, target_stderr=0.02, max_sweeps=1000)
+    config = SamplerConfig(**BLOCK, target_stderr=0.02, max_sweeps=1000)
     drives = torch.tensor([0.0, 30.0, 120.0])
     first, again = simulate(relay(drives), config), simulate(relay(drives), config)
     assert len(set(first.sweeps.tolist())) > 1  # networks did stop at different blocks
@@ -138,7 +138,7 @@ def test_block_mode_gradients_match_the_exact_derivative():
 
 def test_stuck_networks_never_stop_early_and_are_flagged():
     config = SamplerConfig(
-        **{**BLOCK, "chains": 4, "thermalization": 0, "sweeps": 20},
+        **{**BLOCK, "thermalization": 0, "sweeps": 20},
         algorithm="local",
         step_size=1e6,
         target_stderr=0.5,
@@ -194,3 +194,9 @@ def test_bad_stop_when_is_refused(stop_when, match):
     )
     with pytest.raises(ValueError, match=match):
         run_sampler(relay(torch.tensor([0.0, 60.0])).compile(config), config, stop_when=stop_when)
+
+
+def test_a_target_error_needs_enough_chains_for_its_estimate_to_be_trusted():
+    with pytest.raises(ValueError, match=r"target_stderr needs chains >= 16, got chains=8"):
+        SamplerConfig(**{**BLOCK, "chains": 8}, target_stderr=0.01, max_sweeps=1000)
+    SamplerConfig(**{**BLOCK, "chains": 8}, max_sweeps=1000)  # a cap alone needs no more

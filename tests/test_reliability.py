@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
-from qnn_torch import Network, SamplerConfig, StuckChainWarning, grad_with_stderr, simulate
+from qnn_torch import (
+    ColdStartWarning,
+    FewChainsWarning,
+    Network,
+    QuantumNeuronLayer,
+    SamplerConfig,
+    StuckChainWarning,
+    grad_with_stderr,
+    simulate,
+)
 from qnn_torch.autograd import Jacobian, attach_jacobian
+from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.layer import readout
 from qnn_torch.functional.observables import (
     binned_autocorrelation_time,
     chain_mean_and_error,
     integrated_autocorrelation_time,
 )
-from qnn_torch.functional.physics import double_well
+from qnn_torch.functional.physics import double_well, kink_path
 from qnn_torch.simulate import _infinite_rows, _stuck_networks, run_sampler
 from tests.helpers import SMALL
 
@@ -128,8 +140,8 @@ def test_stuck_networks_are_flagged_one_by_one():
     chain_means = torch.tensor([[[0.3], [0.5]], [[0.2], [0.6]], [[0.1], [0.1]]])
     _, stderr = chain_mean_and_error(chain_means.double(), dim=1)
     counts = {"local": [torch.tensor(5), 10]}
-    with pytest.warns(StuckChainWarning, match=r"2 of 3 networks .*\(1\) .*agree \(1\)"):
-        stuck = _stuck_networks(moved, stderr, counts)
+    with pytest.warns(StuckChainWarning, match=r"2 of 3 networks .*\(1\).*agree \(1\)"):
+        stuck = _stuck_networks(moved, stderr, torch.zeros(3, dtype=torch.bool), counts, "")
     assert stuck.tolist() == [False, True, True]
     honest = _infinite_rows(stderr, stuck)
     assert honest[:, 0].isinf().tolist() == [False, True, True]
@@ -141,7 +153,7 @@ def test_zero_acceptance_of_one_move_is_named():
     stderr = torch.tensor([[0.1]], dtype=torch.float64)
     counts = {"local": [torch.tensor(5), 10], "multilevel": [torch.tensor(0), 8]}
     with pytest.warns(StuckChainWarning, match="multilevel move accepted none of its 8"):
-        stuck = _stuck_networks(moved, stderr, counts)
+        stuck = _stuck_networks(moved, stderr, torch.zeros(1, dtype=torch.bool), counts, "")
     assert not stuck.any()  # the local move still samples: the errors stand
 
 
@@ -192,10 +204,18 @@ def test_zero_kinks_are_refused_at_construction():
 
 
 def test_kinks_between_slices_are_refused_before_sampling():
-    # Two slices, kinks far narrower than the spacing: ψ_t² = 1 at both slices.
-    config = SamplerConfig(n_time=2, time_extent=2.0, lam=1e7, n_kinks=2, algorithm="local")
-    with pytest.raises(ValueError, match="n_time=2"):
-        relay(1.0).compile(config)
+    # Two slices cannot hold two kinks; 4 kinks on 12 slices fall between the slices, where
+    # ψ_t² ≈ 1: Σ_t V0(ψ_t), the activity's normalisation, is 0.17 of its resolved value.
+    with pytest.raises(ValueError, match="n_kinks must be at most n_time/2 = 1"):
+        SamplerConfig(n_time=2, time_extent=2.0, lam=1e7, n_kinks=2, algorithm="local")
+    with pytest.raises(ValueError, match=r"n_kinks=4 kinks on n_time=12 slices: the slices miss"):
+        SamplerConfig(n_time=12, n_kinks=4)
+    with pytest.raises(ValueError, match="n_kinks must be at most n_time/2 = 256"):
+        SamplerConfig(n_kinks=2**40)  # refused before the kink path is allocated
+    # Nt = 4 at the paper's Λ with 4 kinks read activities of ~10³; kinks on slices are fine.
+    with pytest.raises(ValueError, match="n_kinks must be at most"):
+        SamplerConfig(n_time=4)
+    SamplerConfig(n_time=4, time_extent=2.0, lam=1e7, n_kinks=2)
 
 
 # -- 4. autocorrelation times from too short a series -----------------------------------------
@@ -232,3 +252,82 @@ def test_potential_profile_is_the_double_well_of_the_paths():
     result = simulate(relay(120.0), config, record_profile=True)
     expected = double_well(result.paths, config.lam).mean(0)  # one sweep: the last paths
     torch.testing.assert_close(result.potential_profile, expected, rtol=1e-12, atol=0)
+
+
+# -- 7. honest errors from few chains and cold starts --------------------------------------------
+def test_errors_from_fewer_than_four_chains_warn() -> None:
+    with pytest.warns(FewChainsWarning, match="chains=2"):
+        simulate(relay(120.0), SamplerConfig(**{**QUICK, "chains": 2}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewChainsWarning)
+        simulate(relay(120.0), SamplerConfig(**QUICK))  # 4 chains
+
+
+def test_a_cold_start_without_thermalisation_warns_and_an_equilibrium_start_does_not() -> None:
+    for init in ("vacuum", "saw", "spikes"):
+        with pytest.warns(ColdStartWarning, match=f"init='{init}' with thermalization=0"):
+            simulate(relay(120.0), SamplerConfig(**{**QUICK, "thermalization": 0, "init": init}))
+    equilibrium = SamplerConfig(**{**QUICK, "thermalization": 0, "init": "equilibrium"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ColdStartWarning)
+        simulate(relay(120.0), equilibrium)
+        compiled = relay(120.0).compile(SamplerConfig(**{**QUICK, "thermalization": 0}))
+        paths = torch.ones(1, 4, 1, SMALL["n_time"])
+        run_sampler(compiled, SamplerConfig(**{**QUICK, "thermalization": 0}), initial_paths=paths)
+
+
+# -- 8. types and domains, up front -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (torch.tensor([0.5 + 0.1j]), "complex64"),
+        (torch.tensor([True]), "bool"),
+        (torch.empty(1, device="meta"), "meta"),
+    ],
+)
+def test_complex_bool_and_meta_tensors_are_refused_where_real_numbers_are_meant(value, kind):
+    with pytest.raises(TypeError, match=f"brightness must hold real numbers, got a {kind}"):
+        Network().add_input("x", value)
+    with pytest.raises(TypeError, match=f"strength must hold real numbers, got a {kind}"):
+        Network().add_input("x").add_neuron("y").excite("x", "y", value)
+    layer = QuantumNeuronLayer(1, 2, config=SamplerConfig(**QUICK))
+    with pytest.raises(TypeError, match=f"input must hold real numbers, got a {kind}"):
+        layer(value[:, None])
+    path = kink_path(**SMALL, dtype=torch.float64)
+    with pytest.raises(TypeError, match=f"drive must hold real numbers, got a {kind}"):
+        single_neuron_activity(value, None, path, time_extent=2.0, lam=60.0)
+
+
+def test_python_bools_and_complex_numbers_are_refused_as_strengths_and_lattices() -> None:
+    with pytest.raises(TypeError, match="strength must be a real number, got True"):
+        Network().add_input("x").add_neuron("y").excite("x", "y", True)
+    with pytest.raises(TypeError, match=r"lam must be a real number, got \(5000\+0j\)"):
+        SamplerConfig(lam=5000 + 0j)
+    with pytest.raises(TypeError, match="time_extent must be a real number"):
+        single_neuron_activity(torch.ones(1), None, kink_path(**SMALL), time_extent=True, lam=60.0)
+
+
+def test_numpy_scalars_become_python_numbers_and_the_layer_saves_plain_values() -> None:
+    config = SamplerConfig(
+        **{**QUICK, "lam": np.float32(60.0), "n_time": np.int64(32), "chains": np.int32(4)}
+    )
+    assert type(config.lam) is float and type(config.n_time) is int and type(config.chains) is int
+    layer = QuantumNeuronLayer(3, 2, config=config)
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = QuantumNeuronLayer(3, 2, config=SamplerConfig(**QUICK))
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    assert loaded.config == config
+
+
+def test_gradients_named_as_a_string_are_refused() -> None:
+    compiled = relay(120.0).compile(SamplerConfig(**QUICK))
+    with pytest.raises(ValueError, match=r"gradients must be a tuple of names .*got 'drive'"):
+        run_sampler(compiled, SamplerConfig(**QUICK), gradients="drive")
+
+
+def test_an_exact_reference_the_grid_cannot_resolve_is_a_clear_error() -> None:
+    path = kink_path(32, 1e-9, 5000.0, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"time_extent=1e-09 .* transfer matrix would need"):
+        single_neuron_activity(torch.tensor([3000.0]), None, path, time_extent=1e-9, lam=5000.0)

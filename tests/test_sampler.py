@@ -68,7 +68,10 @@ def test_input_inhibition_matches_exact():
     assert expected[1] < expected[0]  # the inhibition is visible in the check
 
 
-@pytest.mark.parametrize("algorithm", ["local", "multilevel+cluster", "local+multilevel+cluster"])
+@pytest.mark.parametrize(
+    "algorithm",
+    ["local", "multilevel+cluster", "local+multilevel+cluster", "multilevel+shift+cluster"],
+)
 def test_coupled_neurons_match_two_neuron_transfer_matrix(algorithm):
     # "multilevel+cluster" is the default ("auto") on this fine lattice, a·√(2Λ) = 0.79.
     lattice = {"n_time": 16, "time_extent": 2.0, "lam": 20.0, "n_kinks": 2}

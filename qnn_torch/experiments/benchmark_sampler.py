@@ -20,6 +20,9 @@ Four measurements, on CPU and (where present) CUDA:
 5. Decision mode at a near tie: how often it decides for the wrong output of two whose
    drives differ by < 1 % (``DECISION_DRIVES``), with the evaluation sampler of the MNIST
    job (``qnn_torch.decision.EVALUATION_CONFIG``) at 4 and 8 chains.
+6. Precision on demand: how honest the error of a ``target_stderr`` run is, per chain
+   count: the spread of many identical networks against their mean reported error (on the
+   tests' small lattice, where it is cheap; ``PRECISION_*``).
 
 Prints a table and writes JSON (atomically) to --out, and the settings beside it
 (``<out>.config.yaml``).
@@ -53,10 +56,10 @@ from qnn_torch.functional.sampler import (
     local_sweep,
     sign_cluster_move,
 )
-from qnn_torch.io import check_output_file, write_atomic
+from qnn_torch.io import check_output_file, clear_outputs, write_atomic
 from qnn_torch.simulate import run_sampler
 
-SECTIONS = ("throughput", "efficiency", "gradient", "margin", "decision")
+SECTIONS = ("throughput", "efficiency", "gradient", "margin", "decision", "precision")
 OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 SIMULATE_SWEEPS = 10  # sweeps of each timed simulate call (throughput)
@@ -68,6 +71,9 @@ MARGIN_CONFIG = SamplerConfig(chains=4, thermalization=100, sweeps=600, init="sp
 DECISION_DRIVES = (12000.0, 12100.0)  # a near tie: the exact activities differ by ~0.005
 DECISION_CHAINS = (4, 8)
 DECISION_SIGMAS = 3.0
+PRECISION_LATTICE = {"n_time": 32, "time_extent": 2.0, "lam": 60.0, "n_kinks": 2}
+PRECISION_DRIVE, PRECISION_TARGET, PRECISION_NETWORKS = 50.0, 0.02, 300
+PRECISION_CHAINS = (3, 4, 8, 16)
 
 
 def relay_batch(drives: torch.Tensor) -> Network:
@@ -384,6 +390,48 @@ def decision_errors(device: torch.device, inputs: int) -> list[dict]:
     return rows
 
 
+def precision_honesty(device: torch.device) -> list[dict]:
+    """Spread of ``PRECISION_NETWORKS`` identical relays measured to ``PRECISION_TARGET``
+    against their reported errors, per chain count (``PRECISION_CHAINS``).
+
+    The rule stops on the error estimated from the chains, so it stops on its low values;
+    ``ratio`` = spread / rms(reported error) is 1 for honest errors. Runs below the 16
+    chains that ``SamplerConfig`` requires for ``target_stderr`` go through ``run_sampler``'s
+    ``stop_when`` with the same rule.
+    """
+    network = relay_batch(torch.full((PRECISION_NETWORKS,), PRECISION_DRIVE))
+    rows = []
+    for chains in PRECISION_CHAINS:
+        config = SamplerConfig(
+            **PRECISION_LATTICE, chains=chains, thermalization=100, sweeps=20,
+            max_sweeps=4000, seed=chains, device=device,
+        )  # fmt: skip
+
+        def met(activity: torch.Tensor, stderr: torch.Tensor, chain_activity: torch.Tensor):
+            return (stderr <= PRECISION_TARGET).all(-1)
+
+        began = time.perf_counter()
+        out = run_sampler(network.compile(config), config, stop_when=met)
+        activity, stderr = out.activity[:, 0], out.stderr[:, 0]
+        spread = float(activity.std())
+        reported = float(stderr.square().mean().sqrt())
+        rows.append(
+            {
+                "section": "precision",
+                "device": str(device),
+                "chains": chains,
+                "networks": PRECISION_NETWORKS,
+                "target_stderr": PRECISION_TARGET,
+                "spread": spread,
+                "reported_stderr": reported,
+                "ratio": spread / reported,
+                "mean_sweeps": float(out.sweeps.double().mean()),
+                "seconds": time.perf_counter() - began,
+            }
+        )
+    return rows
+
+
 def gradient_overhead(device: torch.device, images: int, repeats: int) -> list[dict]:
     """Seconds of a layer's forward without and with gradient statistics, and of backward."""
     generator = torch.Generator().manual_seed(0)
@@ -518,6 +566,22 @@ def print_tables(rows: list[dict]) -> None:
             for r in section("decision")
         ],
     )
+    print_table(
+        f"Precision on demand: {PRECISION_NETWORKS} identical relays measured to an error of"
+        f" {PRECISION_TARGET} (test lattice), their spread against the errors they report",
+        ["device", "chains", "spread", "reported error", "spread / reported", "mean sweeps"],
+        [
+            [
+                r["device"],
+                str(r["chains"]),
+                f"{r['spread']:.4f}",
+                f"{r['reported_stderr']:.4f}",
+                f"{r['ratio']:.2f}",
+                f"{r['mean_sweeps']:.0f}",
+            ]
+            for r in section("precision")
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -534,7 +598,8 @@ class BenchmarkSettings:
         images: Layer inputs (gradient section).
         decision_inputs: Inputs at the near tie (decision section).
         threads: Torch CPU threads (0: PyTorch's default).
-        sections: Measurements to run, of throughput, efficiency, gradient, margin, decision.
+        sections: Measurements to run, of throughput, efficiency, gradient, margin, decision,
+            precision.
         devices: Devices to measure on (default: cpu, and cuda where present).
     """
 
@@ -573,6 +638,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parsed.settings
     if args.threads:
         torch.set_num_threads(args.threads)
+    settings_file = args.out.with_suffix(".config.yaml")
+    clear_outputs(args.out.parent, (args.out.name, settings_file.name))
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     rows: list[dict] = []
     for name in devices:
@@ -588,6 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += margin_noise(device, args.chains)
         if "decision" in args.sections:
             rows += decision_errors(device, args.decision_inputs)
+        if "precision" in args.sections:
+            rows += precision_honesty(device)
     print_tables(rows)
     meta = {
         "torch": torch.__version__,
@@ -595,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    write_atomic(args.out.with_suffix(".config.yaml"), parsed.config)
+    write_atomic(settings_file, parsed.config)
     write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0

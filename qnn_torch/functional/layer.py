@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from qnn_torch.functional.observables import student_t_sigmas
+
 READOUTS = ("activity", "softmax", "born")
 
 
@@ -69,7 +71,11 @@ def contested(
 
     With A_c the activities measured by chain c of C independent chains (``chain_activity``
     (B, C, O)) and top the output of the largest chain mean, output j is decided against
-    once its chain-by-chain margin D_c = A_c,top − A_c,j has mean(D) ≥ sigmas·std(D)/√C.
+    once its chain-by-chain margin D_c = A_c,top − A_c,j has mean(D) ≥ t·std(D)/√C, where t
+    is the Student-t margin with C − 1 degrees of freedom whose one-sided tail is that of
+    ``sigmas`` Gaussian standard errors (:func:`~qnn_torch.functional.observables.
+    student_t_sigmas`: 3σ is t = 4.5 with 8 chains, 9.2 with 4), since the error comes from
+    the C chains themselves.
     The error of the margin comes from the chains themselves, so it holds whatever the
     dependence between the outputs of a chain (common random numbers of independent
     neurons make it small for close outputs; lateral inhibition anti-correlates them).
@@ -82,9 +88,7 @@ def contested(
     Contested: the top, and every other output not decided against, or with an infinite
     error in ``stderr`` (B, O) (stuck chains decide nothing; a stuck top keeps every
     output contested). ``valid`` (B, O) bool, if given, leaves out padding slots (never
-    contested, never the top; each row needs one valid output). With few chains the error
-    is itself noisy (C − 1 degrees of freedom): use a few more sigmas than a Gaussian
-    would need.
+    contested, never the top; each row needs one valid output).
     """
     chains = chain_activity.shape[1]
     if valid is None:
@@ -97,7 +101,8 @@ def contested(
     if drive is not None:
         tied &= drive == drive.gather(-1, top)
     lead = margin.mean(1)
-    ahead = (lead > 0) & (lead >= sigmas * margin.std(1) / chains**0.5)
+    t_sigmas = student_t_sigmas(sigmas, chains)
+    ahead = (lead > 0) & (lead >= t_sigmas * margin.std(1) / chains**0.5)
     trusted = stderr.isfinite() & stderr.gather(-1, top).isfinite()
     is_top = torch.zeros_like(valid).scatter_(-1, top, True)
     return is_top | (valid & ~tied & ~(ahead & trusted))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 from torch import Tensor
 
@@ -22,6 +25,59 @@ def chain_mean_and_error(chain_means: Tensor, dim: int = -1) -> tuple[Tensor, Te
     error = chain_means.std(dim, correction=1) / chains**0.5
     agree = (chain_means == chain_means.narrow(dim, 0, 1)).all(dim)  # exactly, not ≈ 0
     return mean, error.masked_fill(agree, torch.inf)
+
+
+def student_t_cdf(t: float, dof: int) -> float:
+    """P(T ≤ t) for Student's t with ``dof`` (integer ≥ 1) degrees of freedom.
+
+    Closed form for integer ν (Abramowitz & Stegun 26.7.3–4): with θ = atan(t/√ν) and
+    c = cos²θ, F = 1/2 + (θ + sinθ·cosθ·Σ_{k=1}^{(ν−1)/2} b_k·c^{k−1})/π for odd ν, b_1 = 1,
+    b_{k+1} = b_k·2k/(2k + 1); F = 1/2 + sinθ·Σ_{k=0}^{ν/2−1} e_k·c^k/2 for even ν, e_0 = 1,
+    e_{k+1} = e_k·(2k + 1)/(2k + 2).
+    """
+    if isinstance(dof, bool) or not isinstance(dof, int) or dof < 1:
+        raise ValueError(f"dof must be an integer >= 1, got {dof!r}")
+    theta = math.atan(t / math.sqrt(dof))
+    c, s = math.cos(theta) ** 2, math.sin(theta)
+    if dof % 2:
+        series, term = 0.0, 1.0
+        for k in range(1, (dof - 1) // 2 + 1):
+            series += term
+            term *= c * 2 * k / (2 * k + 1)
+        return 0.5 + (theta + s * math.cos(theta) * series) / math.pi
+    series, term = 0.0, 1.0
+    for k in range(dof // 2):
+        series += term
+        term *= c * (2 * k + 1) / (2 * k + 2)
+    return 0.5 + 0.5 * s * series
+
+
+@functools.lru_cache(maxsize=256)
+def student_t_sigmas(sigmas: float, chains: int) -> float:
+    """The Student-t margin with the one-sided tail of ``sigmas`` Gaussian standard errors,
+    for an error measured from ``chains`` independent chains (ν = chains − 1).
+
+    A mean that leads by ``sigmas`` errors estimated from C chains is a t statistic with
+    C − 1 degrees of freedom, whose tails are heavier than the Gaussian's: requiring the
+    returned t instead keeps the chance of a false lead at 1 − Φ(sigmas) (3σ: 0.13 %).
+    E.g. 3σ: 19.2 (3 chains), 9.2 (4), 4.5 (8), 3.6 (16), 3.1 (64). Bisection on
+    :func:`student_t_cdf`, to 1e-9.
+    """
+    if not (math.isfinite(sigmas) and sigmas > 0):
+        raise ValueError(f"sigmas must be a finite number > 0, got {sigmas!r}")
+    if isinstance(chains, bool) or not isinstance(chains, int) or chains < 2:
+        raise ValueError(f"chains must be an integer >= 2, got {chains!r}")
+    tail = 0.5 * math.erfc(sigmas / math.sqrt(2.0))  # 1 − Φ(sigmas)
+    low, high = sigmas, sigmas
+    while 1.0 - student_t_cdf(high, chains - 1) > tail:
+        high *= 2.0
+    while high - low > 1e-9 * high:
+        middle = 0.5 * (low + high)
+        if 1.0 - student_t_cdf(middle, chains - 1) > tail:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def gap_in_sigmas(mean_1: Tensor, error_1: Tensor, mean_2: Tensor, error_2: Tensor) -> Tensor:

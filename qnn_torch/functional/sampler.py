@@ -256,6 +256,54 @@ def local_sweep(
     return accepted
 
 
+def potential_change(
+    new: Tensor, old: Tensor, A: Tensor, K: Tensor | float, C: Tensor | None
+) -> Tensor:
+    """ΔU = U(new) − U(old) of the potential density U (module doc) at each site (pure).
+
+    ``new`` and ``old`` (...) are the values at the sites, A, K, C their fields
+    (broadcastable). With x = φ², A·Δx + K·Δw, Δw = Δx·(x_new + x_old − 2), in one product,
+    plus C·Δ(w²) with inhibition.
+    """
+    x_new, x_old = new * new, old * old
+    dx = x_new - x_old
+    if C is not None:
+        w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
+        quartic = C * (w_new.square() - w_old.square())
+    delta = x_new.add_(x_old).sub_(2.0).mul_(K).add_(A).mul_(dx)
+    if C is not None:
+        delta += quartic
+    return delta
+
+
+def shift_move(
+    phi: Tensor, fields: LatticeFields, *, width: float, generator: torch.Generator
+) -> tuple[Tensor, int]:
+    """Whole-path Metropolis: φ_{n,t} → φ_{n,t} + δ_n at every slice at once (in place).
+
+    The kinetic term depends on differences of neighbouring slices only, so it does not
+    change: ΔS = a·Σ_t ΔU_{n,t} (:func:`potential_change`), exact for a neuron whose links
+    go to other colours. δ is uniform on a grid symmetric in (−width, width)
+    (:func:`uniform_pair`), one per neuron and row (per row with ``shared_noise``);
+    accepted where −ΔS > log u. This moves the path's level, the mode that local and
+    bisection moves change only by ~√a per sweep and that dominates when the time extent
+    is short (T·√(2Λ) ≲ 1: the kinetic term then holds the path nearly constant).
+    Shapes: phi (R, N, Nt). Returns (accepted paths (0-d int64), proposed paths).
+    """
+    R, N, _ = phi.shape
+    accepted = phi.new_zeros((), dtype=torch.int64)
+    for c0, c1 in fields.color_bounds:
+        old = phi[:, c0:c1]
+        A, K, C = neuron_fields(fields, phi, fields.profile, c0, c1)
+        shape = noise_shape((R, c1 - c0, 1), fields.shared_noise, 1)
+        step, u = uniform_pair(shape, width, like=phi, generator=generator)
+        change = potential_change(old + step, old, A, K, C).sum(-1, keepdim=True)
+        accept = change.mul_(-fields.spacing).sub_(u.log_()).sign_().clamp_min_(0.0)
+        old.addcmul_(step, accept)
+        accepted += accept.sum(dtype=torch.float64).to(torch.int64)
+    return accepted, R * N
+
+
 def bisection_stage_actions(
     new: Tensor,
     old: Tensor,
@@ -274,15 +322,7 @@ def bisection_stage_actions(
     the potential action.
     """
     L = new.shape[-1]
-    x_new, x_old = new * new, old * old
-    # A·Δx + K·Δw with Δw = w_new − w_old = Δx·(x_new + x_old − 2): one product.
-    dx = x_new - x_old
-    if C is not None:
-        w_new, w_old = (x_new - 1.0).square_(), (x_old - 1.0).square_()
-        quartic = C * (w_new.square() - w_old.square())
-    delta = x_new.add_(x_old).sub_(2.0).mul_(K).add_(A).mul_(dx)  # ΔU_p, 0 at p = 0
-    if C is not None:
-        delta += quartic
+    delta = potential_change(new, old, A, K, C)  # ΔU_p, 0 at p = 0
     # The coarse stages in one product: weight[p, k] = h_k·a where h_k divides p > 0. The
     # last stage, the exact ΔS that detailed balance needs, is a plain sum: exact whatever
     # precision matmuls run at (TF32). Every stage is odd under new ↔ old, as required.
