@@ -72,13 +72,32 @@ def low(entry: dict) -> bool:
 
 
 @pytest.mark.slow
+def test_an_interrupted_run_leaves_no_results_beside_new_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous run's results and figures go before any work, results.json comes last:
+    an interrupted run never looks complete, nor mixes its figures with old results."""
+    for name in ("results.json", "results.md", "fig05_relay_activity.png", "config.yaml"):
+        (tmp_path / name).write_text("from an earlier run")
+    (tmp_path / "notes.txt").write_text("the user's")
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(reproduce_paper.RUNNERS, "relay", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce_paper.main(["--only", "neuron", "relay", "--quick", "--out", str(tmp_path)])
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == ["fig01_instanton_action.png", "fig02_free_path.png", "notes.txt"]
+
+
 def test_quick_run_writes_figures_tables_and_thresholds(quick):
     out = quick["_out"]
     assert quick["quick"] is True and quick["lattice"]["n_time"] == 128
     assert quick["thresholds"] == {"low": T.low, "high": T.high}
     for name in quick["figures"]:
         assert name.startswith("fig") and (out / name).stat().st_size > 0
-    assert len(quick["figures"]) == 11
+    assert sorted(quick["figures"]) == sorted(reproduce_paper.FIGURES)  # all cleared first
     assert (out / "results.md").read_text() in quick["_stdout"]
     assert all(quick["checks"].values()), quick["checks"]
     config = yaml.safe_load((out / "config.yaml").read_text())

@@ -21,7 +21,7 @@ from qnn_torch import THRESHOLDS, circuits
 from qnn_torch.config import SEED_LIMIT, check_int
 from qnn_torch.experiments.cli import CommandLine
 from qnn_torch.experiments.plotting import new_figure, savefig_atomic
-from qnn_torch.io import check_output_folder, write_atomic
+from qnn_torch.io import check_output_folder, clear_outputs, write_atomic
 from qnn_torch.learning import (
     INIT_RANGE,
     LEARN_CONFIG,
@@ -40,6 +40,7 @@ GATES = {  # builder, its strengths, targets for the patterns 00, 01, 10, 11
 
 
 LATTICE = ("n_time", "time_extent", "lam", "n_kinks")
+OUTPUTS = ("learn_gate.json", "learn_gate.png", "config.yaml")  # the report: last out
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parsed.settings
     if args.threads:
         torch.set_num_threads(args.threads)
+    clear_outputs(args.out, OUTPUTS)
     builder, names, targets = GATES[args.gate]
     learn = replace(parsed.samplers["sampler"], seed=args.seed)
     sweeps = args.verify_sweeps

@@ -37,11 +37,25 @@ from qnn_torch.functional.physics import (
     kink_action,
     kink_path,
 )
-from qnn_torch.io import check_output_folder, write_atomic
+from qnn_torch.io import check_output_folder, clear_outputs, write_atomic
 from qnn_torch.network import Network
 from qnn_torch.starts import STARTS, VALIDATION_CONFIG, VALIDATION_MOVES, simulate_from_starts
 
 EXPERIMENTS = ("neuron", "relay", "chain", "and", "not", "or", "xor", "detector")
+FIGURES = (
+    "fig01_instanton_action.png",
+    "fig02_free_path.png",
+    "fig04_relay_potential.png",
+    "fig05_relay_activity.png",
+    "fig07_chain_k.png",
+    "fig08_chain_lambda.png",
+    "fig10_11_and.png",
+    "fig13_14_not.png",
+    "fig15_17_or.png",
+    "fig16_18_xor.png",
+    "fig19_20_detector.png",
+)
+OUTPUTS = ("results.json", "results.md", "config.yaml", *FIGURES)  # results.json: last out
 PATTERN_SEED = 1806  # the random detector patterns are a fixed test set, whatever --seed
 PAPER_RELAY = (6000.0, 0.92)  # the paper's relay activity at ε = 6000
 CHAIN_LAMBDA_K = 1.5  # k of the chain-against-Λ sweep (Fig. 8)
@@ -711,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else FULL
     config = replace(settings.config, seed=args.seed, device=args.device, progress=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(args.out, OUTPUTS)  # an interrupted run leaves nothing that looks complete
     runner = Runner(config)
     results: Results = {
         "paper": "arXiv:1806.09664",
