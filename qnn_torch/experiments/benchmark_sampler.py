@@ -47,12 +47,15 @@ from qnn_torch import Network, QuantumNeuronLayer, SamplerConfig
 from qnn_torch.config import check_int
 from qnn_torch.decision import EVALUATION_CONFIG, sequential_top
 from qnn_torch.experiments.cli import CommandLine, check_device
+from qnn_torch.functional import compiled as compiled_moves
 from qnn_torch.functional import fused_local
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.physics import double_well, input_spike
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
+    counter_local_half_sweep,
+    counter_local_sweep,
     local_sweep,
     sign_cluster_move,
 )
@@ -181,6 +184,23 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
 
         return run, phi.shape[0] * phi.shape[1], 1
 
+    def counter_sweep(part: LatticeFields, phi: torch.Tensor, half: Callable[..., torch.Tensor]):
+        """The counter-based local sweep over every row of ``phi`` (chunks of 4096 rows),
+        a new stage each call."""
+        rows, size, stage = phi.shape[0], 4096, [0]
+        identities = torch.arange(rows, device=device)
+
+        def run() -> None:
+            stage[0] += 1
+            for i in range(0, rows, size):
+                j = min(i + size, rows)
+                counter_local_sweep(
+                    phi[i:j], part.rows(i, j), width=width, key=(1, 2), stage=stage[0],
+                    rows=identities[i:j], half_sweep=half,
+                )  # fmt: skip
+
+        return run, phi.shape[0] * phi.shape[1], 1
+
     naive_paths = layouts[""][1]
     moves = {
         "naive local (reference)": (
@@ -215,6 +235,11 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             part,
             phi,
         )
+        for name, half in (
+            ("compiled", compiled_moves.local_half_sweep),
+            ("eager", counter_local_half_sweep),
+        ):
+            moves[f"local, Philox counters, {name}{suffix}"] = counter_sweep(part, phi, half)
         for _ in range(20):  # leave the vacuum start behind
             moves[f"local{kernel}{suffix}"][0]()
             moves[f"multilevel{suffix}"][0]()
@@ -658,7 +683,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "precision" in args.sections:
             rows += precision_honesty(device)
     print_tables(rows)
+    if compiled_moves.compile_seconds:
+        first = ", ".join(f"{k} {v:.1f} s" for k, v in compiled_moves.compile_seconds.items())
+        print(f"\nfirst call of each compiled move, compilation included: {first}")
     meta = {
+        "first_compile_seconds": dict(compiled_moves.compile_seconds),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),

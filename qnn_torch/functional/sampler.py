@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from qnn_torch.functional import fused_local
+from qnn_torch.functional.philox import philox4x32, symmetric_step, uniform_open
 
 
 @dataclass(frozen=True)
@@ -205,12 +207,106 @@ def local_half_sweep(
     """
     shape = noise_shape(cur.shape, shared_noise, 1)
     v, u = uniform_pair(shape, width / spacing, like=cur, generator=generator)
+    return metropolis_update(cur, v, u, neighbours, A, K, C, spacing=spacing)
+
+
+def metropolis_update(
+    cur: Tensor,
+    v: Tensor,
+    u: Tensor,
+    neighbours: Tensor,
+    A: Tensor,
+    K: Tensor | float,
+    C: Tensor | None,
+    *,
+    spacing: float,
+) -> Tensor:
+    """Accept φ → φ + a·v where −ΔS − log u > 0 (in place on ``cur`` (R, n, M), ΔS from
+    :func:`local_log_ratio`), steps v and uniforms u (0, 1) broadcastable to it; returns
+    the number of accepted sites (0-d int64). Overwrites ``u``."""
     q = local_log_ratio(cur, v, neighbours, A, K, C, spacing=spacing)
     log_u = u.log_()
     # The 0/1 acceptance as a float, max(sign(−ΔS − log u), 0): cheaper than a bool mask.
     accept = q.sub_(log_u).sign_().clamp_min_(0.0)
     cur.addcmul_(v, accept, value=spacing)
     return accept.sum(dtype=torch.float64).to(torch.int64)
+
+
+def counter_local_half_sweep(
+    split: Tensor,
+    fields: LatticeFields,
+    rows: Tensor,
+    stage: Tensor,
+    *,
+    parity: int,
+    width: float,
+    key: tuple[Tensor, Tensor],
+) -> Tensor:
+    """One half of :func:`counter_local_sweep`: the ``parity`` slices of every colour range
+    (in place on ``split`` (R, N, 2, Nt/2)); returns the accepted sites (0-d int64).
+
+    Site (row r, neuron n, slice t) draws the Philox words of the counter
+    (t, n, rows[r], stage) under ``key`` (n = 0 for every neuron under ``shared_noise``):
+    the proposal from the low 16 bits of word 1, the uniform from word 0
+    (:mod:`qnn_torch.functional.philox`). Written in plain tensor operations, so that
+    ``torch.compile`` fuses it into one loop per colour range.
+    """
+    M = split.shape[-1]
+    other = split[:, :, 1 - parity]
+    # Even slice 2k sees odd slices k−1 and k; odd slice 2k+1 sees even k and k+1.
+    shifted = torch.roll(other, 1 if parity == 0 else -1, -1)
+    neighbours = other + shifted
+    profile = fields.profile.view(M, 2)[:, parity]
+    sites = torch.arange(M, device=split.device, dtype=torch.int64).mul(2).add(parity)
+    accepted = torch.zeros((), dtype=torch.int64, device=split.device)
+    for c0, c1 in fields.color_bounds:
+        A, K, C = neuron_fields(fields, split[:, :, parity], profile, c0, c1)
+        neuron = (
+            torch.zeros(1, 1, 1, dtype=torch.int64, device=split.device)
+            if fields.shared_noise
+            else torch.arange(c0, c1, device=split.device, dtype=torch.int64)[None, :, None]
+        )
+        w0, w1, _, _ = philox4x32((sites, neuron, rows[:, None, None], stage), key)
+        v = symmetric_step(w1, width / fields.spacing, split.dtype)
+        u = uniform_open(w0, split.dtype)
+        cur = split[:, c0:c1, parity]
+        accepted += metropolis_update(
+            cur, v, u, neighbours[:, c0:c1], A, K, C, spacing=fields.spacing
+        )
+    return accepted
+
+
+def counter_local_sweep(
+    phi: Tensor,
+    fields: LatticeFields,
+    *,
+    width: float,
+    key: tuple[int, int],
+    stage: int,
+    rows: Tensor,
+    half_sweep: Callable[..., Tensor] = counter_local_half_sweep,
+) -> Tensor:
+    """The checkerboard sweep of :func:`local_sweep` with counter-based random numbers.
+
+    Every site draws its numbers from Philox4x32-10 at the counter (slice, neuron, row
+    identity ``rows`` (R,) int64, ``stage``) under ``key``: they do not depend on the
+    layout of the batch, its chunks or the device. ``half_sweep`` runs each half (the
+    compiled :func:`counter_local_half_sweep` where ``qnn_torch.functional.compiled``
+    provides it). Shapes: phi (R, N, Nt). Returns the number of accepted sites.
+    """
+    R, N, Nt = phi.shape
+    split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
+    # Counters and key as int64 tensors: compiled with dynamic shapes, Python ints would
+    # become symbolic and inductor mis-types their mix with integer tensors.
+    stage_tensor = torch.tensor(stage, dtype=torch.int64, device=phi.device)
+    key_tensors = tuple(torch.tensor(k, dtype=torch.int64, device=phi.device) for k in key)
+    accepted = phi.new_zeros((), dtype=torch.int64)
+    for parity in (0, 1):
+        accepted += half_sweep(
+            split, fields, rows, stage_tensor, parity=parity, width=width, key=key_tensors
+        )
+    phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
+    return accepted
 
 
 def local_sweep(

@@ -1,0 +1,71 @@
+"""Compiled versions of the counter-based moves, and the switch between compiled and eager.
+
+``QNN_TORCH_COMPILE`` chooses: ``"0"`` runs the moves eagerly (the same Python source, pass
+by pass), anything else (the default) compiles them with ``torch.compile`` at first use
+(inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
+unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
+as dynamic, so batch compaction and decision mode's changing batches do not recompile; a
+new dtype, device or colouring of the neurons does. Inductor keeps what it compiled on disk
+(``TORCHINDUCTOR_CACHE_DIR``), so later processes start faster. :data:`compile_seconds`
+records how long the first call of each compiled function took.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from qnn_torch.functional.sampler import counter_local_half_sweep
+
+COMPILE_ENV = "QNN_TORCH_COMPILE"
+compile_seconds: dict[str, float] = {}
+"""Seconds of the first call of each compiled function (compilation included), by name."""
+
+
+def compile_requested() -> bool:
+    """Whether ``QNN_TORCH_COMPILE`` asks for compiled moves (anything but ``"0"``)."""
+    return os.environ.get(COMPILE_ENV, "1") != "0"
+
+
+class CompiledOrEager:
+    """``fn`` compiled with ``torch.compile`` at first call, or ``fn`` itself.
+
+    Eager when ``QNN_TORCH_COMPILE=0``, or after compiling failed once (warned). Both run
+    the same source, so they give the same numbers up to floating-point rounding.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.compiled: Callable[..., Any] | None = None
+        self.failed = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not compile_requested() or self.failed:
+            return self.fn(*args, **kwargs)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=True)
+            began = time.perf_counter()
+            try:
+                result = self.compiled(*args, **kwargs)
+            except Exception as err:  # no compiler, or an unsupported platform: eager
+                self.failed = True
+                warnings.warn(
+                    f"torch.compile of {self.name} failed ({type(err).__name__}: {err}); "
+                    f"running it eagerly (slower; {COMPILE_ENV}=0 chooses this without trying)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return self.fn(*args, **kwargs)
+            compile_seconds[self.name] = time.perf_counter() - began
+            return result
+        return self.compiled(*args, **kwargs)
+
+
+local_half_sweep = CompiledOrEager(counter_local_half_sweep)
+"""The counter-based local half-sweep, compiled where possible."""
