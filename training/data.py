@@ -73,9 +73,9 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> Path:
         raise FileNotFoundError(
             f"MNIST is missing from {raw} and could not be {action} ({err}).\n"
             f"Provide the four original MNIST archives as\n{files}\n"
-            "(copy them there, e.g. with training.data.copy_offline_mnist from a folder holding "
-            "MNIST/raw/*.gz), then use download=True: torchvision checks their md5 and extracts "
-            "them without network access."
+            "(copy them there, or name a folder holding MNIST/raw/*.gz with --mnist_mirror or "
+            f"${MIRROR_ENV}), then run again: torchvision checks their md5 and extracts them "
+            "without network access."
         ) from err
     return data_dir
 
