@@ -60,12 +60,13 @@ def source_digest(*modules: ModuleType) -> str:
 
 
 @contextmanager
-def exclusive_lock(lock: Path) -> Iterator[None]:
-    """Holds an exclusive lock on the file ``lock`` (``filelock``: POSIX and Windows).
+def exclusive_lock(lock: Path) -> Iterator[bool]:
+    """Holds an exclusive lock on the file ``lock`` (``filelock``: POSIX and Windows) and
+    yields True.
 
     Where the lock cannot be had (a read-only cache, a file system without locks), it holds
-    nothing: processes may then build the same result side by side, which costs time but
-    not correctness, as each file is written atomically.
+    nothing and yields False: processes may then build the same result side by side, which
+    costs time but not correctness, as each file is written atomically.
     """
     held = None
     try:
@@ -75,7 +76,7 @@ def exclusive_lock(lock: Path) -> Iterator[None]:
     except OSError:
         held = None
     try:
-        yield
+        yield held is not None
     finally:
         if held is not None:
             held.release()
@@ -117,8 +118,8 @@ def load_or_build(
     """
     name = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
     path = cache_dir() / f"{prefix}_{name}.pt"
-    with exclusive_lock(path.with_name(path.name + ".lock")):
-        if path.parent.is_dir():
+    with exclusive_lock(path.with_name(path.name + ".lock")) as locked:
+        if locked:  # no other writer can own a temporary file of this path now
             remove_stale_temporaries(path)
         if path.is_file():
             value, problem = _checked(path, key, sound)

@@ -86,7 +86,8 @@ def clear_outputs(folder: str | Path, names: Iterable[str]) -> None:
 
     Called before a run starts its work, with its results file first in ``names`` and
     written last by the run: a run that is interrupted then never leaves outputs that look
-    complete, nor new figures beside an earlier run's results.
+    complete, nor new figures beside an earlier run's results. ``names`` are the run's own
+    files and folders (e.g. ``logs/twin``), never a folder that other files may share.
     """
     for name in names:
         path = Path(folder) / name

@@ -102,6 +102,13 @@ def test_list_options_take_plain_words_or_yaml() -> None:
     assert parse("--names", "[x, y]").settings.names == ("x", "y")
     assert parse("--names", "x").settings.names == ("x",)
     assert parse("--names=[x, y]").settings.names == ("x", "y")
+    assert parse("--names=x").settings.names == ("x",)
+    # Plain words stay the strings they were typed as (YAML would read yes and null).
+    assert parse("--names", "yes", "null", "a #b").settings.names == ("yes", "null", "a #b")
+    # A negative number is a word of the list, not an option.
+    assert command_line().modern(["--names", "-5", "x", "--quick"]) == [
+        "--names", '[-5, "x"]', "--quick", "true",
+    ]  # fmt: skip
 
 
 def test_yes_no_options_may_stand_alone() -> None:

@@ -298,8 +298,22 @@ def test_complex_bool_and_meta_tensors_are_refused_where_real_numbers_are_meant(
         single_neuron_activity(value, None, path, time_extent=2.0, lam=60.0)
 
 
+def test_sequences_and_arrays_of_real_numbers_are_accepted() -> None:
+    path = kink_path(**SMALL, dtype=torch.float64)
+    expected = single_neuron_activity(torch.tensor([60.0]), None, path, time_extent=2.0, lam=60.0)
+    for drive in (np.array([60.0]), [60.0], np.array([60], dtype=np.int64)):
+        got = single_neuron_activity(drive, None, path, time_extent=2.0, lam=60.0)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    net = Network().add_input("x", np.float32(0.5)).add_neuron("y").excite("x", "y", [60.0])
+    assert float(net.compile(SamplerConfig(**SMALL)).drive) == 30.0
+    with pytest.raises(TypeError, match="strength must be a real number or tensor, got 'x'"):
+        Network().add_input("x").add_neuron("y").excite("x", "y", "x")
+    with pytest.raises(TypeError, match=r"drive must hold real numbers, got a complex128"):
+        single_neuron_activity(np.array([60.0j]), None, path, time_extent=2.0, lam=60.0)
+
+
 def test_python_bools_and_complex_numbers_are_refused_as_strengths_and_lattices() -> None:
-    with pytest.raises(TypeError, match="strength must be a real number, got True"):
+    with pytest.raises(TypeError, match="strength must be a real number or tensor, got True"):
         Network().add_input("x").add_neuron("y").excite("x", "y", True)
     with pytest.raises(TypeError, match=r"lam must be a real number, got \(5000\+0j\)"):
         SamplerConfig(lam=5000 + 0j)

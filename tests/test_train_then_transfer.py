@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 import training.data
 from qnn_torch import QuantumNeuronLayer
+from qnn_torch.io import clear_outputs
 from tests.helpers import Numbered
 from training import train_then_transfer
 from training.data import MNIST_FILES
@@ -185,9 +186,10 @@ def test_the_first_command_lines_spellings_still_work() -> None:
 
 
 @pytest.mark.usefixtures("defaults")
-def test_a_quantum_test_of_one_batch_runs_on_two_devices() -> None:
+def test_a_quantum_test_of_one_batch_is_split_between_two_devices() -> None:
     """500 images in batches of 500 on 2 processes used to fail after training the twin
-    (fewer batches than processes); the images are now split between the processes."""
+    (fewer batches than processes); the images are now split between the processes (the
+    two-process smoke run below runs such a split: 40 images in batches of 10 on 2)."""
     cli = command_line()
     settings = cli.parse(["--quantum_test_size", "500", "--devices", "2"]).settings
     assert (settings.quantum_test_size, settings.quantum_batch_size) == (500, 500)
@@ -371,3 +373,23 @@ def test_ddp_two_processes_gives_identical_predictions_and_fine_tunes(
     for key in ("quantum_accuracy", "classical_accuracy_same_images", "agreement"):
         assert ddp[key] == single[key], key
     assert ddp["classical_accuracy"] == pytest.approx(single["classical_accuracy"], abs=1e-4)
+
+
+def test_a_gpu_accelerator_without_cuda_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        train_then_transfer.main(["--accelerator", "gpu", "--out", str(tmp_path)])
+    assert "accelerator 'gpu': no CUDA device is available" in capsys.readouterr().err
+
+
+def test_only_the_pipelines_own_outputs_are_cleared(tmp_path: Path) -> None:
+    """--out . is the user's folder: other logs and checkpoints stay."""
+    for name in ("logs/twin/metrics.csv", "logs/mine/notes.txt", "checkpoints/keep.ckpt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    (tmp_path / "results.json").write_text("{}")
+    clear_outputs(tmp_path, train_then_transfer.OUTPUTS)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["checkpoints/keep.ckpt", "logs/mine/notes.txt"]

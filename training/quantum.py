@@ -5,7 +5,9 @@ results would depend on how the data is sharded if the batches did. :class:`Inde
 therefore cuts the evaluated images into fixed contiguous batches and deals whole batches
 to the processes; every batch carries the index of its first image, and
 :class:`QuantumEvaluator` seeds the sampler with ``config.seed + that index``. The
-predictions are then identical for any number of processes (on the same device type).
+predictions are then identical for any number of processes (on the same device type), as
+long as the images make at least as many batches as there are processes; below that, each
+process gets one near-equal batch, whose boundaries, and hence seeds, depend on the count.
 """
 
 from __future__ import annotations

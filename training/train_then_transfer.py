@@ -78,8 +78,9 @@ OUTPUTS = (  # results.json first: removed first, written last
     "mnist_weights.png",
     "mnist_samples.png",
     "mnist_confusion.png",
-    "logs",
-    "checkpoints",
+    "logs/twin",
+    "logs/finetune",
+    "checkpoints/finetuned-best.ckpt",
 )
 RENAMED = {  # the options of the first command line, where they moved
     **{f"--{name}": [f"--sampler.{name}"] for name in ("chains", "thermalization", "sweeps")},
@@ -174,7 +175,11 @@ class PipelineSettings:
                 f"finetune_estimator must be one of {ESTIMATORS}, got {self.finetune_estimator!r}"
             )
         if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise ValueError(f"accelerator must be cpu, gpu or auto, got {self.accelerator!r}")
+            raise ValueError(
+                f"accelerator must be cpu, gpu, cuda or auto, got {self.accelerator!r}"
+            )
+        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ValueError(f"accelerator {self.accelerator!r}: no CUDA device is available")
         if self.weights is not None and not self.weights.is_file():
             raise ValueError(f"weights {self.weights} does not exist")
         if self.mnist_mirror is not None and not self.mnist_mirror.is_dir():

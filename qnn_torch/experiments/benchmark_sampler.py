@@ -57,6 +57,7 @@ from qnn_torch.functional.sampler import (
     counter_local_half_sweep,
     counter_local_sweep,
     local_sweep,
+    natural_step,
     sign_cluster_move,
 )
 from qnn_torch.io import check_output_file, clear_outputs, write_atomic
@@ -156,7 +157,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         color_bounds=compiled.color_bounds,
     )
     generator = torch.Generator(device).manual_seed(0)
-    width = 1.5 * math.sqrt(config.spacing / 2)
+    width = natural_step(config.spacing)
     layouts = {"": (fields, torch.ones(neurons, 1, config.n_time, device=device))}
     rows_of_outputs = neurons // OUTPUTS_PER_ROW
     if rows_of_outputs:

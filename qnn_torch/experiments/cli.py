@@ -7,7 +7,8 @@ its ``Attributes:`` section, validated in its ``__post_init__``), plus named gro
 are spelled as their fields (``--quantum_test_size``); the dashed spelling
 (``--quantum-test-size``) is accepted too, and so are earlier spellings listed in
 ``renamed``. A list option takes YAML (``--only '[and, or]'``) or plain words
-(``--only and or``); a yes/no option may stand alone (``--quick``, ``--no_pixel_shift``,
+(``--only and or``, ``--only=and``; numbers stay numbers, other words strings); a yes/no
+option may stand alone (``--quick``, ``--no_pixel_shift``,
 or ``--quick false``). A bad value stops the command with exit status 2 and a message naming it,
 before any work.
 """
@@ -15,6 +16,7 @@ before any work.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import types
 import typing
@@ -100,8 +102,6 @@ class CommandLine(Generic[Settings]):
         tokens = list(argv)
         while tokens:
             token = tokens.pop(0)
-            if token == "--":
-                return [*modern, token, *tokens]
             name, equals, value = token.partition("=")
             if name in self.renamed:
                 new = list(self.renamed[name])
@@ -121,13 +121,14 @@ class CommandLine(Generic[Settings]):
                 continue
             if name in self.paths and (value if equals else tokens[:1]) in ("", [""]):
                 self.error(f"{name} must not be empty (write . for the working directory)")
-            if name in self.lists and not equals:
-                words = []
-                while tokens and not tokens[0].startswith("-"):
+            if name in self.lists:
+                words = [value] if equals else []
+                while not equals and tokens and not _is_option(tokens[0]):
                     words.append(tokens.pop(0))
-                if len(words) > 1 or (words and not words[0].lstrip().startswith("[")):
-                    words = ["[" + ", ".join(words) + "]"]
-                modern += [name, *words]
+                if len(words) == 1 and words[0].lstrip().startswith("["):
+                    modern += [name, words[0]]  # a YAML list as given
+                else:
+                    modern += [name, "[" + ", ".join(map(_yaml_word, words)) + "]"]
                 continue
             modern.append(name + equals + value)
         return modern
@@ -174,6 +175,27 @@ def check_device(name: str, device: str) -> None:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:  # AssertionError: torch without CUDA
         raise ValueError(f"{name} {device!r} is not an available device ({err})") from None
+
+
+def _is_option(token: str) -> bool:
+    """Whether a command-line token names an option (``--x``, or ``-x`` but not ``-5``)."""
+    if token.startswith("--"):
+        return True
+    try:
+        float(token)
+    except ValueError:
+        return token.startswith("-")
+    return False
+
+
+def _yaml_word(word: str) -> str:
+    """A plain word of a list option as YAML: numbers as they are, anything else quoted
+    (so that ``yes``, ``null`` or ``a #b`` stay the strings they were typed as)."""
+    try:
+        float(word)
+    except ValueError:
+        return json.dumps(word)
+    return word
 
 
 def _is_path(hint: object) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch._dynamo
 
 from qnn_torch.functional.sampler import counter_local_half_sweep
 
@@ -35,7 +36,8 @@ def compile_requested() -> bool:
 class CompiledOrEager:
     """``fn`` compiled with ``torch.compile`` at first call, or ``fn`` itself.
 
-    Eager when ``QNN_TORCH_COMPILE=0``, or after compiling failed once (warned). Both run
+    Eager when ``QNN_TORCH_COMPILE=0``, or after the backend failed to compile once
+    (warned: no C++ compiler, an unsupported platform; other errors are raised). Both run
     the same source, so they give the same numbers up to floating-point rounding.
     """
 
@@ -53,7 +55,9 @@ class CompiledOrEager:
             began = time.perf_counter()
             try:
                 result = self.compiled(*args, **kwargs)
-            except Exception as err:  # no compiler, or an unsupported platform: eager
+            except torch._dynamo.exc.BackendCompilerFailed as err:  # no compiler: eager
+                # Compilation fails before the compiled code runs, so the arguments are as
+                # they were; a failure inside the function itself is raised, not hidden.
                 self.failed = True
                 warnings.warn(
                     f"torch.compile of {self.name} failed ({type(err).__name__}: {err}); "

@@ -74,10 +74,9 @@ def contested(
     once its chain-by-chain margin D_c = A_c,top − A_c,j has mean(D) ≥ t·std(D)/√C, where t
     is the Student-t margin with C − 1 degrees of freedom whose one-sided tail is that of
     ``sigmas`` Gaussian standard errors (:func:`~qnn_torch.functional.observables.
-    student_t_sigmas`: 3σ is t = 4.5 with 8 chains, 9.2 with 4), since the error comes from
-    the C chains themselves.
-    The error of the margin comes from the chains themselves, so it holds whatever the
-    dependence between the outputs of a chain (common random numbers of independent
+    student_t_sigmas`: 3σ is t = 4.5 with 8 chains, 9.2 with 4). The error of the margin
+    comes from the C chains themselves, so it holds whatever the dependence between the
+    outputs of a chain (common random numbers of independent
     neurons make it small for close outputs; lateral inhibition anti-correlates them).
     Outputs whose chains equal the top's to the last bit (identical drives under common
     random numbers) are a tie that no sweep can break: they count as the top, not as

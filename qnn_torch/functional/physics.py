@@ -34,11 +34,21 @@ def real_number(name: str, value: object) -> float:
 
 
 def real_tensor(name: str, value: object) -> Tensor:
-    """``value`` as a tensor (``torch.as_tensor``, no copy of a tensor), checked to hold real
-    numbers: NotRealError naming ``name`` for complex or bool entries, a meta tensor (no
-    data), or something that is neither a real number nor a tensor."""
+    """``value`` as a tensor (``torch.as_tensor``: a tensor is not copied; numbers, nested
+    sequences and numpy arrays are converted), checked to hold real numbers: NotRealError
+    naming ``name`` for complex or bool entries, a meta tensor (no data), or a value that
+    is no number, sequence or array of numbers."""
+    if isinstance(value, bool | complex | str | bytes):
+        raise NotRealError(f"{name} must be a real number or tensor, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return torch.as_tensor(float(value), dtype=torch.float64)
     if not isinstance(value, Tensor):
-        return torch.as_tensor(real_number(name, value), dtype=torch.float64)
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise NotRealError(
+                f"{name} must be a real number or tensor, got {type(value).__name__} {value!r}"
+            ) from None
     if value.is_complex() or value.dtype == torch.bool or value.is_meta:
         kind = "meta" if value.is_meta else str(value.dtype).removeprefix("torch.")
         raise NotRealError(f"{name} must hold real numbers, got a {kind} tensor")

@@ -115,6 +115,12 @@ def noise_shape(shape: tuple[int, ...], shared: bool, neuron_axis: int) -> tuple
     return (*shape[:axis], 1, *shape[axis + 1 :])
 
 
+def natural_step(spacing: float) -> float:
+    """The local move's natural half-width 1.5·√(a/2): the free kinetic term's scale per
+    slice, where tuning starts unless a step size is given."""
+    return 1.5 * math.sqrt(spacing / 2)
+
+
 def local_log_ratio(
     cur: Tensor,
     v: Tensor,
