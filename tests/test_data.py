@@ -156,7 +156,7 @@ def _assert_clear_error(error: BaseException, root: Path) -> None:
     assert str(root / "MNIST" / "raw") in message
     for name in MNIST_FILES:
         assert name in message
-    assert "download=True" in message
+    assert "--mnist_mirror" in message and "QNN_TORCH_MNIST_MIRROR" in message
 
 
 def test_missing_dataset_without_download(tmp_path: Path) -> None:
