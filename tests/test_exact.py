@@ -331,6 +331,26 @@ def test_driven_pair_undriven_equals_two_neuron_reference():
     assert torch.all(pair < free)
 
 
+def test_driven_pair_undriven_with_excitation_equals_two_neuron_reference():
+    drive = torch.zeros(2, PAIR["n_time"], dtype=F64)
+    links = {"excite_01": 30.0, "excite_10": 8.0, "inhibit": 1.0}
+    pair = driven_pair_reference(drive, **links, **pair_kwargs(**PAIR_GRID))
+    expected = two_neuron_reference(**PAIR, **links, **PAIR_GRID)
+    torch.testing.assert_close(pair, torch.tensor(expected, dtype=F64), rtol=1e-8, atol=0)
+
+
+def test_driven_chain_excites_its_second_neuron_only_through_the_link():
+    """x → 0 → 1: neuron 1 spikes more when neuron 0 is driven, and not at all without ε01."""
+    drive = pair_drive(50.0, 0.0)
+    kwargs = pair_kwargs(**PAIR_GRID)
+    linked = driven_pair_reference(drive, inhibit=0.0, excite_01=40.0, **kwargs)
+    undriven = driven_pair_reference(0 * drive, inhibit=0.0, excite_01=40.0, **kwargs)
+    unlinked = driven_pair_reference(drive, inhibit=0.0, **kwargs)
+    assert linked[1] > undriven[1] and linked[1] > unlinked[1]
+    # The link's back-reaction deepens neuron 0's well: it spikes less than alone.
+    assert linked[0] < unlinked[0]
+
+
 def test_driven_pair_batched_equals_separate_calls():
     generator = torch.Generator().manual_seed(2)
     scale = 60.0 * torch.rand(3, 2, 1, dtype=F64, generator=generator)
@@ -367,6 +387,8 @@ PAIR_DRIVE = torch.zeros(2, 8, dtype=F64)
         ({"drive": torch.zeros(2, 0, dtype=F64)}, "drive"),
         ({"inhibit": -0.5}, "inhibit"),
         ({"inhibit": math.nan}, "inhibit"),
+        ({"excite_01": -1.0}, "excite_01"),
+        ({"excite_10": math.inf}, "excite_10"),
         ({"time_extent": 0.0}, "time_extent"),
         ({"time_extent": math.inf}, "time_extent"),
         ({"lam": -5.0}, "lam"),

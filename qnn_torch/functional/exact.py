@@ -446,16 +446,20 @@ def driven_pair_reference(
     drive: Tensor,
     *,
     inhibit: float,
+    excite_01: float = 0.0,
+    excite_10: float = 0.0,
     time_extent: float,
     lam: float,
     grid_points: int = 0,
     phi_max: float = 0.0,
 ) -> Tensor:
-    """Exact (⟨Σ_t V0(φ_{0,t})⟩, ⟨Σ_t V0(φ_{1,t})⟩) of two driven, mutually inhibiting neurons.
+    """Exact (⟨Σ_t V0(φ_{0,t})⟩, ⟨Σ_t V0(φ_{1,t})⟩) of two driven, linked neurons.
 
     drive: (..., 2, Nt) fields h_{n,t} ≥ 0 of neuron n; returns shape (..., 2), float64 CPU.
     Per slice, U_t(φ0, φ1) = V0(φ0) + V0(φ1) + h_{0,t}·φ0² + h_{1,t}·φ1²
-    + η·(φ0² − 1)⁴·(φ1² − 1)⁴. On the product grid (M² states) Z = Tr A_0⋯A_{Nt−1},
+    + ε01·φ1²·(φ0² − 1)² + ε10·φ0²·(φ1² − 1)² + η·(φ0² − 1)⁴·(φ1² − 1)⁴ (ε01 = ``excite_01``
+    is the link 0 → 1: a driven chain x → 0 → 1 is drive on neuron 0 and ε01). On the
+    product grid (M² states) Z = Tr A_0⋯A_{Nt−1},
     A_t = diag(exp(−a·U_t))·(G⊗G), and ⟨Σ_t V0(φ_{n,t})⟩ = −∂ log Z/∂μ_n / a with sources
     μ_n·V0(φ_n) added to U, carried as forward-mode derivatives through the product (see
     :func:`_pair_block_moments`). U_t is even in φ0 and in φ1, so the product splits into four
@@ -466,6 +470,8 @@ def driven_pair_reference(
     1e-10 (η = 0), 5e-10 (η = 1), 3e-6 (η = 10, where M = 60 takes 2 s for 1e-10).
     """
     _check_non_negative("inhibit", inhibit)
+    _check_non_negative("excite_01", excite_01)
+    _check_non_negative("excite_10", excite_10)
     _check_positive("time_extent", time_extent)
     _check_positive("lam", lam)
     _check_grid(grid_points, phi_max)
@@ -478,13 +484,21 @@ def driven_pair_reference(
 
     n_time = drive.shape[-1]
     spacing = time_extent / n_time
-    # The partner's y within |y| ≤ 1 bounds η·(φ² − 1)⁴·(y² − 1)⁴ by η·(φ² − 1)⁴.
+    # Grid bounds as in two_neuron_reference, with the partner's y within |y| ≤ 1.
     largest = drive.max().item() if drive.numel() else 0.0
-    phi = _pair_grid(n_time, spacing, lam, (0.0, largest, inhibit), grid_points, phi_max)
+    excite = max(excite_01, excite_10)
+    phi = _pair_grid(
+        n_time, spacing, lam, (4.0 * excite, largest + excite, inhibit), grid_points, phi_max
+    )
     m = phi.numel()
     v0 = double_well(phi, lam)
     x2 = phi * phi
-    coupling = inhibition_energy(phi[:, None], phi[None, :], inhibit)
+    phi_0, phi_1 = phi[:, None], phi[None, :]
+    coupling = (
+        excitation_energy(phi_0, phi_1, excite_01)
+        + excitation_energy(phi_1, phi_0, excite_10)
+        + inhibition_energy(phi_0, phi_1, inhibit)
+    )
     kernel = _kinetic_kernel(phi, spacing)
     bases = [(basis.T @ kernel @ basis, index) for basis, index in _parity_bases(m)]
 
