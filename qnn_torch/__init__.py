@@ -10,6 +10,7 @@ from qnn_torch.functional.layer import normalize_weights
 from qnn_torch.functional.physics import kink_action, kink_path
 from qnn_torch.learning import learn_truth_table, verify_truth_table
 from qnn_torch.module.layer import QuantumNeuronLayer
+from qnn_torch.module.mlp import QuantumMLP
 from qnn_torch.network import Network
 from qnn_torch.simulate import (
     ColdStartWarning,
@@ -24,6 +25,7 @@ __all__ = [
     "ColdStartWarning",
     "FewChainsWarning",
     "Network",
+    "QuantumMLP",
     "QuantumNeuronLayer",
     "SamplerConfig",
     "SimulationResult",

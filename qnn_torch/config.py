@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -356,8 +357,30 @@ class SamplerConfig:
         """Lattice spacing a = time_extent / n_time."""
         return self.time_extent / self.n_time
 
+    def as_state(self) -> dict[str, object]:
+        """The fields as plain values (dtype and device as strings), for ``weights_only``
+        state dicts; :meth:`from_state` rebuilds the config."""
+        fields = dataclasses.asdict(self)
+        fields["dtype"] = str(self.dtype).removeprefix("torch.")
+        fields["device"] = str(self.device)
+        return fields
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> SamplerConfig:
+        """The config of :meth:`as_state`'s values, validated as when built."""
+        fields = dict(state)
+        fields["dtype"] = getattr(torch, str(fields["dtype"]))
+        return cls(**fields)
+
 
 def check_int(name: str, value: object, minimum: int) -> None:
     """ValueError naming ``name`` unless ``value`` is an int (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value

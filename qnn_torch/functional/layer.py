@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from qnn_torch.functional.observables import student_t_sigmas
+from qnn_torch.functional.physics import real_tensor
 
 READOUTS = ("activity", "softmax", "born")
 
@@ -26,6 +27,30 @@ def normalize_weights(weight: Tensor) -> Tensor:
     shifted = weight - weight.min()
     top = shifted.max()
     return shifted / top if top > 0 else torch.zeros_like(weight)
+
+
+def checked_brightness(x: Tensor, in_features: int) -> Tensor:
+    """Brightnesses (..., in_features) in [0, 1] as float32 (or float64 if given).
+
+    ValueError naming the input for a non-tensor, a wrong last dimension, NaN or values
+    outside [0, 1]; NotRealError for complex, bool or meta tensors (refused, not cast).
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"input must be a tensor, got {type(x).__name__}")
+    real_tensor("input", x)
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"input must have last dimension in_features={in_features}, got shape {tuple(x.shape)}"
+        )
+    x = x.to(x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32)
+    if torch.isnan(x).any():
+        raise ValueError("input contains NaN: brightnesses must lie in [0, 1]")
+    if ((x < 0) | (x > 1)).any():
+        raise ValueError(
+            f"input brightnesses must lie in [0, 1], got min {x.min().item():.4g} "
+            f"and max {x.max().item():.4g}"
+        )
+    return x
 
 
 def output_drives(brightness: Tensor, weight: Tensor, coupling_scale: float | Tensor) -> Tensor:

@@ -9,17 +9,18 @@ import torch
 from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
-from qnn_torch.config import SamplerConfig
+from qnn_torch.config import SamplerConfig, check_choice
 from qnn_torch.decision import sequential_top
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.layer import (
     READOUTS,
+    checked_brightness,
     decided,
     normalize_weights,
     output_drives,
     readout,
 )
-from qnn_torch.functional.physics import input_spike, real_tensor
+from qnn_torch.functional.physics import input_spike
 from qnn_torch.network import independent_outputs
 from qnn_torch.simulate import run_sampler
 
@@ -39,12 +40,6 @@ _EXACT_NEEDS_INDEPENDENT = (
     "estimator='exact' needs independent outputs, but lateral_inhibition={:g} is large "
     "enough to be simulated: use estimator='monte_carlo'"
 )
-
-
-def _checked_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def classical_weight(weight_or_linear: nn.Linear | Tensor) -> Tensor:
@@ -178,7 +173,7 @@ class QuantumNeuronLayer(nn.Module):
 
     @readout.setter
     def readout(self, readout: str) -> None:
-        self._readout = _checked_choice("readout", readout, READOUTS)
+        self._readout = check_choice("readout", readout, READOUTS)
 
     @property
     def estimator(self) -> str:
@@ -187,7 +182,7 @@ class QuantumNeuronLayer(nn.Module):
 
     @estimator.setter
     def estimator(self, estimator: str) -> None:
-        self._estimator = _checked_choice("estimator", estimator, ESTIMATORS)
+        self._estimator = check_choice("estimator", estimator, ESTIMATORS)
 
     @property
     def decision_sigmas(self) -> float:
@@ -223,11 +218,8 @@ class QuantumNeuronLayer(nn.Module):
     def get_extra_state(self) -> dict[str, object]:
         """Everything but the tensors that defines the output: the config, ``readout``,
         ``estimator`` and ``decision_sigmas``, as plain values (``weights_only`` loads)."""
-        fields = dataclasses.asdict(self.config)
-        fields["dtype"] = str(self.config.dtype).removeprefix("torch.")
-        fields["device"] = str(self.config.device)
         return {
-            "config": fields,
+            "config": self.config.as_state(),
             "readout": self.readout,
             "estimator": self.estimator,
             "decision_sigmas": self.decision_sigmas,
@@ -239,9 +231,7 @@ class QuantumNeuronLayer(nn.Module):
         A state saved before readout, estimator and decision_sigmas were saved keeps the
         layer's own.
         """
-        fields = dict(state["config"])
-        fields["dtype"] = getattr(torch, str(fields["dtype"]))
-        self.config = SamplerConfig(**fields)
+        self.config = SamplerConfig.from_state(state["config"])
         self.readout = state.get("readout", self.readout)
         self.estimator = state.get("estimator", self.estimator)
         self.decision_sigmas = state.get("decision_sigmas", self.decision_sigmas)
@@ -273,23 +263,7 @@ class QuantumNeuronLayer(nn.Module):
 
     def drives(self, x: Tensor) -> Tensor:
         """Validated drive amplitudes k·(b·ε̂ᵀ) of shape (..., out_features), float32/64."""
-        if not isinstance(x, Tensor):
-            raise ValueError(f"input must be a tensor, got {type(x).__name__}")
-        real_tensor("input", x)  # complex, bool and meta inputs are refused, not cast
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"input must have last dimension in_features={self.in_features}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        x = x.to(dtype)
-        if torch.isnan(x).any():
-            raise ValueError("input contains NaN: brightnesses must lie in [0, 1]")
-        if ((x < 0) | (x > 1)).any():
-            raise ValueError(
-                f"input brightnesses must lie in [0, 1], got min {x.min().item():.4g} "
-                f"and max {x.max().item():.4g}"
-            )
+        x = checked_brightness(x, self.in_features)
         coupling_scale, _ = self._checked_buffers()
         weight = self.weight.to(x)
         if not torch.isfinite(weight).all() or (weight < 0).any():

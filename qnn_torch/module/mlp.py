@@ -1,0 +1,255 @@
+"""QuantumMLP: layers of quantum neurons, all simulated jointly by the path-integral sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from qnn_torch.autograd import attach_jacobian
+from qnn_torch.config import SamplerConfig, check_choice
+from qnn_torch.functional.layer import READOUTS, checked_brightness, readout
+from qnn_torch.functional.mlp import layer_bounds, mlp_fields
+from qnn_torch.functional.physics import input_spike
+from qnn_torch.module.layer import DEFAULT_COUPLING_SCALE
+from qnn_torch.network import CompiledNetwork
+from qnn_torch.simulate import run_sampler
+
+
+def _checked_sizes(sizes: object) -> tuple[int, ...]:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise ValueError(
+            f"sizes must be a sequence of at least two positive integers, got {sizes!r}"
+        )
+    values = tuple(sizes)
+    if len(values) < 2 or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
+    ):
+        raise ValueError(
+            f"sizes must be a sequence of at least two positive integers, got {sizes!r}"
+        )
+    return values
+
+
+def _checked_scale(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class QuantumMLP(nn.Module):
+    """Hidden layers of quantum neurons between fixed inputs and quantum outputs.
+
+    ``sizes`` = (I, n_1, …, n_L): I inputs of brightness in [0, 1], then L layers of
+    simulated neurons, the last one the outputs. Layer 1 is driven by the inputs (drive
+    k·ε̂⁽¹⁾·b, inhibition k_η·η̂⁽¹⁾·b², as in :class:`QuantumNeuronLayer`); each further
+    layer is excited by the one before with ε = k·ε̂⁽ˡ⁾ and, with ``inhibition``, inhibited
+    with η = k_η·η̂⁽ˡ⁾ (formulas in :mod:`qnn_torch.functional.mlp`). k =
+    ``coupling_scale``, k_η = ``inhibition_scale`` (buffers); ε̂ (``excite[l − 1]``) and η̂
+    (``inhibit[l − 1]``, zeros at first) are ``nn.Parameter``s of shape (n_l, n_{l−1}),
+    kept ≥ 0 by :meth:`project_weights_` after each optimiser step.
+
+    The forward pass samples every neuron of every layer in one batched simulation
+    (:func:`~qnn_torch.simulate.run_sampler`, layer by layer as colours), so each layer
+    feels the actual paths of its neighbours, back-reaction included: a link ε deepens
+    its source's well where the destination sits in one, and suppresses the source's
+    spikes. ``forward`` maps (..., I) to the outputs' scores (..., n_L) (``readout`` as for
+    :class:`QuantumNeuronLayer`); :meth:`activities` gives every layer's activities.
+    Both are differentiable with respect to every coupling and the input, through the
+    covariance estimator ∂A/∂θ = −Cov(O, ∂S/∂θ) measured in the same run. The link
+    Jacobian has N³ entries per input (N = Σ n_l), so train through the sampler with small
+    batches. The seed is fixed by ``config`` (``seed`` overrides it per call).
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        *,
+        config: SamplerConfig | None = None,
+        readout: str = "softmax",
+        coupling_scale: float = DEFAULT_COUPLING_SCALE,
+        inhibition_scale: float = DEFAULT_COUPLING_SCALE,
+        inhibition: bool = True,
+    ) -> None:
+        super().__init__()
+        self.sizes = _checked_sizes(sizes)
+        if not isinstance(inhibition, bool):
+            raise ValueError(f"inhibition must be True or False, got {inhibition!r}")
+        self.readout = readout
+        pairs = list(zip(self.sizes[1:], self.sizes[:-1], strict=True))
+        self.excite = nn.ParameterList(nn.Parameter(torch.rand(o, i)) for o, i in pairs)
+        self.inhibit = (
+            nn.ParameterList(nn.Parameter(torch.zeros(o, i)) for o, i in pairs)
+            if inhibition
+            else None
+        )
+        self.register_buffer(
+            "coupling_scale", torch.tensor(_checked_scale("coupling_scale", coupling_scale))
+        )
+        self.register_buffer(
+            "inhibition_scale",
+            torch.tensor(_checked_scale("inhibition_scale", inhibition_scale)),
+        )
+        self.register_buffer("spike_profile", torch.empty(0), persistent=False)
+        self.config = SamplerConfig() if config is None else config
+        self.last_stderr: tuple[Tensor, ...] | None = None
+        self.names = tuple(
+            f"{layer + 1}.{j}" for layer, size in enumerate(self.sizes[1:]) for j in range(size)
+        )
+
+    @property
+    def readout(self) -> str:
+        """``"softmax"``, ``"activity"`` or ``"born"`` (as for QuantumNeuronLayer)."""
+        return self._readout
+
+    @readout.setter
+    def readout(self, readout: str) -> None:
+        self._readout = check_choice("readout", readout, READOUTS)
+
+    @property
+    def config(self) -> SamplerConfig:
+        """The sampler settings; assigning new ones rebuilds the spike profile."""
+        return self._config
+
+    @config.setter
+    def config(self, config: SamplerConfig) -> None:
+        if not isinstance(config, SamplerConfig):
+            raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")
+        profile, self.activity_norm = input_spike(
+            config.n_time, config.time_extent, config.lam, config.n_kinks
+        )
+        self._config = config
+        self.spike_profile = profile.to(self.coupling_scale.device)
+
+    def get_extra_state(self) -> dict[str, object]:
+        """The config and ``readout`` as plain values (``weights_only`` loads)."""
+        return {"config": self.config.as_state(), "readout": self.readout}
+
+    def set_extra_state(self, state: dict[str, object]) -> None:
+        self.config = SamplerConfig.from_state(state["config"])
+        self.readout = state["readout"]
+
+    def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
+        """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
+        scores = readout(self.activities(x, seed)[-1], self.readout)
+        return scores.to(x.dtype) if x.is_floating_point() else scores
+
+    def activities(self, x: Tensor, seed: int | None = None) -> tuple[Tensor, ...]:
+        """Monte Carlo activities of every simulated layer, (..., n_l) for l = 1..L, in x's
+        float dtype (float32 for others), differentiable when grad is enabled.
+        ``last_stderr`` then holds their standard errors, by layer."""
+        x = checked_brightness(x, self.sizes[0])
+        batch_shape = x.shape[:-1]
+        flat = x.reshape(-1, self.sizes[0])
+        n = sum(self.sizes[1:])
+        if flat.shape[0] == 0:
+            activity = stderr = flat.new_empty(0, n)
+        else:
+            activity, stderr = self._monte_carlo(flat, seed)
+
+        def by_layer(t: Tensor) -> tuple[Tensor, ...]:
+            return tuple(
+                t[:, start:stop].reshape(*batch_shape, stop - start)
+                for start, stop in layer_bounds(self.sizes)
+            )
+
+        self.last_stderr = by_layer(stderr.detach())
+        return by_layer(activity)
+
+    def _couplings(self, like: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
+        """ε̂ and η̂ in ``like``'s dtype, ValueError unless finite and ≥ 0."""
+        groups = {"excite": self.excite, "inhibit": self.inhibit}
+        checked: dict[str, list[Tensor] | None] = {}
+        for name, weights in groups.items():
+            if weights is None:
+                checked[name] = None
+                continue
+            for layer, weight in enumerate(weights):
+                if not torch.isfinite(weight).all() or (weight < 0).any():
+                    raise ValueError(
+                        f"{name}[{layer}] must be finite and >= 0, got min "
+                        f"{weight.min().item():.4g} (after an optimiser step, call "
+                        "project_weights_())"
+                    )
+            checked[name] = [w.to(like) for w in weights]
+        for name in ("coupling_scale", "inhibition_scale"):
+            value = getattr(self, name)
+            if not torch.isfinite(value).all() or (value < 0).any():
+                raise ValueError(f"{name} must be a finite number >= 0, got {value.tolist()!r}")
+        return checked["excite"], checked["inhibit"]
+
+    def _monte_carlo(self, x: Tensor, seed: int | None) -> tuple[Tensor, Tensor]:
+        """Activities (B, N) of all simulated neurons for brightnesses (B, I), and their
+        standard errors (float64; +inf for stuck chains)."""
+        excite, inhibit = self._couplings(x)
+        config = dataclasses.replace(
+            self.config,
+            device=x.device,
+            dtype=x.dtype,
+            seed=self.config.seed if seed is None else seed,
+        )
+        with torch.autocast(x.device.type, enabled=False):
+            drive, inhibition, links, mutual = mlp_fields(
+                x, excite, inhibit, self.coupling_scale.to(x), self.inhibition_scale.to(x)
+            )
+        for name, t in (("drive", drive), ("links", links)):
+            if not torch.isfinite(t).all():
+                raise ValueError(
+                    f"coupling_scale={self.coupling_scale.item():g} overflows the {name} in "
+                    f"{x.dtype}: lower it"
+                )
+        batch, n = drive.shape
+        hidden = len(self.sizes) > 2
+        network = CompiledNetwork(
+            names=self.names,
+            order=self.names,
+            batch_shape=torch.Size([batch]),
+            color_bounds=layer_bounds(self.sizes),
+            profile=self.spike_profile.to(x),
+            activity_norm=self.activity_norm,
+            drive=drive,
+            input_inhibition=inhibition,
+            excite=links.expand(batch, n, n) if hidden else None,
+            inhibit=mutual.expand(batch, n, n) if hidden and mutual is not None else None,
+        )
+        parameters = network.parameters()
+        gradients = tuple(
+            family
+            for family, tensor in parameters.items()
+            if torch.is_grad_enabled() and tensor.requires_grad
+        )
+        sampled = run_sampler(network, config, gradients=gradients)
+        activity = attach_jacobian(
+            sampled.activity,
+            sampled.jacobians,
+            parameters,
+            names=network.order,
+            what="QuantumMLP couplings and input",
+        )
+        return activity.to(x.dtype), sampled.stderr
+
+    @torch.no_grad()
+    def project_weights_(self) -> QuantumMLP:
+        """Clamp every ε̂ and η̂ at 0 in place (projected gradient descent); returns self."""
+        for weight in self.parameters():
+            weight.clamp_(min=0.0)
+        return self
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"sizes={self.sizes}, coupling_scale={float(self.coupling_scale):g}, "
+            f"inhibition_scale={float(self.inhibition_scale):g}, "
+            f"inhibition={self.inhibit is not None}, readout={self.readout!r}, "
+            f"n_time={c.n_time}, lam={c.lam:g}, time_extent={c.time_extent:g}, "
+            f"chains={c.chains}, sweeps={c.thermalization}+{c.sweeps}, "
+            f"algorithm={c.algorithm!r}"
+        )

@@ -1,0 +1,223 @@
+"""QuantumMLP: a driven chain x → h → o against the exact pair transfer matrix, its
+gradients against exact derivatives (4 standard errors, fixed seeds), shapes and errors."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from qnn_torch import Network, QuantumMLP, QuantumNeuronLayer, SamplerConfig, grad_with_stderr
+from qnn_torch.functional.exact import driven_pair_reference
+from qnn_torch.functional.mlp import mlp_fields
+from qnn_torch.functional.physics import input_spike
+from tests.helpers import SMALL, assert_within
+
+SIGMAS = 4.0
+LATTICE = {"time_extent": SMALL["time_extent"], "lam": SMALL["lam"]}
+GRID = {"grid_points": 40, "phi_max": 3.0}
+
+
+def chain(alpha: float, epsilon: float, eta: float = 0.0, **config) -> QuantumMLP:
+    """x → h → o with drive α on h, link ε (and inhibition η) from h to o; k = 1."""
+    settings = {"chains": 16, "thermalization": 200, "sweeps": 1000} | config
+    mlp = QuantumMLP(
+        (1, 1, 1),
+        config=SamplerConfig(**SMALL, **settings),
+        coupling_scale=1.0,
+        inhibition_scale=1.0,
+        readout="activity",
+    )
+    with torch.no_grad():
+        mlp.excite[0].fill_(alpha)
+        mlp.excite[1].fill_(epsilon)
+        mlp.inhibit[1].fill_(eta)
+    return mlp
+
+
+def exact_chain(alpha: float, epsilon: float, eta: float = 0.0) -> torch.Tensor:
+    """Exact (A_h, A_o) of the chain: h driven by α·g_t, h → o by ε, h – o inhibited by η."""
+    profile, norm = input_spike(**SMALL)
+    drive = torch.stack([alpha * profile, 0.0 * profile])
+    pair = driven_pair_reference(drive, inhibit=eta, excite_01=epsilon, **LATTICE, **GRID)
+    return pair / norm
+
+
+@pytest.mark.parametrize(
+    ("alpha", "epsilon", "eta", "dtype"),
+    [
+        (40.0, 30.0, 0.0, torch.float64),
+        (40.0, 30.0, 0.0, torch.float32),
+        (0.0, 60.0, 0.0, torch.float64),
+        (60.0, 20.0, 0.5, torch.float64),
+    ],
+    ids=["driven", "driven-f32", "undriven", "inhibited"],
+)
+def test_chain_matches_the_exact_pair(alpha, epsilon, eta, dtype):
+    mlp = chain(alpha, epsilon, eta, dtype=dtype)
+    x = torch.ones(1, 1, dtype=dtype)
+    with torch.no_grad():
+        hidden, output = mlp.activities(x)
+    assert hidden.dtype == dtype and output.shape == (1, 1)
+    expected = exact_chain(alpha, epsilon, eta)
+    measured = torch.cat([hidden, output], -1)[0]
+    errors = torch.cat(mlp.last_stderr, -1)[0]
+    assert_within(measured, errors, expected, SIGMAS)
+
+
+def test_the_link_acts_back_on_its_source():
+    """ε suppresses the hidden neuron's spikes: the exact A_h falls by over 10σ, and so
+    does the sampled one, so that a feed-forward twin would be wrong."""
+    alone, linked = exact_chain(40.0, 0.0)[0], exact_chain(40.0, 60.0)[0]
+    mlp = chain(40.0, 60.0)
+    with torch.no_grad():
+        hidden, _ = mlp.activities(torch.ones(1, 1, dtype=torch.float64))
+    assert (alone - hidden) / mlp.last_stderr[0] > 10
+    assert_within(hidden[0], mlp.last_stderr[0][0], linked, SIGMAS)
+
+
+def test_gradients_match_exact_derivatives():
+    """∂A/∂ε̂ of both neurons, for the input → hidden and the hidden → output coupling."""
+    alpha, epsilon = 40.0, 30.0
+    mlp = chain(alpha, epsilon, dtype=torch.float64, sweeps=2000)
+    hidden, output = mlp.activities(torch.ones(1, 1, dtype=torch.float64))
+    step = 0.5
+    slopes = {
+        "alpha": (exact_chain(alpha + step, epsilon) - exact_chain(alpha - step, epsilon)) / 2,
+        "epsilon": (exact_chain(alpha, epsilon + step) - exact_chain(alpha, epsilon - step)) / 2,
+    }
+    for index, activity in enumerate((hidden, output)):
+        grads, errors = grad_with_stderr(activity.sum(), [mlp.excite[0], mlp.excite[1]])
+        for (name, slope), grad, error in zip(slopes.items(), grads, errors, strict=True):
+            assert torch.isfinite(error).all() and error > 0, name
+            assert_within(grad.reshape(()), error.reshape(()), slope[index] / step, SIGMAS)
+
+
+def test_input_gradient_follows_the_chain_rule():
+    """∂A/∂b = ε̂⁽¹⁾·∂A/∂ε̂⁽¹⁾ for one input of brightness 1 (the drive is k·ε̂·b)."""
+    mlp = chain(40.0, 30.0, dtype=torch.float64, sweeps=300)
+    x = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
+    _, output = mlp.activities(x)
+    d_x, d_weight = torch.autograd.grad(output.sum(), [x, mlp.excite[0]])
+    torch.testing.assert_close(d_x[0, 0], 40.0 * d_weight[0, 0].double(), rtol=1e-5, atol=0)
+
+
+def test_fields_are_those_of_the_same_network_built_by_name():
+    """Drives, input inhibitions and link matrices equal Network.compile's for the same
+    couplings (catches a transposed or misplaced block)."""
+    generator = torch.Generator().manual_seed(3)
+    sizes, k, k_eta = (3, 2, 4, 2), 7.0, 3.0
+    mlp = QuantumMLP(sizes, coupling_scale=k, inhibition_scale=k_eta)
+    with torch.no_grad():
+        for weight in mlp.parameters():
+            weight.copy_(torch.rand(weight.shape, generator=generator))
+    b = torch.rand(sizes[0], dtype=torch.float64, generator=generator)
+    net = Network()
+    inputs = [f"x{i}" for i in range(sizes[0])]
+    for name, value in zip(inputs, b, strict=True):
+        net.add_input(name, value)
+    for name in mlp.names:
+        net.add_neuron(name)
+    layers = [inputs, *([n for n in mlp.names if n.startswith(f"{l + 1}.")] for l in range(3))]
+    for l, (excite, inhibit) in enumerate(zip(mlp.excite, mlp.inhibit, strict=True)):
+        for n, dst in enumerate(layers[l + 1]):
+            for m, src in enumerate(layers[l]):
+                net.excite(src, dst, k * float(excite[n, m].detach()))
+                net.inhibit(src, dst, k_eta * float(inhibit[n, m].detach()))
+    compiled = net.compile(SamplerConfig(dtype=torch.float64))
+    order = [mlp.names.index(name) for name in compiled.order]
+    with torch.no_grad():
+        drive, inhibition, links, mutual = mlp_fields(
+            b[None],
+            [w.double() for w in mlp.excite],
+            [w.double() for w in mlp.inhibit],
+            torch.tensor(k, dtype=torch.float64),
+            torch.tensor(k_eta, dtype=torch.float64),
+        )
+    torch.testing.assert_close(drive[:, order], compiled.drive)
+    torch.testing.assert_close(inhibition[:, order], compiled.input_inhibition)
+    torch.testing.assert_close(links[order][:, order], compiled.excite[0])
+    torch.testing.assert_close(mutual[order][:, order], compiled.inhibit[0])
+
+
+def test_without_hidden_layers_it_is_the_quantum_layer():
+    """sizes (I, O) without inhibition samples exactly what QuantumNeuronLayer does."""
+    config = SamplerConfig(**SMALL, chains=4, thermalization=20, sweeps=40)
+    mlp = QuantumMLP((6, 3), config=config, inhibition=False)
+    layer = QuantumNeuronLayer(6, 3, config=config, lateral_inhibition=0.0)
+    with torch.no_grad():
+        layer.weight.copy_(mlp.excite[0])
+    x = torch.rand(5, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), layer(x), rtol=0, atol=0)
+
+
+def test_shapes_dtypes_and_training_step():
+    config = SamplerConfig(**SMALL, chains=4, thermalization=20, sweeps=40, dtype=torch.float64)
+    mlp = QuantumMLP((5, 4, 3), config=config).double()
+    x = torch.rand(2, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scores = mlp(x)
+    assert scores.shape == (2, 3, 3) and scores.dtype == torch.float64
+    torch.testing.assert_close(scores.sum(-1), torch.ones(2, 3, dtype=torch.float64))
+    hidden, output = mlp.activities(x)
+    assert hidden.shape == (2, 3, 4) and output.shape == (2, 3, 3)
+    assert [e.shape for e in mlp.last_stderr] == [(2, 3, 4), (2, 3, 3)]
+    assert mlp(torch.rand(0, 5, dtype=torch.float64)).shape == (0, 3)
+    # Every coupling, inhibitions included, receives a gradient.
+    scores[..., 0].sum().backward()
+    for weight in mlp.parameters():
+        assert weight.grad is not None and torch.isfinite(weight.grad).all()
+    assert any(w.grad.ne(0).any() for w in mlp.inhibit)
+    torch.optim.SGD(mlp.parameters(), lr=10.0).step()
+    mlp.project_weights_()
+    assert all((w >= 0).all() for w in mlp.parameters())
+
+
+def test_state_dict_round_trip():
+    config = SamplerConfig(**SMALL, chains=4, thermalization=10, sweeps=20, seed=7)
+    mlp = QuantumMLP((4, 3, 2), config=config, readout="born", coupling_scale=50.0)
+    buffer = io.BytesIO()
+    torch.save(mlp.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = QuantumMLP((4, 3, 2))
+    loaded.load_state_dict(torch.load(buffer, weights_only=True))
+    assert loaded.config == config and loaded.readout == "born"
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), mlp(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sizes", [[], [3], [3, 0], (3, True), "34", (3, 2.0), 5, None])
+def test_bad_sizes_are_refused(sizes):
+    with pytest.raises(ValueError, match="sizes"):
+        QuantumMLP(sizes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"coupling_scale": -1.0}, "coupling_scale"),
+        ({"inhibition_scale": float("nan")}, "inhibition_scale"),
+        ({"readout": "max"}, "readout"),
+        ({"inhibition": 1}, "inhibition"),
+        ({"config": {"n_time": 32}}, "config"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        QuantumMLP((3, 2, 2), **kwargs)
+
+
+def test_bad_inputs_and_couplings_are_refused_before_sampling():
+    mlp = QuantumMLP((3, 2, 2), config=SamplerConfig(**SMALL, chains=4, sweeps=10))
+    with pytest.raises(ValueError, match="in_features=3"):
+        mlp(torch.rand(2, 4))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mlp(torch.full((2, 3), 1.5))
+    with pytest.raises(ValueError, match="tensor"):
+        mlp([[0.1, 0.2, 0.3]])
+    with torch.no_grad():
+        mlp.excite[1][0, 0] = -0.5
+    with pytest.raises(ValueError, match=r"excite\[1\]"):
+        mlp(torch.rand(2, 3))
