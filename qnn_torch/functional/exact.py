@@ -178,11 +178,12 @@ def _transfer_profile(
 ) -> tuple[Tensor, Tensor]:
     """Per-slice ⟨O(φ_t)⟩ and log Z for the action Σ_t [(φ_{t+1} − φ_t)²/(2a) + a·U_t(φ_t)].
 
-    potential: (B, Nt, M) values U_t(φ_i); phi: (M,) uniform grid; observable: (M,) O(φ_i).
-    With A_t = diag(exp(−a·U_t))·G, Z = Tr A_0⋯A_{Nt−1}, and by cyclicity
-    ⟨O(φ_t)⟩ = Σ_i O_i·d_i / Σ_i d_i with d = diag(S_t·P_t), P_t = A_0⋯A_{t−1},
-    S_t = A_t⋯A_{Nt−1}. Products are renormalised to max entry 1 as they are built; the
-    scales go to log Z. Returns ((B, Nt), (B,)).
+    potential: (B, Nt, M) values U_t(φ_i); phi: (M,) uniform grid; observable: (M,) O(φ_i),
+    or (M, K) for K observables at once. With A_t = diag(exp(−a·U_t))·G,
+    Z = Tr A_0⋯A_{Nt−1}, and by cyclicity ⟨O(φ_t)⟩ = Σ_i O_i·d_i / Σ_i d_i with
+    d = diag(S_t·P_t), P_t = A_0⋯A_{t−1}, S_t = A_t⋯A_{Nt−1}. Products are renormalised to
+    max entry 1 as they are built; the scales go to log Z. Returns ((B, Nt) or (B, Nt, K),
+    (B,)).
     """
     batch, n_time, m = potential.shape
     kernel = _kinetic_kernel(phi, spacing)
@@ -202,7 +203,7 @@ def _transfer_profile(
         suffix[:, t] = product
     log_z = product.diagonal(dim1=-2, dim2=-1).sum(dim=-1).log() + log_scale
 
-    profile = torch.empty(batch, n_time, dtype=_DTYPE)
+    profile = torch.empty(batch, n_time, *observable.shape[1:], dtype=_DTYPE)
     prefix = torch.eye(m, dtype=_DTYPE).expand(batch, m, m)
     for t in range(n_time):
         if t > 0:
@@ -210,7 +211,8 @@ def _transfer_profile(
             prefix = prefix / prefix.amax(dim=(-2, -1))[:, None, None]
             prefix.masked_fill_(prefix < _NEGLIGIBLE, 0.0)
         diag = torch.einsum("bij,bji->bi", suffix[:, t], prefix)
-        profile[:, t] = (diag @ observable) / diag.sum(dim=-1)
+        total = diag.sum(dim=-1)
+        profile[:, t] = (diag @ observable) / (total if observable.dim() == 1 else total[:, None])
     return profile, log_z
 
 
@@ -261,6 +263,56 @@ def single_neuron_profile(
         for h, big_h in zip(flat_drive.split(chunk), flat_inhibition.split(chunk), strict=True)
     ]
     return torch.cat(profiles).reshape(drive.shape)
+
+
+def deepened_neuron_moments(
+    drive: Tensor,
+    inhibition: Tensor | None,
+    deepening: Tensor,
+    *,
+    time_extent: float,
+    lam: float,
+    grid_points: int = 0,
+    phi_max: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Exact per-slice ⟨V0(φ_t)⟩ and ⟨φ_t²⟩ of one neuron whose well is deepened.
+
+    U_t(φ) = V0(φ) + h_t·φ² + H_t·(φ² − 1)⁴ + K_t·(φ² − 1)²: drive h, inhibition H (or None)
+    and deepening K, each (..., Nt) ≥ 0 and broadcast together. K is the field of
+    excitatory links *from* this neuron, K_t = Σ_j ε_j·φ_{j,t}² with the targets' paths
+    held fixed (the observable V0 keeps Λ). Returns two (..., Nt) float64 CPU tensors;
+    grids as for :func:`single_neuron_profile`.
+    """
+    _check_positive("time_extent", time_extent)
+    _check_positive("lam", lam)
+    _check_grid(grid_points, phi_max)
+    fields = []
+    for name, value in (("drive", drive), ("inhibition", inhibition), ("deepening", deepening)):
+        value = torch.zeros((), dtype=_DTYPE) if value is None else value
+        value = real_tensor(name, value).detach().to(device="cpu", dtype=_DTYPE)
+        validate_non_negative(name, value)
+        fields.append(value)
+    drive, inhibition, deepening = torch.broadcast_tensors(*fields)
+    if drive.ndim == 0 or drive.shape[-1] == 0:
+        raise ValueError(f"fields must have shape (..., Nt) with Nt >= 1, got {tuple(drive.shape)}")
+    n_time = drive.shape[-1]
+    spacing = time_extent / n_time
+    extra = (4.0 * deepening.max().item(), drive.max().item(), inhibition.max().item())
+    phi = _grid(n_time, spacing, lam, extra, grid_points, phi_max)
+    v0 = double_well(phi, lam)
+    x2 = phi * phi
+    quadratic = (x2 - 1.0) ** 2
+    observables = torch.stack([v0, x2], dim=-1)
+    flat = [f.reshape(-1, n_time, 1) for f in (drive, inhibition, deepening)]
+    chunk = max(1, _MAX_STORED_BYTES // (8 * n_time * phi.numel() ** 2))
+    moments = [
+        _transfer_profile(
+            v0 + h * x2 + big_h * quadratic**2 + k * quadratic, phi, observables, spacing
+        )[0]
+        for h, big_h, k in zip(*(f.split(chunk) for f in flat), strict=True)
+    ]
+    moments = torch.cat(moments).reshape(*drive.shape, 2)
+    return moments[..., 0], moments[..., 1]
 
 
 def single_neuron_reference(
