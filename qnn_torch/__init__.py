@@ -7,6 +7,7 @@ from qnn_torch.autograd import grad_with_stderr
 from qnn_torch.circuits import THRESHOLDS, Thresholds, add_input_grid, conv_layer
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.layer import normalize_weights
+from qnn_torch.functional.mean_field import MeanFieldWarning
 from qnn_torch.functional.physics import kink_action, kink_path
 from qnn_torch.learning import learn_truth_table, verify_truth_table
 from qnn_torch.module.layer import QuantumNeuronLayer
@@ -24,6 +25,7 @@ __all__ = [
     "THRESHOLDS",
     "ColdStartWarning",
     "FewChainsWarning",
+    "MeanFieldWarning",
     "Network",
     "QuantumMLP",
     "QuantumNeuronLayer",

@@ -265,22 +265,22 @@ def single_neuron_profile(
     return torch.cat(profiles).reshape(drive.shape)
 
 
-def deepened_neuron_moments(
+def neuron_moments(
     drive: Tensor,
     inhibition: Tensor | None,
-    deepening: Tensor,
+    deepening: Tensor | None,
     *,
     time_extent: float,
     lam: float,
     grid_points: int = 0,
     phi_max: float = 0.0,
-) -> tuple[Tensor, Tensor]:
-    """Exact per-slice ⟨V0(φ_t)⟩ and ⟨φ_t²⟩ of one neuron whose well is deepened.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact per-slice ⟨V0(φ_t)⟩, ⟨φ_t²⟩ and ⟨(φ_t² − 1)⁴⟩ of one neuron in external fields.
 
-    U_t(φ) = V0(φ) + h_t·φ² + H_t·(φ² − 1)⁴ + K_t·(φ² − 1)²: drive h, inhibition H (or None)
-    and deepening K, each (..., Nt) ≥ 0 and broadcast together. K is the field of
+    U_t(φ) = V0(φ) + h_t·φ² + H_t·(φ² − 1)⁴ + K_t·(φ² − 1)²: drive h, inhibition H and
+    deepening K (each None for 0), (..., Nt) ≥ 0 and broadcast together. K is the field of
     excitatory links *from* this neuron, K_t = Σ_j ε_j·φ_{j,t}² with the targets' paths
-    held fixed (the observable V0 keeps Λ). Returns two (..., Nt) float64 CPU tensors;
+    held fixed (the observable V0 keeps Λ). Returns three (..., Nt) float64 CPU tensors;
     grids as for :func:`single_neuron_profile`.
     """
     _check_positive("time_extent", time_extent)
@@ -302,7 +302,7 @@ def deepened_neuron_moments(
     v0 = double_well(phi, lam)
     x2 = phi * phi
     quadratic = (x2 - 1.0) ** 2
-    observables = torch.stack([v0, x2], dim=-1)
+    observables = torch.stack([v0, x2, quadratic**2], dim=-1)
     flat = [f.reshape(-1, n_time, 1) for f in (drive, inhibition, deepening)]
     chunk = max(1, _MAX_STORED_BYTES // (8 * n_time * phi.numel() ** 2))
     moments = [
@@ -311,8 +311,11 @@ def deepened_neuron_moments(
         )[0]
         for h, big_h, k in zip(*(f.split(chunk) for f in flat), strict=True)
     ]
-    moments = torch.cat(moments).reshape(*drive.shape, 2)
-    return moments[..., 0], moments[..., 1]
+    if not moments:
+        empty = torch.empty(drive.shape, dtype=_DTYPE)
+        return empty, empty.clone(), empty.clone()
+    stacked = torch.cat(moments).reshape(*drive.shape, 3)
+    return stacked[..., 0], stacked[..., 1], stacked[..., 2]
 
 
 def single_neuron_reference(

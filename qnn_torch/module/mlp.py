@@ -12,11 +12,14 @@ from torch import Tensor, nn
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig, check_choice
 from qnn_torch.functional.layer import READOUTS, checked_brightness, readout
+from qnn_torch.functional.mean_field import mean_field_activities
 from qnn_torch.functional.mlp import layer_bounds, mlp_fields
 from qnn_torch.functional.physics import input_spike
 from qnn_torch.module.layer import DEFAULT_COUPLING_SCALE
 from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler
+
+ESTIMATORS = ("monte_carlo", "mean_field")
 
 
 def _checked_sizes(sizes: object) -> tuple[int, ...]:
@@ -67,6 +70,13 @@ class QuantumMLP(nn.Module):
     covariance estimator ∂A/∂θ = −Cov(O, ∂S/∂θ) measured in the same run. The link
     Jacobian has N³ entries per input (N = Σ n_l), so train through the sampler with small
     batches. The seed is fixed by ``config`` (``seed`` overrides it per call).
+
+    ``estimator="mean_field"`` replaces the sampler by the time-resolved mean field
+    (:mod:`qnn_torch.functional.mean_field`): each neuron exact in its neighbours' average
+    fields, back-reaction included, deterministic, float64 on the CPU, and not
+    differentiable (evaluate it under ``torch.no_grad()``); ``last_stderr`` is then None
+    (its error is the mean field's, not a statistical one).
+    It is slow at the paper's lattice (~0.15 s per neuron, input and iteration).
     """
 
     def __init__(
@@ -78,12 +88,14 @@ class QuantumMLP(nn.Module):
         coupling_scale: float = DEFAULT_COUPLING_SCALE,
         inhibition_scale: float = DEFAULT_COUPLING_SCALE,
         inhibition: bool = True,
+        estimator: str = "monte_carlo",
     ) -> None:
         super().__init__()
         self.sizes = _checked_sizes(sizes)
         if not isinstance(inhibition, bool):
             raise ValueError(f"inhibition must be True or False, got {inhibition!r}")
         self.readout = readout
+        self.estimator = estimator
         pairs = list(zip(self.sizes[1:], self.sizes[:-1], strict=True))
         self.excite = nn.ParameterList(nn.Parameter(torch.rand(o, i)) for o, i in pairs)
         self.inhibit = (
@@ -115,6 +127,15 @@ class QuantumMLP(nn.Module):
         self._readout = check_choice("readout", readout, READOUTS)
 
     @property
+    def estimator(self) -> str:
+        """``"monte_carlo"`` or ``"mean_field"`` (see the class doc); may be reassigned."""
+        return self._estimator
+
+    @estimator.setter
+    def estimator(self, estimator: str) -> None:
+        self._estimator = check_choice("estimator", estimator, ESTIMATORS)
+
+    @property
     def config(self) -> SamplerConfig:
         """The sampler settings; assigning new ones rebuilds the spike profile."""
         return self._config
@@ -131,11 +152,16 @@ class QuantumMLP(nn.Module):
 
     def get_extra_state(self) -> dict[str, object]:
         """The config and ``readout`` as plain values (``weights_only`` loads)."""
-        return {"config": self.config.as_state(), "readout": self.readout}
+        return {
+            "config": self.config.as_state(),
+            "readout": self.readout,
+            "estimator": self.estimator,
+        }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
         self.config = SamplerConfig.from_state(state["config"])
         self.readout = state["readout"]
+        self.estimator = state["estimator"]
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
@@ -145,13 +171,17 @@ class QuantumMLP(nn.Module):
     def activities(self, x: Tensor, seed: int | None = None) -> tuple[Tensor, ...]:
         """Monte Carlo activities of every simulated layer, (..., n_l) for l = 1..L, in x's
         float dtype (float32 for others), differentiable when grad is enabled.
-        ``last_stderr`` then holds their standard errors, by layer."""
+        ``last_stderr`` then holds the Monte Carlo's standard errors, by layer (None for
+        the mean field or an empty batch)."""
         x = checked_brightness(x, self.sizes[0])
         batch_shape = x.shape[:-1]
         flat = x.reshape(-1, self.sizes[0])
         n = sum(self.sizes[1:])
+        stderr = None
         if flat.shape[0] == 0:
-            activity = stderr = flat.new_empty(0, n)
+            activity = flat.new_empty(0, n)
+        elif self.estimator == "mean_field":
+            activity = self._mean_field(flat)
         else:
             activity, stderr = self._monte_carlo(flat, seed)
 
@@ -161,7 +191,7 @@ class QuantumMLP(nn.Module):
                 for start, stop in layer_bounds(self.sizes)
             )
 
-        self.last_stderr = by_layer(stderr.detach())
+        self.last_stderr = None if stderr is None else by_layer(stderr.detach())
         return by_layer(activity)
 
     def _couplings(self, like: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
@@ -235,6 +265,30 @@ class QuantumMLP(nn.Module):
             what="QuantumMLP couplings and input",
         )
         return activity.to(x.dtype), sampled.stderr
+
+    def _mean_field(self, x: Tensor) -> Tensor:
+        """Mean-field activities (B, N) for brightnesses (B, I), in x's dtype and device."""
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            raise ValueError(
+                "estimator='mean_field' is not differentiable: evaluate it under "
+                "torch.no_grad(), or train with estimator='monte_carlo'"
+            )
+        excite, inhibit = self._couplings(x)
+        c = self.config
+        result = mean_field_activities(
+            x,
+            excite,
+            inhibit,
+            float(self.coupling_scale),
+            float(self.inhibition_scale),
+            n_time=c.n_time,
+            time_extent=c.time_extent,
+            lam=c.lam,
+            n_kinks=c.n_kinks,
+        )
+        return torch.cat(result.activities, dim=-1).to(x)
 
     @torch.no_grad()
     def project_weights_(self) -> QuantumMLP:
