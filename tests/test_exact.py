@@ -14,9 +14,11 @@ from qnn_torch.functional.exact import (
     _lattice_correlation,
     _transfer_profile,
     driven_pair_reference,
+    neuron_moments,
     single_neuron_activity,
     single_neuron_profile,
     single_neuron_reference,
+    three_neuron_reference,
     two_neuron_reference,
 )
 from qnn_torch.functional.physics import double_well, kink_path, spike_profile
@@ -349,6 +351,49 @@ def test_driven_chain_excites_its_second_neuron_only_through_the_link():
     assert linked[1] > undriven[1] and linked[1] > unlinked[1]
     # The link's back-reaction deepens neuron 0's well: it spikes less than alone.
     assert linked[0] < unlinked[0]
+
+
+def test_a_constant_deepening_is_a_higher_well():
+    """U = V0 + h·φ² + K·(φ² − 1)² is the neuron of Λ' = Λ + 4K; its ⟨V0_Λ⟩ = Λ/Λ'·⟨V0_Λ'⟩."""
+    drive = pair_drive(50.0, 20.0)
+    deepening = torch.tensor([[5.0], [12.0]], dtype=F64)
+    v0, x2, quartic = neuron_moments(drive, None, deepening, **pair_kwargs())
+    for row in range(2):
+        deeper = PAIR["lam"] + 4.0 * deepening[row].item()
+        profile = single_neuron_profile(
+            drive[row], None, time_extent=PAIR["time_extent"], lam=deeper
+        )
+        torch.testing.assert_close(v0[row], PAIR["lam"] / deeper * profile, rtol=1e-7, atol=0)
+    plain, x2_plain, _ = neuron_moments(drive, None, None, **pair_kwargs())
+    torch.testing.assert_close(plain, single_neuron_profile(drive, None, **pair_kwargs()))
+    # A deeper well holds the path nearer ±1: ⟨φ²⟩ moves towards 1 and (φ² − 1)⁴ shrinks.
+    assert ((x2 - 1).abs() < (x2_plain - 1).abs()).all() and (quartic > 0).all()
+
+
+def test_three_neurons_with_a_free_one_equal_the_pair_and_the_single_neuron():
+    links = torch.zeros(3, 3, dtype=F64)
+    links[0, 1], links[1, 0] = 30.0, 8.0
+    mutual = torch.zeros(3, 3, dtype=F64)
+    mutual[0, 1] = mutual[1, 0] = 1.0
+    triple = three_neuron_reference(**PAIR, excite=links, inhibit=mutual, grid_points=40)
+    pair = two_neuron_reference(**PAIR, excite_01=30.0, excite_10=8.0, inhibit=1.0, grid_points=40)
+    free = two_neuron_reference(**PAIR, grid_points=40)
+    torch.testing.assert_close(triple, torch.tensor([*pair, free[0]], dtype=F64), rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"excite": torch.zeros(2, 2)}, "excite"),
+        ({"excite": -torch.ones(3, 3)}, "excite"),
+        ({"inhibit": torch.triu(torch.ones(3, 3))}, "symmetric"),
+        ({"grid_points": 65}, "grid_points"),
+    ],
+)
+def test_three_neuron_reference_rejects_bad_arguments(kwargs: dict, name: str):
+    arguments = {"excite": torch.zeros(3, 3)} | kwargs
+    with pytest.raises(ValueError, match=name):
+        three_neuron_reference(**PAIR, **arguments)
 
 
 def test_driven_pair_batched_equals_separate_calls():

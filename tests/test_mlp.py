@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qnn_torch import Network, QuantumMLP, QuantumNeuronLayer, SamplerConfig, grad_with_stderr
-from qnn_torch.functional.exact import driven_pair_reference
+from qnn_torch.functional.exact import driven_pair_reference, three_neuron_reference
 from qnn_torch.functional.mean_field import MeanFieldWarning, mean_field_activities
 from qnn_torch.functional.mlp import mlp_fields
 from qnn_torch.functional.physics import input_spike
@@ -65,6 +65,33 @@ def test_chain_matches_the_exact_pair(alpha, epsilon, eta, dtype):
     measured = torch.cat([hidden, output], -1)[0]
     errors = torch.cat(mlp.last_stderr, -1)[0]
     assert_within(measured, errors, expected, SIGMAS)
+
+
+def test_hidden_pair_feeding_one_output_matches_the_exact_triple():
+    """Two hidden neurons (inputs dark) excite one output with different strengths, and
+    one of them inhibits it: three linked neurons against the three-neuron transfer matrix."""
+    epsilon, eta = (20.0, 45.0), 60.0
+    config = SamplerConfig(**SMALL, chains=16, thermalization=200, sweeps=1000)
+    mlp = QuantumMLP((1, 2, 1), config=config, coupling_scale=1.0, inhibition_scale=1.0)
+    with torch.no_grad():
+        mlp.excite[1].copy_(torch.tensor([epsilon]))
+        mlp.inhibit[1].copy_(torch.tensor([[eta, 0.0]]))
+        hidden, output = mlp.activities(torch.zeros(1, 1))
+    links = torch.zeros(3, 3, dtype=torch.float64)
+    links[0, 2], links[1, 2] = epsilon
+    mutual = torch.zeros(3, 3, dtype=torch.float64)
+    mutual[0, 2] = mutual[2, 0] = eta
+    _, norm = input_spike(**SMALL)
+    expected = (
+        three_neuron_reference(
+            n_time=SMALL["n_time"], **LATTICE, excite=links, inhibit=mutual, grid_points=40
+        )
+        / norm
+    )
+    measured = torch.cat([hidden, output], -1)[0]
+    assert_within(measured, torch.cat(mlp.last_stderr, -1)[0], expected, SIGMAS)
+    # The two hidden neurons differ only through their links to the output.
+    assert (expected[0] - expected[1]).abs() > 0.05
 
 
 def test_the_link_acts_back_on_its_source():

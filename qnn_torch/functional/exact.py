@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -40,6 +41,12 @@ _MIN_GRID_POINTS = 16
 _MAX_GRID_POINTS = 4096
 # Largest grid of two_neuron_reference: M² = 10⁴ states, four parity blocks of 2500.
 _MAX_PAIR_GRID_POINTS = 100
+# three_neuron_reference: at most 64³ grid states; it keeps the _TRIPLE_STATES leading
+# eigenstates of the transfer matrix and refuses lattices where the rest would weigh more
+# than _TRIPLE_TRUNCATION (relative, per state).
+_MAX_TRIPLE_GRID_POINTS = 64
+_TRIPLE_STATES = 32
+_TRIPLE_TRUNCATION = 1e-9
 # Bytes of suffix products kept at once; larger batches are processed in chunks.
 _MAX_STORED_BYTES = 2**28
 # Transfer-matrix entries (all at most O(1)) below this are set to 0: they are far below the
@@ -456,6 +463,113 @@ def two_neuron_reference(
         n_time * (scale @ torch.stack(moment_0) / z).item(),
         n_time * (scale @ torch.stack(moment_1) / z).item(),
     )
+
+
+def three_neuron_reference(
+    *,
+    n_time: int,
+    time_extent: float,
+    lam: float,
+    excite: Tensor,
+    inhibit: Tensor | None = None,
+    grid_points: int = 0,
+    phi_max: float = 0.0,
+) -> Tensor:
+    """Exact ⟨Σ_t V0(φ_{n,t})⟩, n = 0, 1, 2, of three linked neurons without inputs, (3,).
+
+    Per slice, U = Σ_n V0(φ_n) + Σ_{i≠j} ε_ij·φ_j²·(φ_i² − 1)² + Σ_{i<j} η_ij·(φ_i² − 1)⁴·
+    (φ_j² − 1)⁴ with ``excite`` ε (3, 3) indexed [src, dst] and the symmetric ``inhibit``
+    η (3, 3) or None; diagonals are ignored. On the product grid (M³ states) the symmetric
+    transfer matrix K = D^½·(G⊗G⊗G)·D^½ is applied factor by factor (3·M⁴ flops per
+    vector), and its leading eigenpairs come from subspace iteration with Rayleigh–Ritz.
+    Z = Σ_k λ_k^Nt and ⟨V0(φ_n)⟩ = Σ_k λ_k^Nt·⟨v_k|V0_n|v_k⟩ / Z over the kept states; the
+    states left out weigh (λ_kept/λ_0)^Nt relative, and ValueError is raised where that
+    exceeds 1e-9 (a lattice whose excited states matter: use two_neuron_reference's
+    product method or a longer time_extent). Automatic grid as for two_neuron_reference,
+    each coupling bounded by its value for partners at |y| ≤ 1; at most 64 points.
+    """
+    if isinstance(n_time, bool) or not isinstance(n_time, int) or n_time < 1:
+        raise ValueError(f"n_time must be an integer >= 1, got {n_time!r}")
+    _check_positive("time_extent", time_extent)
+    _check_positive("lam", lam)
+    _check_grid(grid_points, phi_max)
+    links = {}
+    for name, value in (("excite", excite), ("inhibit", inhibit)):
+        value = torch.zeros(3, 3) if value is None else value
+        value = real_tensor(name, value).detach().to(device="cpu", dtype=_DTYPE)
+        if value.shape != (3, 3):
+            raise ValueError(f"{name} must have shape (3, 3), got {tuple(value.shape)}")
+        validate_non_negative(name, value)
+        links[name] = value * (1.0 - torch.eye(3, dtype=_DTYPE))
+    eps, eta = links["excite"], links["inhibit"]
+    if not torch.equal(eta, eta.t()):
+        raise ValueError("inhibit must be symmetric: η_ij = η_ji")
+
+    spacing = time_extent / n_time
+    incoming, outgoing = eps.sum(0).max().item(), eps.sum(1).max().item()
+    bound = (4.0 * outgoing, incoming, eta.sum(1).max().item())
+    phi = _grid(n_time, spacing, lam, bound, grid_points, phi_max)
+    if phi.numel() > _MAX_TRIPLE_GRID_POINTS:
+        raise ValueError(
+            f"grid_points must be <= {_MAX_TRIPLE_GRID_POINTS} for three neurons (M³ states), "
+            f"got {phi.numel()}{' (automatic)' if grid_points == 0 else ''}; "
+            "pass a smaller grid_points"
+        )
+    m = phi.numel()
+    v0 = double_well(phi, lam)
+    axes = [phi.reshape(-1, 1, 1), phi.reshape(1, -1, 1), phi.reshape(1, 1, -1)]
+    potential = sum(double_well(a, lam) for a in axes)
+    for i, j in itertools.permutations(range(3), 2):
+        potential = potential + excitation_energy(axes[i], axes[j], eps[i, j].item())
+    for i, j in itertools.combinations(range(3), 2):
+        potential = potential + inhibition_energy(axes[i], axes[j], eta[i, j].item())
+    half = torch.exp(-0.5 * spacing * (potential - potential.min()))[..., None]
+    kernel = _kinetic_kernel(phi, spacing)
+
+    def transfer(vectors: Tensor) -> Tensor:  # (M, M, M, k) → K·vectors
+        out = half * vectors
+        out = torch.einsum("ia,ajkc->ijkc", kernel, out)
+        out = torch.einsum("ja,iakc->ijkc", kernel, out)
+        out = torch.einsum("ka,ijac->ijkc", kernel, out)
+        return half * out
+
+    values, vectors = _leading_eigenpairs(transfer, (m, m, m), _TRIPLE_STATES)
+    weights = (values / values[0]) ** n_time
+    if weights[-1] > _TRIPLE_TRUNCATION:
+        raise ValueError(
+            f"three_neuron_reference keeps {_TRIPLE_STATES} states, but the last still weighs "
+            f"{weights[-1].item():.2g} of the first: the lattice's excited states matter "
+            "(longer time_extent or smaller lam)"
+        )
+    density = vectors.square() @ weights  # (M, M, M)
+    marginals = [density.sum((1, 2)), density.sum((0, 2)), density.sum((0, 1))]
+    return n_time * torch.stack([p @ v0 for p in marginals]) / weights.sum()
+
+
+def _leading_eigenpairs(
+    apply: Callable[[Tensor], Tensor], shape: tuple[int, ...], count: int
+) -> tuple[Tensor, Tensor]:
+    """The ``count`` largest eigenpairs of a symmetric positive operator on ``shape``.
+
+    Subspace iteration on 2·count vectors (seeded start) with Rayleigh–Ritz each step,
+    until the kept eigenvalues change by at most 1e-13 relative (ValueError after 500
+    steps). Returns values (count,) descending and vectors (*shape, count), orthonormal.
+    """
+    size = math.prod(shape)
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(size, 2 * count, dtype=_DTYPE, generator=generator))[0]
+    previous = None
+    for _ in range(500):
+        image = apply(basis.reshape(*shape, -1)).reshape(size, -1)
+        projected = basis.T @ image
+        values, rotation = torch.linalg.eigh(0.5 * (projected + projected.T))
+        values, rotation = values.flip(0), rotation.flip(1)
+        if previous is not None and torch.allclose(values[:count], previous, rtol=1e-13, atol=0.0):
+            vectors = (basis @ rotation[:, :count]).reshape(*shape, count)
+            return values[:count], vectors
+        previous = values[:count]
+        basis = torch.linalg.qr(image @ rotation)[0]
+    raise ValueError("the transfer matrix's leading eigenvalues did not converge in 500 steps")
 
 
 def _pair_block_moments(
