@@ -9,7 +9,8 @@ Three measurements:
    (h alone, then o driven by ε·A_h).
 2. ``regime``: a random QuantumMLP (``REGIME_SIZES``, many weak links, ``REGIME_SCALE``)
    on random brightnesses: the mean field against the Monte Carlo, neuron by neuron, as
-   relative differences and in Monte Carlo standard errors.
+   relative differences and in Monte Carlo standard errors, over the neurons whose errors
+   are finite (``untrusted`` counts the others).
 3. ``cost``: milliseconds per image of the Monte Carlo of a 784 → 64 → 10 QuantumMLP,
    without gradients: 4 chains × 100 sweeps from equilibrium starts, and SamplerConfig's
    8 × (200 + 400); after one image that builds the lattice's cached path bank.
@@ -156,11 +157,14 @@ def regime(config: SamplerConfig, scale: float, inputs: int, seed: int) -> list[
     rows = []
     for name, part in (("hidden", slice(0, sizes[1])), ("output", slice(sizes[1], None))):
         mc, mf, stderr = result["mc"][:, part], result["mf"][:, part], result["stderr"][:, part]
-        relative = ((mf - mc) / mc).abs()
-        z = ((mf - mc) / stderr).abs()
+        trusted = stderr.isfinite() & (mc > 0)  # stuck chains (infinite errors) are left out
+        relative = ((mf - mc) / mc).abs()[trusted]
+        z = ((mf - mc) / stderr).abs()[trusted]
+        if not trusted.any():
+            raise RuntimeError(f"every {name} neuron's Monte Carlo is untrusted (stuck chains)")
         rows.append({
             "section": "regime", "layer": name, "neurons": mc.numel(),
-            "mean_activity": mc.mean().item(),
+            "untrusted": int((~trusted).sum()), "mean_activity": mc.mean().item(),
             "relative_median": relative.median().item(), "relative_max": relative.max().item(),
             "z_median": z.median().item(), "z_max": z.max().item(),
             "mc_seconds": result["seconds"][0].item(), "mf_seconds": result["seconds"][1].item(),

@@ -483,10 +483,13 @@ def three_neuron_reference(
     transfer matrix K = D^½·(G⊗G⊗G)·D^½ is applied factor by factor (3·M⁴ flops per
     vector), and its leading eigenpairs come from subspace iteration with Rayleigh–Ritz.
     Z = Σ_k λ_k^Nt and ⟨V0(φ_n)⟩ = Σ_k λ_k^Nt·⟨v_k|V0_n|v_k⟩ / Z over the kept states; the
-    states left out weigh (λ_kept/λ_0)^Nt relative, and ValueError is raised where that
-    exceeds 1e-9 (a lattice whose excited states matter: use two_neuron_reference's
-    product method or a longer time_extent). Automatic grid as for two_neuron_reference,
-    each coupling bounded by its value for partners at |y| ≤ 1; at most 64 points.
+    states left out weigh at most λ_last^(Nt−1)·(Tr K − Σ_kept λ) / Σ_kept λ^Nt together
+    (every left-out λ ≤ λ_last, and Tr K is the sum of K's diagonal), and ValueError is
+    raised where that exceeds 1e-9 (a lattice whose excited states matter: a longer
+    time_extent or a larger lam) or where a kept pair's residual ‖Kv − λv‖, times its
+    weight (λ/λ_0)^Nt, exceeds 1e-9·λ_0.
+    Automatic grid as for two_neuron_reference, each coupling bounded by its value for
+    partners at |y| ≤ 1; at most 64 points.
     """
     if isinstance(n_time, bool) or not isinstance(n_time, int) or n_time < 1:
         raise ValueError(f"n_time must be an integer >= 1, got {n_time!r}")
@@ -535,11 +538,19 @@ def three_neuron_reference(
 
     values, vectors = _leading_eigenpairs(transfer, (m, m, m), _TRIPLE_STATES)
     weights = (values / values[0]) ** n_time
-    if weights[-1] > _TRIPLE_TRUNCATION:
+    residual = (transfer(vectors) - values * vectors).square().sum((0, 1, 2)).sqrt()
+    if (weights * residual / values[0]).max() > _TRIPLE_TRUNCATION:
         raise ValueError(
-            f"three_neuron_reference keeps {_TRIPLE_STATES} states, but the last still weighs "
-            f"{weights[-1].item():.2g} of the first: the lattice's excited states matter "
-            "(longer time_extent or smaller lam)"
+            "three_neuron_reference: the transfer matrix's eigenpairs did not converge"
+        )
+    diagonal = kernel.diagonal()
+    trace = (half[..., 0].square() * diagonal[:, None, None] * diagonal[:, None] * diagonal).sum()
+    tail = (values[-1] / values[0]) ** (n_time - 1) * (trace - values.sum()) / values[0]
+    if tail > _TRIPLE_TRUNCATION * weights.sum():
+        raise ValueError(
+            f"three_neuron_reference keeps {_TRIPLE_STATES} states, but the rest may still "
+            f"weigh {(tail / weights.sum()).item():.2g} of them: the lattice's excited states "
+            "matter (a longer time_extent or a larger lam)"
         )
     density = vectors.square() @ weights  # (M, M, M)
     marginals = [density.sum((1, 2)), density.sum((0, 2)), density.sum((0, 1))]

@@ -38,13 +38,15 @@ def _checked_sizes(sizes: object) -> tuple[int, ...]:
 
 
 def _checked_scale(name: str, value: object) -> float:
+    """``value`` as a float; ValueError unless a number >= 0, finite in float32 (its buffer)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
+        or not math.isfinite(torch.tensor(float(value)).item())
         or value < 0
     ):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite float32 number >= 0, got {value!r}")
     return float(value)
 
 
@@ -53,7 +55,7 @@ class QuantumMLP(nn.Module):
 
     ``sizes`` = (I, n_1, …, n_L): I inputs of brightness in [0, 1], then L layers of
     simulated neurons, the last one the outputs. Layer 1 is driven by the inputs (drive
-    k·ε̂⁽¹⁾·b, inhibition k_η·η̂⁽¹⁾·b², as in :class:`QuantumNeuronLayer`); each further
+    k·ε̂⁽¹⁾·b as in :class:`QuantumNeuronLayer`, and inhibition k_η·η̂⁽¹⁾·b²); each further
     layer is excited by the one before with ε = k·ε̂⁽ˡ⁾ and, with ``inhibition``, inhibited
     with η = k_η·η̂⁽ˡ⁾ (formulas in :mod:`qnn_torch.functional.mlp`). k =
     ``coupling_scale``, k_η = ``inhibition_scale`` (buffers); ε̂ (``excite[l − 1]``) and η̂
@@ -68,8 +70,9 @@ class QuantumMLP(nn.Module):
     :class:`QuantumNeuronLayer`); :meth:`activities` gives every layer's activities.
     Both are differentiable with respect to every coupling and the input, through the
     covariance estimator ∂A/∂θ = −Cov(O, ∂S/∂θ) measured in the same run. The link
-    Jacobian has N³ entries per input (N = Σ n_l), so train through the sampler with small
-    batches. The seed is fixed by ``config`` (``seed`` overrides it per call).
+    Jacobians have N³ entries per input each (N = Σ n_l; excitation, and inhibition where
+    it is on), so train through the sampler with small batches. The seed is fixed by
+    ``config`` (``seed`` overrides it per call).
 
     ``estimator="mean_field"`` replaces the sampler by the time-resolved mean field
     (:mod:`qnn_torch.functional.mean_field`): each neuron exact in its neighbours' average
@@ -169,15 +172,16 @@ class QuantumMLP(nn.Module):
         return scores.to(x.dtype) if x.is_floating_point() else scores
 
     def activities(self, x: Tensor, seed: int | None = None) -> tuple[Tensor, ...]:
-        """Monte Carlo activities of every simulated layer, (..., n_l) for l = 1..L, in x's
-        float dtype (float32 for others), differentiable when grad is enabled.
-        ``last_stderr`` then holds the Monte Carlo's standard errors, by layer (None for
-        the mean field or an empty batch)."""
+        """Activities of every simulated layer, (..., n_l) for l = 1..L, in x's float dtype
+        (float32 for others), by ``estimator``: the Monte Carlo's are differentiable when
+        grad is enabled, and ``last_stderr`` then holds their standard errors by layer (None
+        for the mean field or an empty batch)."""
         x = checked_brightness(x, self.sizes[0])
         batch_shape = x.shape[:-1]
         flat = x.reshape(-1, self.sizes[0])
         n = sum(self.sizes[1:])
         stderr = None
+        self._couplings(flat)  # bad couplings are refused, even for an empty batch
         if flat.shape[0] == 0:
             activity = flat.new_empty(0, n)
         elif self.estimator == "mean_field":
@@ -230,11 +234,12 @@ class QuantumMLP(nn.Module):
             drive, inhibition, links, mutual = mlp_fields(
                 x, excite, inhibit, self.coupling_scale.to(x), self.inhibition_scale.to(x)
             )
-        for name, t in (("drive", drive), ("links", links)):
-            if not torch.isfinite(t).all():
+        fields = {"coupling_scale": (drive, links), "inhibition_scale": (inhibition, mutual)}
+        for name, tensors in fields.items():
+            if not all(t is None or torch.isfinite(t).all() for t in tensors):
                 raise ValueError(
-                    f"coupling_scale={self.coupling_scale.item():g} overflows the {name} in "
-                    f"{x.dtype}: lower it"
+                    f"{name}={getattr(self, name).item():g} overflows the fields in {x.dtype}: "
+                    "lower it"
                 )
         batch, n = drive.shape
         hidden = len(self.sizes) > 2
