@@ -4,6 +4,7 @@ gradients against exact derivatives (4 standard errors, fixed seeds), shapes and
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 import torch
@@ -218,12 +219,15 @@ def test_shapes_dtypes_and_training_step():
 def test_state_dict_round_trip():
     config = SamplerConfig(**SMALL, chains=4, thermalization=10, sweeps=20, seed=7)
     mlp = QuantumMLP((4, 3, 2), config=config, readout="born", coupling_scale=50.0)
+    mlp.config = replace(config, max_sweeps=40)
+    mlp.decision_sigmas = 2.0
     buffer = io.BytesIO()
     torch.save(mlp.state_dict(), buffer)
     buffer.seek(0)
     loaded = QuantumMLP((4, 3, 2))
     loaded.load_state_dict(torch.load(buffer, weights_only=True))
-    assert loaded.config == config and loaded.readout == "born"
+    assert loaded.config == mlp.config and loaded.readout == "born"
+    assert loaded.decision_sigmas == 2.0
     x = torch.rand(3, 4, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), mlp(x), rtol=0, atol=0)
@@ -338,3 +342,33 @@ def test_cuda_forward_and_backward():
     assert scores.device.type == "cuda" and scores.shape == (2, 3)
     scores[:, 0].sum().backward()
     assert all(torch.isfinite(w.grad).all() for w in mlp.parameters())
+
+
+def test_decision_mode_stops_once_the_top_output_leads():
+    """A clear winner is decided after the first blocks, a tie runs to the cap, and the
+    decided top output is the one a long run without decision mode finds."""
+    config = SamplerConfig(**SMALL, chains=8, thermalization=100, sweeps=20, max_sweeps=400)
+    mlp = QuantumMLP((2, 3, 2), config=config, coupling_scale=1.0, inhibition=False)
+    with torch.no_grad():
+        mlp.excite[0].copy_(torch.tensor([[60.0, 0.0], [0.0, 60.0], [30.0, 30.0]]))
+        mlp.excite[1].copy_(torch.tensor([[20.0, 0.0, 5.0], [0.0, 20.0, 5.0]]))
+        x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+        long_run = mlp(x).argmax(-1)
+        mlp.decision_sigmas = 3.0
+        decided_top = mlp(x).argmax(-1)
+    sweeps = mlp.last_sweeps
+    assert sweeps[:2].max() < 400 and sweeps[2] == 400  # the dark input is a tie
+    assert torch.equal(decided_top[:2], long_run[:2]) and decided_top[:2].tolist() == [0, 1]
+
+
+def test_decision_mode_is_refused_for_training_and_without_room():
+    config = SamplerConfig(**SMALL, chains=4, sweeps=10, max_sweeps=40)
+    mlp = QuantumMLP((2, 2, 2), config=config, decision_sigmas=3.0)
+    with pytest.raises(ValueError, match="for evaluation"):
+        mlp(torch.rand(1, 2))
+    with pytest.raises(ValueError, match="max_sweeps"):
+        QuantumMLP((2, 2, 2), config=SamplerConfig(**SMALL), decision_sigmas=3.0)
+    with pytest.raises(ValueError, match="2 outputs"):
+        QuantumMLP((2, 2, 1), config=config, decision_sigmas=3.0)
+    with pytest.raises(ValueError, match="decision_sigmas"):
+        QuantumMLP((2, 2, 2), config=config, decision_sigmas=-1.0)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig, check_choice
-from qnn_torch.functional.layer import READOUTS, checked_brightness, readout
+from qnn_torch.functional.layer import READOUTS, checked_brightness, decided, readout
 from qnn_torch.functional.mean_field import mean_field_activities
 from qnn_torch.functional.mlp import layer_bounds, mlp_fields
 from qnn_torch.functional.physics import input_spike
@@ -80,6 +80,12 @@ class QuantumMLP(nn.Module):
     differentiable (evaluate it under ``torch.no_grad()``); ``last_stderr`` is then None
     (its error is the mean field's, not a statistical one).
     It is slow at the paper's lattice (~0.15 s per neuron, input and iteration).
+
+    Decision mode (``decision_sigmas`` > 0, for classification, without gradients): the
+    whole network of each input is sampled in blocks of ``config.sweeps`` until its top
+    output leads every other by ``decision_sigmas`` standard errors of their chain-by-chain
+    margin (:func:`~qnn_torch.functional.layer.decided`) or up to ``config.max_sweeps``;
+    ``last_sweeps`` holds each input's measurement sweeps.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class QuantumMLP(nn.Module):
         inhibition_scale: float = DEFAULT_COUPLING_SCALE,
         inhibition: bool = True,
         estimator: str = "monte_carlo",
+        decision_sigmas: float = 0.0,
     ) -> None:
         super().__init__()
         self.sizes = _checked_sizes(sizes)
@@ -115,7 +122,9 @@ class QuantumMLP(nn.Module):
         )
         self.register_buffer("spike_profile", torch.empty(0), persistent=False)
         self.config = SamplerConfig() if config is None else config
+        self.decision_sigmas = decision_sigmas
         self.last_stderr: tuple[Tensor, ...] | None = None
+        self.last_sweeps: Tensor | None = None
         self.names = tuple(
             f"{layer + 1}.{j}" for layer, size in enumerate(self.sizes[1:]) for j in range(size)
         )
@@ -139,6 +148,29 @@ class QuantumMLP(nn.Module):
         self._estimator = check_choice("estimator", estimator, ESTIMATORS)
 
     @property
+    def decision_sigmas(self) -> float:
+        """Decision mode's margin at the outputs, in standard errors (0: off)."""
+        return self._decision_sigmas
+
+    @decision_sigmas.setter
+    def decision_sigmas(self, sigmas: float) -> None:
+        if (
+            isinstance(sigmas, bool)
+            or not isinstance(sigmas, (int, float))
+            or not math.isfinite(sigmas)
+            or sigmas < 0
+        ):
+            raise ValueError(f"decision_sigmas must be a finite number >= 0, got {sigmas!r}")
+        c = self.config
+        if sigmas > 0 and (c.max_sweeps <= c.sweeps or self.sizes[-1] < 2):
+            raise ValueError(
+                f"decision_sigmas={sigmas:g} needs at least 2 outputs and config.max_sweeps > "
+                f"config.sweeps, got {self.sizes[-1]} outputs, max_sweeps={c.max_sweeps}, "
+                f"sweeps={c.sweeps}"
+            )
+        self._decision_sigmas = float(sigmas)
+
+    @property
     def config(self) -> SamplerConfig:
         """The sampler settings; assigning new ones rebuilds the spike profile."""
         return self._config
@@ -159,12 +191,14 @@ class QuantumMLP(nn.Module):
             "config": self.config.as_state(),
             "readout": self.readout,
             "estimator": self.estimator,
+            "decision_sigmas": self.decision_sigmas,
         }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
         self.config = SamplerConfig.from_state(state["config"])
         self.readout = state["readout"]
         self.estimator = state["estimator"]
+        self.decision_sigmas = state["decision_sigmas"]
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
@@ -180,14 +214,15 @@ class QuantumMLP(nn.Module):
         batch_shape = x.shape[:-1]
         flat = x.reshape(-1, self.sizes[0])
         n = sum(self.sizes[1:])
-        stderr = None
+        stderr = self.last_sweeps = None
         self._couplings(flat)  # bad couplings are refused, even for an empty batch
         if flat.shape[0] == 0:
             activity = flat.new_empty(0, n)
         elif self.estimator == "mean_field":
             activity = self._mean_field(flat)
         else:
-            activity, stderr = self._monte_carlo(flat, seed)
+            activity, stderr, sweeps = self._monte_carlo(flat, seed)
+            self.last_sweeps = sweeps.reshape(batch_shape)
 
         def by_layer(t: Tensor) -> tuple[Tensor, ...]:
             return tuple(
@@ -220,9 +255,9 @@ class QuantumMLP(nn.Module):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value.tolist()!r}")
         return checked["excite"], checked["inhibit"]
 
-    def _monte_carlo(self, x: Tensor, seed: int | None) -> tuple[Tensor, Tensor]:
-        """Activities (B, N) of all simulated neurons for brightnesses (B, I), and their
-        standard errors (float64; +inf for stuck chains)."""
+    def _monte_carlo(self, x: Tensor, seed: int | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Activities (B, N) of all simulated neurons for brightnesses (B, I), their
+        standard errors (float64; +inf for stuck chains) and each input's sweeps (B,)."""
         excite, inhibit = self._couplings(x)
         config = dataclasses.replace(
             self.config,
@@ -261,7 +296,22 @@ class QuantumMLP(nn.Module):
             for family, tensor in parameters.items()
             if torch.is_grad_enabled() and tensor.requires_grad
         )
-        sampled = run_sampler(network, config, gradients=gradients)
+        stop_when = None
+        self.decision_sigmas = self.decision_sigmas  # checked again against today's config
+        if self.decision_sigmas > 0:
+            if gradients:
+                raise ValueError(
+                    f"decision_sigmas={self.decision_sigmas:g} is for evaluation: its "
+                    "data-dependent stopping would bias the gradients; set it to 0 to train "
+                    "(or run under torch.no_grad())"
+                )
+            outputs = slice(n - self.sizes[-1], n)
+            sigmas = self.decision_sigmas
+
+            def stop_when(activity: Tensor, stderr: Tensor, chain_activity: Tensor) -> Tensor:
+                return decided(chain_activity[..., outputs], stderr[..., outputs], sigmas)
+
+        sampled = run_sampler(network, config, gradients=gradients, stop_when=stop_when)
         activity = attach_jacobian(
             sampled.activity,
             sampled.jacobians,
@@ -269,7 +319,7 @@ class QuantumMLP(nn.Module):
             names=network.order,
             what="QuantumMLP couplings and input",
         )
-        return activity.to(x.dtype), sampled.stderr
+        return activity.to(x.dtype), sampled.stderr, sampled.sweeps
 
     def _mean_field(self, x: Tensor) -> Tensor:
         """Mean-field activities (B, N) for brightnesses (B, I), in x's dtype and device."""
