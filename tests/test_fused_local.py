@@ -28,7 +28,7 @@ def interpreted(case: str, tmp_path: Path) -> dict:
         env={**os.environ, "TRITON_INTERPRET": "1", "QNN_TORCH_FUSED_LOCAL": "1"},
         check=True,
     )
-    return torch.load(out)
+    return torch.load(out, weights_only=True)
 
 
 @pytest.mark.slow
