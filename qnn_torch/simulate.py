@@ -687,6 +687,14 @@ def _stuck_networks(
     return stuck
 
 
+def wanted_gradients(parameters: dict[str, Tensor]) -> tuple[str, ...]:
+    """The parameter families (of :meth:`CompiledNetwork.parameters`) whose Jacobians a run
+    should measure: those that require grad, while gradients are enabled."""
+    if not torch.is_grad_enabled():
+        return ()
+    return tuple(family for family, tensor in parameters.items() if tensor.requires_grad)
+
+
 def starting_paths(
     network: CompiledNetwork, config: SamplerConfig, generator: torch.Generator
 ) -> Tensor:
@@ -785,11 +793,7 @@ def simulate(
         )
     compiled = network.compile(config)
     parameters = compiled.parameters()
-    gradients = tuple(
-        family
-        for family, tensor in parameters.items()
-        if torch.is_grad_enabled() and tensor.requires_grad
-    )
+    gradients = wanted_gradients(parameters)
     out = run_sampler(compiled, config, record_profile=record_profile, gradients=gradients)
     activity = attach_jacobian(
         out.activity,

@@ -131,19 +131,23 @@ def _grid(
     return torch.linspace(-phi_max, phi_max, grid_points, dtype=_DTYPE)
 
 
-def _pair_grid(
+def _product_grid(
     n_time: int,
     spacing: float,
     lam: float,
     extra: tuple[float, float, float],
     grid_points: int,
     phi_max: float,
+    neurons: int = 2,
 ) -> Tensor:
-    """:func:`_grid` for two neurons (M² states): ValueError above _MAX_PAIR_GRID_POINTS."""
+    """:func:`_grid` for ``neurons`` neurons on the product grid (M^neurons states):
+    ValueError above _MAX_PAIR_GRID_POINTS (two) or _MAX_TRIPLE_GRID_POINTS (three)."""
     phi = _grid(n_time, spacing, lam, extra, grid_points, phi_max)
-    if phi.numel() > _MAX_PAIR_GRID_POINTS:
+    limit = _MAX_PAIR_GRID_POINTS if neurons == 2 else _MAX_TRIPLE_GRID_POINTS
+    if phi.numel() > limit:
+        words = {2: "two neurons (M² states)", 3: "three neurons (M³ states)"}
         raise ValueError(
-            f"grid_points must be <= {_MAX_PAIR_GRID_POINTS} for two neurons (M² states), "
+            f"grid_points must be <= {limit} for {words[neurons]}, "
             f"got {phi.numel()}{' (automatic)' if grid_points == 0 else ''}; "
             "pass a smaller grid_points"
         )
@@ -429,7 +433,7 @@ def two_neuron_reference(
     # Couplings seen by one neuron for the automatic grid, the partner's y within |y| ≤ 1:
     # ε·φ²·(y² − 1)² ≤ ε·φ², ε·y²·(φ² − 1)² ≤ ε·(φ² − 1)², η·(φ² − 1)⁴·(y² − 1)⁴ ≤ η·(φ² − 1)⁴.
     excite = max(excite_01, excite_10)
-    phi = _pair_grid(n_time, spacing, lam, (4.0 * excite, excite, inhibit), grid_points, phi_max)
+    phi = _product_grid(n_time, spacing, lam, (4.0 * excite, excite, inhibit), grid_points, phi_max)
     m = phi.numel()
     v0 = double_well(phi, lam)
     # Row index i ↔ φ0 = phi[i], column j ↔ φ1 = phi[j].
@@ -511,13 +515,7 @@ def three_neuron_reference(
     spacing = time_extent / n_time
     incoming, outgoing = eps.sum(0).max().item(), eps.sum(1).max().item()
     bound = (4.0 * outgoing, incoming, eta.sum(1).max().item())
-    phi = _grid(n_time, spacing, lam, bound, grid_points, phi_max)
-    if phi.numel() > _MAX_TRIPLE_GRID_POINTS:
-        raise ValueError(
-            f"grid_points must be <= {_MAX_TRIPLE_GRID_POINTS} for three neurons (M³ states), "
-            f"got {phi.numel()}{' (automatic)' if grid_points == 0 else ''}; "
-            "pass a smaller grid_points"
-        )
+    phi = _product_grid(n_time, spacing, lam, bound, grid_points, phi_max, neurons=3)
     m = phi.numel()
     v0 = double_well(phi, lam)
     axes = [phi.reshape(-1, 1, 1), phi.reshape(1, -1, 1), phi.reshape(1, 1, -1)]
@@ -667,7 +665,7 @@ def driven_pair_reference(
     # Grid bounds as in two_neuron_reference, with the partner's y within |y| ≤ 1.
     largest = drive.max().item() if drive.numel() else 0.0
     excite = max(excite_01, excite_10)
-    phi = _pair_grid(
+    phi = _product_grid(
         n_time, spacing, lam, (4.0 * excite, largest + excite, inhibit), grid_points, phi_max
     )
     m = phi.numel()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.observables import student_t_sigmas
 from qnn_torch.functional.physics import real_tensor
 
@@ -136,3 +139,36 @@ def decided(chain_activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
     """Whether each row's top output is ahead of every other by ``sigmas`` standard errors
     of their chain-by-chain margin: only the top is :func:`contested`. Returns bool (B,)."""
     return contested(chain_activity, stderr, sigmas).sum(-1) == 1
+
+
+def checked_sigmas(sigmas: object) -> float:
+    """A decision margin as a float; ValueError unless a finite number >= 0."""
+    if (
+        isinstance(sigmas, bool)
+        or not isinstance(sigmas, (int, float))
+        or not math.isfinite(sigmas)
+        or sigmas < 0
+    ):
+        raise ValueError(f"decision_sigmas must be a finite number >= 0, got {sigmas!r}")
+    return float(sigmas)
+
+
+def check_decision(
+    sigmas: float, outputs: int, config: SamplerConfig, *, gradients: bool = False
+) -> None:
+    """ValueError unless decision mode with margin ``sigmas`` (0: off) can run: at least 2
+    outputs, room to measure more (``config.max_sweeps`` > ``sweeps``) and, because its
+    data-dependent stopping would bias them, no ``gradients``."""
+    if sigmas <= 0:
+        return
+    if config.max_sweeps <= config.sweeps or outputs < 2:
+        raise ValueError(
+            f"decision_sigmas={sigmas:g} needs at least 2 outputs and "
+            f"config.max_sweeps > config.sweeps (blocks of sweeps up to a cap), got "
+            f"{outputs} outputs, max_sweeps={config.max_sweeps}, sweeps={config.sweeps}"
+        )
+    if gradients:
+        raise ValueError(
+            f"decision_sigmas={sigmas:g} is for evaluation: its data-dependent stopping would "
+            "bias the gradients; set it to 0 to train (or run under torch.no_grad())"
+        )

@@ -14,7 +14,9 @@ from qnn_torch.decision import sequential_top
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.layer import (
     READOUTS,
+    check_decision,
     checked_brightness,
+    checked_sigmas,
     decided,
     normalize_weights,
     output_drives,
@@ -158,13 +160,7 @@ class QuantumNeuronLayer(nn.Module):
 
     def _check_decision(self) -> None:
         """Decision mode needs room to measure more: ``config.max_sweeps`` > ``sweeps``."""
-        c = self.config
-        if self.decision_sigmas > 0 and (c.max_sweeps <= c.sweeps or self.out_features < 2):
-            raise ValueError(
-                f"decision_sigmas={self.decision_sigmas:g} needs at least 2 outputs and "
-                f"config.max_sweeps > config.sweeps (blocks of sweeps up to a cap), got "
-                f"{self.out_features} outputs, max_sweeps={c.max_sweeps}, sweeps={c.sweeps}"
-            )
+        check_decision(self.decision_sigmas, self.out_features, self.config)
 
     @property
     def readout(self) -> str:
@@ -191,14 +187,7 @@ class QuantumNeuronLayer(nn.Module):
 
     @decision_sigmas.setter
     def decision_sigmas(self, sigmas: float) -> None:
-        if (
-            isinstance(sigmas, bool)
-            or not isinstance(sigmas, (int, float))
-            or not math.isfinite(sigmas)
-            or sigmas < 0
-        ):
-            raise ValueError(f"decision_sigmas must be a finite number >= 0, got {sigmas!r}")
-        self._decision_sigmas = float(sigmas)
+        self._decision_sigmas = checked_sigmas(sigmas)
 
     @property
     def config(self) -> SamplerConfig:
@@ -356,13 +345,9 @@ class QuantumNeuronLayer(nn.Module):
         gradients = ("drive",) if torch.is_grad_enabled() and drive.requires_grad else ()
         stop_when = None
         if self.decision_sigmas > 0:
-            self._check_decision()
-            if gradients:
-                raise ValueError(
-                    f"decision_sigmas={self.decision_sigmas:g} is for evaluation: its "
-                    "data-dependent stopping would bias the gradients; set it to 0 to train "
-                    "(or run under torch.no_grad())"
-                )
+            check_decision(
+                self.decision_sigmas, self.out_features, self.config, gradients=bool(gradients)
+            )
             sigmas = self.decision_sigmas
             if inhibit is None:  # independent outputs: sample only the contenders
                 decision = sequential_top(drive, profile, self.activity_norm, config, sigmas)

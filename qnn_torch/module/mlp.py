@@ -11,13 +11,20 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig, check_choice
-from qnn_torch.functional.layer import READOUTS, checked_brightness, decided, readout
+from qnn_torch.functional.layer import (
+    READOUTS,
+    check_decision,
+    checked_brightness,
+    checked_sigmas,
+    decided,
+    readout,
+)
 from qnn_torch.functional.mean_field import mean_field_activities
 from qnn_torch.functional.mlp import layer_bounds, mlp_fields
 from qnn_torch.functional.physics import input_spike
 from qnn_torch.module.layer import DEFAULT_COUPLING_SCALE
 from qnn_torch.network import CompiledNetwork
-from qnn_torch.simulate import run_sampler
+from qnn_torch.simulate import run_sampler, wanted_gradients
 
 ESTIMATORS = ("monte_carlo", "mean_field")
 
@@ -154,21 +161,9 @@ class QuantumMLP(nn.Module):
 
     @decision_sigmas.setter
     def decision_sigmas(self, sigmas: float) -> None:
-        if (
-            isinstance(sigmas, bool)
-            or not isinstance(sigmas, (int, float))
-            or not math.isfinite(sigmas)
-            or sigmas < 0
-        ):
-            raise ValueError(f"decision_sigmas must be a finite number >= 0, got {sigmas!r}")
-        c = self.config
-        if sigmas > 0 and (c.max_sweeps <= c.sweeps or self.sizes[-1] < 2):
-            raise ValueError(
-                f"decision_sigmas={sigmas:g} needs at least 2 outputs and config.max_sweeps > "
-                f"config.sweeps, got {self.sizes[-1]} outputs, max_sweeps={c.max_sweeps}, "
-                f"sweeps={c.sweeps}"
-            )
-        self._decision_sigmas = float(sigmas)
+        sigmas = checked_sigmas(sigmas)
+        check_decision(sigmas, self.sizes[-1], self.config)
+        self._decision_sigmas = sigmas
 
     @property
     def config(self) -> SamplerConfig:
@@ -291,20 +286,10 @@ class QuantumMLP(nn.Module):
             inhibit=mutual.expand(batch, n, n) if hidden and mutual is not None else None,
         )
         parameters = network.parameters()
-        gradients = tuple(
-            family
-            for family, tensor in parameters.items()
-            if torch.is_grad_enabled() and tensor.requires_grad
-        )
+        gradients = wanted_gradients(parameters)
         stop_when = None
-        self.decision_sigmas = self.decision_sigmas  # checked again against today's config
+        check_decision(self.decision_sigmas, self.sizes[-1], self.config, gradients=bool(gradients))
         if self.decision_sigmas > 0:
-            if gradients:
-                raise ValueError(
-                    f"decision_sigmas={self.decision_sigmas:g} is for evaluation: its "
-                    "data-dependent stopping would bias the gradients; set it to 0 to train "
-                    "(or run under torch.no_grad())"
-                )
             outputs = slice(n - self.sizes[-1], n)
             sigmas = self.decision_sigmas
 
