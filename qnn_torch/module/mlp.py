@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -19,14 +20,17 @@ from qnn_torch.functional.layer import (
     decided,
     readout,
 )
-from qnn_torch.functional.mean_field import mean_field_activities
+from qnn_torch.functional.mean_field import MeanFieldWarning, mean_field_activities
 from qnn_torch.functional.mlp import layer_bounds, mlp_fields
 from qnn_torch.functional.physics import input_spike
+from qnn_torch.functional.twin import GRID, checked_grid, twin_activities, twin_tables
 from qnn_torch.module.layer import DEFAULT_COUPLING_SCALE
 from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler, wanted_gradients
 
-ESTIMATORS = ("monte_carlo", "mean_field")
+ESTIMATORS = ("monte_carlo", "mean_field", "twin")
+TWIN_ITERATIONS = 10
+TWIN_TOLERANCE = 1e-3
 
 
 def _checked_sizes(sizes: object) -> tuple[int, ...]:
@@ -88,6 +92,13 @@ class QuantumMLP(nn.Module):
     (its error is the mean field's, not a statistical one).
     It is slow at the paper's lattice (~0.15 s per neuron, input and iteration).
 
+    ``estimator="twin"`` (one hidden layer, no hidden–output inhibition) is that mean field
+    with each time profile reduced to a few coefficients and each neuron's response read
+    from exact tables (:mod:`qnn_torch.functional.twin`, built once per lattice): fast and
+    differentiable by autograd, for training; the Monte Carlo then evaluates the same
+    couplings. ``twin_grid`` sets the tables' nodes per axis
+    (:data:`~qnn_torch.functional.twin.GRID`).
+
     Decision mode (``decision_sigmas`` > 0, for classification, without gradients): the
     whole network of each input is sampled in blocks of ``config.sweeps`` until its top
     output leads every other by ``decision_sigmas`` standard errors of their chain-by-chain
@@ -106,9 +117,11 @@ class QuantumMLP(nn.Module):
         inhibition: bool = True,
         estimator: str = "monte_carlo",
         decision_sigmas: float = 0.0,
+        twin_grid: Sequence[int] = GRID,
     ) -> None:
         super().__init__()
         self.sizes = _checked_sizes(sizes)
+        self.twin_grid = checked_grid(twin_grid)
         if not isinstance(inhibition, bool):
             raise ValueError(f"inhibition must be True or False, got {inhibition!r}")
         self.readout = readout
@@ -147,7 +160,8 @@ class QuantumMLP(nn.Module):
 
     @property
     def estimator(self) -> str:
-        """``"monte_carlo"`` or ``"mean_field"`` (see the class doc); may be reassigned."""
+        """``"monte_carlo"``, ``"mean_field"`` or ``"twin"`` (see the class doc); may be
+        reassigned."""
         return self._estimator
 
     @estimator.setter
@@ -187,6 +201,7 @@ class QuantumMLP(nn.Module):
             "readout": self.readout,
             "estimator": self.estimator,
             "decision_sigmas": self.decision_sigmas,
+            "twin_grid": list(self.twin_grid),
         }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
@@ -194,6 +209,7 @@ class QuantumMLP(nn.Module):
         self.readout = state["readout"]
         self.estimator = state["estimator"]
         self.decision_sigmas = state["decision_sigmas"]
+        self.twin_grid = checked_grid(state.get("twin_grid", GRID))
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
@@ -215,6 +231,8 @@ class QuantumMLP(nn.Module):
             activity = flat.new_empty(0, n)
         elif self.estimator == "mean_field":
             activity = self._mean_field(flat)
+        elif self.estimator == "twin":
+            activity = self._twin(flat)
         else:
             activity, stderr, sweeps = self._monte_carlo(flat, seed)
             self.last_sweeps = sweeps.reshape(batch_shape)
@@ -329,6 +347,36 @@ class QuantumMLP(nn.Module):
             n_kinks=c.n_kinks,
         )
         return torch.cat(result.activities, dim=-1).to(x)
+
+    def _twin(self, x: Tensor) -> Tensor:
+        """Twin activities (B, N) for brightnesses (B, I), differentiable by autograd."""
+        if len(self.sizes) != 3:
+            raise ValueError(
+                f"estimator='twin' needs exactly one hidden layer, got sizes={self.sizes}"
+            )
+        excite, inhibit = self._couplings(x)
+        if inhibit is not None and bool(inhibit[1].ne(0).any()):
+            raise ValueError(
+                "estimator='twin' has no hidden-output inhibition: inhibit[1] must be 0"
+            )
+        c = self.config
+        tables = twin_tables(c.n_time, c.time_extent, c.lam, c.n_kinks, self.twin_grid)
+        k, k_eta = self.coupling_scale.to(x), self.inhibition_scale.to(x)
+        drive = k * x @ excite[0].t()
+        inhibition = (
+            torch.zeros_like(drive) if inhibit is None else k_eta * (x * x) @ inhibit[0].t()
+        )
+        hidden, output, change = twin_activities(
+            tables, drive, inhibition, k * excite[1], TWIN_ITERATIONS
+        )
+        if change > TWIN_TOLERANCE:
+            warnings.warn(
+                f"twin not settled after {TWIN_ITERATIONS} iterations: output activities "
+                f"still move by {change.item():.3g} > {TWIN_TOLERANCE:g}",
+                MeanFieldWarning,
+                stacklevel=3,
+            )
+        return torch.cat([hidden, output], dim=-1)
 
     @torch.no_grad()
     def project_weights_(self) -> QuantumMLP:
