@@ -122,3 +122,60 @@ class ClassicalTwin(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+class ClassicalMLP(L.LightningModule):
+    """The reference for a quantum MLP: ``Linear → ReLU → Linear`` of the same sizes, with
+    biases and weights of either sign, trained by Adam (cosine-annealed) on cross-entropy.
+
+    Args:
+        hidden: Width of the hidden layer.
+        lr: Initial learning rate of Adam.
+    """
+
+    def __init__(self, hidden: int = 64, lr: float = 3e-3) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        self.save_hyperparameters()
+        self.net = nn.Sequential(
+            nn.Linear(pixel_count, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+        self.accuracy = nn.ModuleDict(
+            {
+                f"{stage}_acc": MulticlassAccuracy(num_classes=num_classes, average="micro")
+                for stage in ("train", "val", "test")
+            }
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Scores (B, 10) of images (B, 1, 28, 28) or (B, 784)."""
+        return self.net(x.reshape(x.shape[0], pixel_count))
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        scores = self(x)
+        metric = self.accuracy[f"{stage}_acc"]
+        metric(scores, y)
+        self.log(f"{stage}_acc", metric, prog_bar=True, on_epoch=True)
+        return cross_entropy(scores, y)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

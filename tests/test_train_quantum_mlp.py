@@ -1,0 +1,109 @@
+"""training.train_quantum_mlp: bad settings fail before any work, and a small real run of
+scripts/train_quantum_mlp.py on MNIST writes every output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qnn_torch import QuantumMLP
+from tests.test_train_then_transfer import _has_mnist
+from training import train_quantum_mlp
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "train_quantum_mlp.py"
+OFFLINE = ROOT.parent / "shared" / "data"
+KEYS = {
+    "quantum_accuracy",
+    "quantum_images",
+    "twin_accuracy",
+    "twin_accuracy_same_images",
+    "linear_twin_accuracy",
+    "classical_mlp_accuracy",
+    "layers",
+    "learning_curves",
+    "hidden_couplings",
+    "seconds",
+    "config",
+}
+# A small lattice, a small grid and few images: about a minute on one core.
+SMALL_RUN = [
+    "--devices", "1", "--threads", "1", "--epochs", "1", "--reference_epochs", "1",
+    "--train_images", "1024", "--hidden", "6", "--quantum_test_size", "12",
+    "--quantum_batch_size", "6", "--compared_images", "2",
+    "--sampler.lam", "60", "--sampler.time_extent", "2", "--sampler.chains", "4",
+    "--sampler.thermalization", "20", "--sampler.sweeps", "40",
+    "--twin_grid", "[9, 3, 5, 3, 17, 9, 5]",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hidden", "0"], "hidden"),
+        (["--epochs", "0"], "epochs"),
+        (["--lr", "-1"], "lr"),
+        (["--train_images", "-5"], "train_images"),
+        (["--twin_grid", "[1, 2]"], "twin_grid"),
+        (["--out", ""], "out"),
+        (["--sampler.chains", "1"], "chains"),
+    ],
+)
+def test_bad_settings_exit_before_work(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the settings were checked")
+
+    monkeypatch.setattr(train_quantum_mlp, "MNISTDataModule", refuse)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        train_quantum_mlp.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if _has_mnist(ROOT / "data"):
+        data_dir = ROOT / "data"
+    elif _has_mnist(OFFLINE):
+        data_dir = tmp_path_factory.mktemp("data")
+    else:
+        pytest.skip("MNIST is neither in data/ nor in ../shared/data")
+    out = tmp_path_factory.mktemp("quantum_mlp")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *SMALL_RUN, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_small_run_writes_whole_outputs(small_run: Path) -> None:
+    results = json.loads((small_run / "results.json").read_text())
+    assert set(results) >= KEYS
+    assert results["quantum_images"] == 12
+    for key in ("quantum_accuracy", "twin_accuracy", "twin_accuracy_same_images"):
+        assert 0.0 <= results[key] <= 1.0
+    assert results["linear_twin_accuracy"] > 0.5  # learnt something from 1024 images
+    assert [layer["neurons"] for layer in results["layers"]] == [6, 10]
+    assert results["config"]["sampler"]["lam"] == 60.0  # the settings actually used
+    with (small_run / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 12 and set(rows[0]) == {"test_index", "label", "quantum", "twin"}
+    for name in ("learning_curves.png", "hidden_couplings.png", "config.yaml"):
+        assert (small_run / name).stat().st_size > 0
+    mlp = QuantumMLP((784, 6, 10))
+    mlp.load_state_dict(torch.load(small_run / "quantum_mlp.pt", weights_only=True))
+    assert mlp.twin_grid == (9, 3, 5, 3, 17, 9, 5) and mlp.config.lam == 60.0
+    assert all((w >= 0).all() for w in mlp.parameters())

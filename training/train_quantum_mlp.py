@@ -1,0 +1,346 @@
+"""Train a quantum MLP on MNIST through its twin, then test it by Monte Carlo.
+
+Stages: (1) the twin's tables for the MLP's lattice (built once and cached; first, with
+every core, so that the DDP processes load them); (2) the references: the linear twin
+(non-negative logistic regression, the single quantum layer's classical twin) and a
+classical MLP of the same sizes without sign constraints; (3) train a ``QuantumMLP``
+(784 → hidden → 10) through its twin (``training.QuantumMLPClassifier``), keeping the
+epoch of best validation accuracy; (4) its twin accuracy on the whole test set; (5) the
+Monte Carlo test of the same couplings with ``Trainer.test`` (DDP across ``--devices``),
+the twin on the same images beside it; (6) the twin against the Monte Carlo layer by
+layer on a few test images; (7) figures and results.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+
+from qnn_torch.config import SEED_LIMIT, check_int
+from qnn_torch.experiments.cli import CommandLine
+from qnn_torch.experiments.plotting import new_figure, savefig_atomic
+from qnn_torch.functional.layer import check_decision
+from qnn_torch.functional.twin import GRID, checked_grid, twin_tables
+from qnn_torch.io import check_output_folder, clear_outputs, save_atomic, write_atomic
+from training.classical import ClassicalMLP, ClassicalTwin
+from training.data import MNISTDataModule, copy_offline_mnist, default_data_dir, default_mirror
+from training.quantum import quantum_loader, quantum_subset
+from training.quantum_mlp import MLP_CONFIG, QuantumMLPClassifier, layer_comparison, twin_accuracy
+from training.train_then_transfer import configure_process, machine_share, process_batch
+
+DPI = 100
+OUTPUTS = (  # results.json first: removed first, written last
+    "results.json",
+    "predictions.csv",
+    "config.yaml",
+    "quantum_mlp.pt",
+    "learning_curves.png",
+    "hidden_couplings.png",
+    "logs/linear_twin",
+    "logs/classical_mlp",
+    "logs/twin_mlp",
+    "checkpoints/twin-mlp-best.ckpt",
+)
+
+
+@dataclass(frozen=True)
+class QuantumMLPSettings:
+    """Settings of ``qnn-train-quantum-mlp``; the Monte Carlo test's sampler is ``--sampler.*``.
+
+    Attributes:
+        data_dir: MNIST root, holding MNIST/raw (default: $QNN_TORCH_DATA, else ./data).
+        mnist_mirror: A folder holding MNIST/raw/*.gz, copied where data_dir lacks them
+            (default: $QNN_TORCH_MNIST_MIRROR).
+        hidden: Hidden quantum neurons.
+        epochs: Training epochs of the quantum MLP's twin.
+        lr: Initial Adam learning rate of the twin, cosine-annealed.
+        batch_size: Images per training step, split between the processes.
+        reference_epochs: Training epochs of the linear twin and of the classical MLP.
+        train_images: Training images per epoch, for every model (0: all 55 000).
+        twin_grid: Nodes per axis of the twin's tables (see qnn_torch.functional.twin.GRID).
+        decision_sigmas: The Monte Carlo test samples each image in blocks of
+            sampler.sweeps until its top class leads by this many standard errors, or up to
+            sampler.max_sweeps (0: sampler.sweeps for every image).
+        quantum_test_size: Test images of the Monte Carlo test (a seeded random subset).
+        quantum_batch_size: Images per sampler call.
+        compared_images: Test images on which the twin and the Monte Carlo are compared
+            neuron by neuron.
+        accelerator: Lightning accelerator: cpu, gpu or auto.
+        devices: Processes or GPUs, DDP when > 1 (0: every core up to 8, or every GPU).
+        threads: Torch CPU threads per process (default: cores / devices; 0: PyTorch's).
+        seed: Seed of the couplings, of training, of the subset and of the sampler.
+        out: Output folder.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    mnist_mirror: Path | None = field(default_factory=default_mirror)
+    hidden: int = 64
+    epochs: int = 12
+    lr: float = 2e-2
+    batch_size: int = 128
+    reference_epochs: int = 3
+    train_images: int = 0
+    twin_grid: tuple[int, ...] = GRID
+    decision_sigmas: float = 3.0
+    quantum_test_size: int = 10_000
+    quantum_batch_size: int = 100
+    compared_images: int = 16
+    accelerator: str = "cpu"
+    devices: int = 0
+    threads: int | None = None
+    seed: int = 0
+    out: Path = Path("outputs/train_quantum_mlp")
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "epochs", "batch_size", "reference_epochs"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("quantum_test_size", "quantum_batch_size", "compared_images"):
+            check_int(name, getattr(self, name), 1)
+        check_int("devices", self.devices, 0)
+        check_int("train_images", self.train_images, 0)
+        object.__setattr__(self, "twin_grid", checked_grid(self.twin_grid))
+        check_int("seed", self.seed, 0)
+        if self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be < 2**63, got {self.seed}")
+        if self.threads is not None:
+            check_int("threads", self.threads, 0)
+        if not (math.isfinite(self.decision_sigmas) and self.decision_sigmas >= 0):
+            raise ValueError(
+                f"decision_sigmas must be a finite number >= 0, got {self.decision_sigmas}"
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+            raise ValueError(
+                f"accelerator must be cpu, gpu, cuda or auto, got {self.accelerator!r}"
+            )
+        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ValueError(f"accelerator {self.accelerator!r}: no CUDA device is available")
+        if self.mnist_mirror is not None and not self.mnist_mirror.is_dir():
+            raise ValueError(f"mnist_mirror {self.mnist_mirror} is not a folder")
+        check_output_folder(self.out)
+
+
+def command_line() -> CommandLine[QuantumMLPSettings]:
+    """The command line (built per call: the data folder's default comes from the environment)."""
+    return CommandLine(
+        QuantumMLPSettings,
+        __doc__.split("\n")[0],
+        samplers={"sampler": (MLP_CONFIG, "The MLP's lattice and Monte Carlo test sampler")},
+    )
+
+
+def plot_learning_curves(logs: Path, path: Path) -> None:
+    """Training and validation accuracy of the twin per epoch, from its CSV log."""
+    epochs: dict[str, dict[int, float]] = {"train_acc": {}, "val_acc": {}}
+    with open(logs / "metrics.csv") as handle:
+        for row in csv.DictReader(handle):
+            for name, curve in epochs.items():
+                if row.get(name):
+                    curve[int(row["epoch"])] = float(row[name])
+    fig, axes = new_figure(1, 1, (5.5, 3.8))
+    ax = axes[0, 0]
+    for name, curve in epochs.items():
+        ax.plot([e + 1 for e in curve], list(curve.values()), marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("twin accuracy")
+    ax.legend()
+    savefig_atomic(fig, path, dpi=DPI)
+
+
+def plot_hidden_couplings(excite: torch.Tensor, inhibit: torch.Tensor, path: Path) -> None:
+    """Each hidden neuron's input couplings ε̂ − η̂ as a 28×28 image (red excites, blue
+    inhibits), up to 64 neurons."""
+    shown = min(64, excite.shape[0])
+    columns = 8
+    rows = -(-shown // columns)
+    fig, axes = new_figure(rows, columns, (1.6 * columns, 1.6 * rows))
+    signed = (excite - inhibit)[:shown]
+    bound = float(signed.abs().max()) or 1.0
+    for n, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if n < shown:
+            ax.imshow(signed[n].reshape(28, 28), cmap="coolwarm", vmin=-bound, vmax=bound)
+    savefig_atomic(fig, path, dpi=DPI)
+
+
+def _trainer(
+    settings: QuantumMLPSettings, devices: int, logs: str | None = None, **kwargs: object
+) -> L.Trainer:
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(settings.out, name="logs", version=logs) if logs else False
+    kwargs.setdefault("enable_checkpointing", False)
+    return L.Trainer(
+        accelerator=settings.accelerator,
+        devices=devices,
+        logger=logger,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; returns 0 on success and 2 when MNIST is unusable. Bad settings or an
+    unusable ``--out`` exit with status 2 before any work."""
+    cli = command_line()
+    parsed = cli.parse(argv)
+    settings = parsed.settings
+    devices, threads = machine_share(settings.accelerator, settings.devices, settings.threads)
+    if settings.batch_size < devices:
+        cli.error(f"--batch_size must be >= the {devices} devices, got {settings.batch_size}")
+    try:
+        check_decision(settings.decision_sigmas, 10, parsed.samplers["sampler"])
+    except ValueError as err:
+        cli.error(str(err))
+    rank_zero_only(clear_outputs)(settings.out, OUTPUTS)
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    config = replace(parsed.samplers["sampler"], seed=settings.seed)
+    seconds: dict[str, float] = {}
+    began = time.perf_counter()
+    if settings.mnist_mirror is not None:
+        copy_offline_mnist(settings.mnist_mirror, settings.data_dir)
+    per_process = process_batch(settings.batch_size, devices)
+    data = MNISTDataModule(settings.data_dir, batch_size=per_process, seed=settings.seed)
+    try:
+        data.prepare_data()
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Before the DDP processes start, with every core: the processes then load the tables.
+    tables = twin_tables(
+        config.n_time, config.time_extent, config.lam, config.n_kinks, settings.twin_grid
+    )
+    seconds["twin_tables"] = time.perf_counter() - began
+    configure_process(threads)
+
+    per_step = per_process * devices
+    batches = -(-settings.train_images // per_step) if settings.train_images else 1.0
+    stage = time.perf_counter()
+    references = {}
+    for name, model in (
+        ("linear_twin", ClassicalTwin()),
+        ("classical_mlp", ClassicalMLP(settings.hidden)),
+    ):
+        trainer = _trainer(
+            settings,
+            devices,
+            logs=name,
+            max_epochs=settings.reference_epochs,
+            limit_train_batches=batches,
+        )
+        trainer.fit(model, datamodule=data)
+        references[name] = trainer.test(model, datamodule=data, verbose=False)[0]["test_acc"]
+    seconds["references"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    classifier = QuantumMLPClassifier(
+        (784, settings.hidden, 10),
+        config=config,
+        lr=settings.lr,
+        seed=settings.seed,
+        twin_grid=settings.twin_grid,
+        decision_sigmas=settings.decision_sigmas,
+    )
+    best = ModelCheckpoint(
+        dirpath=str(settings.out / "checkpoints"),
+        filename="twin-mlp-best",
+        monitor="val_acc",
+        mode="max",
+        save_weights_only=True,
+    )
+    trainer = _trainer(
+        settings,
+        devices,
+        logs="twin_mlp",
+        max_epochs=settings.epochs,
+        limit_train_batches=batches,
+        callbacks=[best],
+        enable_checkpointing=True,
+    )
+    trainer.fit(classifier, datamodule=data)
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    classifier.load_state_dict(checkpoint["state_dict"])
+    seconds["twin_training"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    data.setup("test")
+    twin_test = twin_accuracy(classifier, data.test_set)
+    seconds["twin_test"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    subset = quantum_subset(data.test_set, settings.quantum_test_size, settings.seed)
+    loader = quantum_loader(subset, settings.quantum_batch_size)
+    quantum_trainer = _trainer(settings, devices)
+    metrics = quantum_trainer.test(classifier, dataloaders=loader, verbose=False)[0]
+    seconds["quantum_test"] = time.perf_counter() - stage
+    if not quantum_trainer.is_global_zero:
+        return 0
+
+    stage = time.perf_counter()
+    compared = torch.stack(
+        [subset[i][0] for i in range(min(settings.compared_images, len(subset)))]
+    )
+    layers = layer_comparison(classifier.mlp, compared.flatten(1))
+    seconds["layer_comparison"] = time.perf_counter() - stage
+
+    out = settings.out
+    save_atomic(classifier.mlp.state_dict(), out / "quantum_mlp.pt")
+    plot_learning_curves(out / "logs" / "twin_mlp", out / "learning_curves.png")
+    mlp = classifier.mlp
+    plot_hidden_couplings(
+        mlp.excite[0].detach().cpu(), mlp.inhibit[0].detach().cpu(), out / "hidden_couplings.png"
+    )
+    predictions = classifier.predictions
+    mnist_index = torch.tensor(subset.indices)[predictions["index"]]
+    columns = {
+        "test_index": mnist_index,
+        **{k: predictions[k] for k in ("label", "quantum", "twin")},
+    }
+    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
+    write_atomic(
+        out / "predictions.csv",
+        ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows),
+    )
+    write_atomic(out / "config.yaml", parsed.config)
+    seconds["total"] = time.perf_counter() - began
+    quantum_images = len(predictions["index"])
+    results = {
+        "quantum_accuracy": metrics["quantum_acc"],
+        "quantum_images": quantum_images,
+        "twin_accuracy": twin_test,
+        "twin_accuracy_same_images": metrics["twin_acc"],
+        "quantum_twin_agreement": metrics["agreement"],
+        "linear_twin_accuracy": references["linear_twin"],
+        "classical_mlp_accuracy": references["classical_mlp"],
+        "mean_sweeps_per_image": metrics["sweeps"],
+        "twin_error_bound": tables.error_bound,
+        "layers": layers,
+        "learning_curves": "learning_curves.png",
+        "hidden_couplings": "hidden_couplings.png",
+        "seconds": seconds,
+        "config": {
+            **{k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()},
+            "twin_grid": list(settings.twin_grid),
+            "sampler": config.as_state(),
+        },
+    }
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    print(
+        f"quantum MLP: Monte Carlo {results['quantum_accuracy']:.4f} on {quantum_images} test "
+        f"images (twin on the same images {results['twin_accuracy_same_images']:.4f}); twin "
+        f"{twin_test:.4f} on all; linear twin {references['linear_twin']:.4f}; classical "
+        f"MLP {references['classical_mlp']:.4f}; {seconds['total']:.0f} s"
+    )
+    return 0
