@@ -274,3 +274,21 @@ def test_the_mlp_lattice_samples_a_driven_chain_exactly(alpha: float, epsilon: f
     error = torch.cat(mlp.last_stderr, -1)[0]
     assert torch.isfinite(error).all()
     assert ((activity - exact).abs() <= 4 * error).all(), (activity, exact, error)
+
+
+def test_bound_to_twin_keeps_every_input_inside_the_tables() -> None:
+    mlp = twin_mlp()
+    inside = [w.detach().clone() for w in mlp.parameters()]
+    mlp.bound_to_twin_()
+    for before, after in zip(inside, mlp.parameters(), strict=True):
+        assert torch.equal(before, after)  # couplings already inside are left alone
+    with torch.no_grad():
+        mlp.excite[0].mul_(1e3)
+        mlp.inhibit[0].mul_(1e3)
+        mlp.excite[1].mul_(1e3)
+    with pytest.raises(ValueError, match="lower the couplings"):
+        mlp.activities(torch.ones(1, 20))
+    mlp.bound_to_twin_()
+    hidden, output = mlp.activities(torch.cat([torch.ones(1, 20), torch.rand(3, 20)]))
+    assert torch.isfinite(hidden).all()
+    assert torch.isfinite(output).all()

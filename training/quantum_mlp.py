@@ -3,7 +3,8 @@
 :class:`QuantumMLPClassifier` holds one :class:`~qnn_torch.QuantumMLP` (one hidden layer).
 Training and validation use its differentiable twin (``estimator="twin"``); the logits
 are ``logit_scale``·(output activities), with ``logit_scale`` learnt alongside; after
-every optimiser step the couplings are projected back to ≥ 0. ``test_step`` evaluates
+every optimiser step the couplings are projected back to ≥ 0 and into the twin's tables
+(:meth:`~qnn_torch.QuantumMLP.bound_to_twin_`). ``test_step`` evaluates
 the same couplings by the Monte Carlo sampler and by the twin on the same images, batch
 by batch as :class:`training.quantum.QuantumEvaluator` does (seed ``config.seed`` + the
 batch's first index, so predictions do not depend on the number of processes).
@@ -140,7 +141,8 @@ class QuantumMLPClassifier(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
-        self.mlp.project_weights_()  # projected gradient descent: couplings stay >= 0
+        # Projected gradient descent: couplings stay >= 0, and within the twin's tables.
+        self.mlp.project_weights_().bound_to_twin_()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

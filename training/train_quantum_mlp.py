@@ -86,7 +86,7 @@ class QuantumMLPSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     mnist_mirror: Path | None = field(default_factory=default_mirror)
     hidden: int = 64
-    epochs: int = 12
+    epochs: int = 10
     lr: float = 2e-2
     batch_size: int = 128
     reference_epochs: int = 3

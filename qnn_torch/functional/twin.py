@@ -48,8 +48,9 @@ EMISSION_TERMS = 3
 DEEPENING_TERMS = 2
 # Magnitude axes u = log(1 + v/(s·Λ)) / log(1 + v_max/(s·Λ)), as in the activity table.
 _SCALE_PER_LAM = 0.2
-# (v_max/Λ) of the drive α, the input inhibition β, the deepening κ₁ and the output drive d₁.
-_RANGES = {"drive": 32.0, "inhibition": 16.0, "deepening": 16.0, "output_drive": 32.0}
+RANGES = {"drive": 32.0, "inhibition": 16.0, "deepening": 16.0, "output_drive": 32.0}
+"""v_max/Λ of the tables' magnitude axes: the drive α, the input inhibition β, the deepening
+κ₁ and the output drive d₁."""
 _RATIO_MARGIN = 0.1
 _CHECKS = 48
 GRID = (29, 7, 11, 5, 41, 11, 9)
@@ -78,22 +79,40 @@ class TwinTables:
     error_bound: float
 
 
+def coupling_limits(tables: TwinTables) -> dict[str, float]:
+    """Largest sums of scaled couplings that keep every input b ∈ [0, 1]ᴵ in the tables:
+
+        Σ_i k·ε̂⁽¹⁾_ni ≤ drive,  Σ_i k_η·η̂⁽¹⁾_ni ≤ inhibition       (each hidden n)
+        Σ_j k·ε̂⁽²⁾_jn ≤ deepening,  Σ_n k·ε̂⁽²⁾_jn ≤ output_drive   (each hidden n, output j)
+
+    (α ≤ Σ_i k·ε̂_ni since b ≤ 1; κ₁ ≤ max ξ₁·Σ_j ε_jn and d₁ ≤ max e₁·Σ_n ε_jn over the
+    tables' coefficients and the outputs at rest.)"""
+    lam = tables.lam
+    largest_xi = max(tables.output[..., 1].amax().item(), tables.rest[0].item())
+    return {
+        "drive": RANGES["drive"] * lam,
+        "inhibition": RANGES["inhibition"] * lam,
+        "deepening": RANGES["deepening"] * lam / largest_xi,
+        "output_drive": RANGES["output_drive"] * lam / tables.hidden[..., 1].amax().item(),
+    }
+
+
 def _magnitude_fraction(value: Tensor, name: str, lam: float) -> Tensor:
     """u ∈ [0, 1] of a magnitude axis; ValueError naming the field beyond its range."""
-    scale, top = _SCALE_PER_LAM * lam, _RANGES[name] * lam
+    scale, top = _SCALE_PER_LAM * lam, RANGES[name] * lam
     bad = ~torch.isfinite(value) | (value < 0) | (value > top * (1 + 1e-9))
     if bad.any():
         found = value.detach()[bad].flatten()[0].item()
         raise ValueError(
             f"the twin's {name} must lie in [0, {top:.4g}] (its table's range, "
-            f"{_RANGES[name]:g}·Λ), got {found:.4g}: lower the couplings"
+            f"{RANGES[name]:g}·Λ), got {found:.4g}: lower the couplings"
         )
     return torch.log1p(value / scale) / math.log1p(top / scale)
 
 
 def _magnitude_nodes(name: str, lam: float, n: int) -> Tensor:
     """The n values of a magnitude axis at u = 0, 1/(n − 1), ..., 1."""
-    scale, top = _SCALE_PER_LAM * lam, _RANGES[name] * lam
+    scale, top = _SCALE_PER_LAM * lam, RANGES[name] * lam
     u = torch.linspace(0.0, 1.0, n, dtype=_DTYPE)
     return scale * torch.expm1(u * math.log1p(top / scale))
 
@@ -319,7 +338,7 @@ def _measured_error(tables: TwinTables, lattice: tuple, seed: int) -> float:
     lam = tables.lam
 
     def magnitude(name: str, fraction: Tensor) -> Tensor:
-        scale, top = _SCALE_PER_LAM * lam, _RANGES[name] * lam
+        scale, top = _SCALE_PER_LAM * lam, RANGES[name] * lam
         return scale * torch.expm1(fraction * math.log1p(top / scale))
 
     low, high = tables.ratio_bounds[:, 0], tables.ratio_bounds[:, 1]

@@ -23,13 +23,20 @@ from qnn_torch.functional.layer import (
 from qnn_torch.functional.mean_field import MeanFieldWarning, mean_field_activities
 from qnn_torch.functional.mlp import layer_bounds, mlp_fields
 from qnn_torch.functional.physics import input_spike
-from qnn_torch.functional.twin import GRID, checked_grid, twin_activities, twin_tables
+from qnn_torch.functional.twin import (
+    GRID,
+    checked_grid,
+    coupling_limits,
+    twin_activities,
+    twin_tables,
+)
 from qnn_torch.module.layer import DEFAULT_COUPLING_SCALE
 from qnn_torch.network import CompiledNetwork
 from qnn_torch.simulate import run_sampler, wanted_gradients
 
 ESTIMATORS = ("monte_carlo", "mean_field", "twin")
-TWIN_ITERATIONS = 10
+TWIN_ITERATIONS = 8
+BOUND_MARGIN = 0.99  # bound_to_twin_ keeps sums this far inside the tables
 TWIN_TOLERANCE = 1e-3
 
 
@@ -377,6 +384,29 @@ class QuantumMLP(nn.Module):
                 stacklevel=3,
             )
         return torch.cat([hidden, output], dim=-1)
+
+    @torch.no_grad()
+    def bound_to_twin_(self) -> QuantumMLP:
+        """Scale down, in place, each group of couplings whose sum could take some input in
+        [0, 1] beyond the twin's tables (:func:`~qnn_torch.functional.twin.coupling_limits`:
+        a hidden neuron's input excitations and inhibitions, its links to the outputs, an
+        output's links from the hidden layer); returns self. One hidden layer only."""
+        c = self.config
+        limits = coupling_limits(
+            twin_tables(c.n_time, c.time_extent, c.lam, c.n_kinks, self.twin_grid)
+        )
+        k, k_eta = float(self.coupling_scale), float(self.inhibition_scale)
+        groups = [
+            (self.excite[0], 1, limits["drive"] / k),
+            (self.excite[1], 0, limits["deepening"] / k),
+            (self.excite[1], 1, limits["output_drive"] / k),
+        ]
+        if self.inhibit is not None:
+            groups.append((self.inhibit[0], 1, limits["inhibition"] / k_eta))
+        for weight, dim, limit in groups:
+            total = weight.sum(dim=dim, keepdim=True)
+            weight.mul_((BOUND_MARGIN * limit / total.clamp_min(1e-30)).clamp(max=1.0))
+        return self
 
     @torch.no_grad()
     def project_weights_(self) -> QuantumMLP:
