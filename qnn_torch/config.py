@@ -379,6 +379,21 @@ def check_int(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def check_number(name: str, value: object, *, float32: bool = False) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless an int or float (not a bool),
+    finite (also once stored in float32, with ``float32``) and >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (float32 and not math.isfinite(torch.tensor(float(value)).item()))
+        or value < 0
+    ):
+        kind = "finite float32 number" if float32 else "finite number"
+        raise ValueError(f"{name} must be a {kind} >= 0, got {value!r}")
+    return float(value)
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
     if value not in choices:

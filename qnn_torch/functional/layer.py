@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from qnn_torch.config import SamplerConfig
+from qnn_torch.config import SamplerConfig, check_number
 from qnn_torch.functional.observables import student_t_sigmas
 from qnn_torch.functional.physics import real_tensor
 
@@ -143,14 +141,7 @@ def decided(chain_activity: Tensor, stderr: Tensor, sigmas: float) -> Tensor:
 
 def checked_sigmas(sigmas: object) -> float:
     """A decision margin as a float; ValueError unless a finite number >= 0."""
-    if (
-        isinstance(sigmas, bool)
-        or not isinstance(sigmas, (int, float))
-        or not math.isfinite(sigmas)
-        or sigmas < 0
-    ):
-        raise ValueError(f"decision_sigmas must be a finite number >= 0, got {sigmas!r}")
-    return float(sigmas)
+    return check_number("decision_sigmas", sigmas)
 
 
 def check_decision(

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
-from qnn_torch.config import SamplerConfig, check_choice
+from qnn_torch.config import SamplerConfig, check_choice, check_number
 from qnn_torch.decision import sequential_top
 from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.layer import (
@@ -130,17 +130,8 @@ class QuantumNeuronLayer(nn.Module):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name, value in (
-            ("coupling_scale", coupling_scale),
-            ("lateral_inhibition", lateral_inhibition),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_number("coupling_scale", coupling_scale)
+        check_number("lateral_inhibition", lateral_inhibition)
         self.in_features = in_features
         self.out_features = out_features
         self.readout = readout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -11,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
-from qnn_torch.config import SamplerConfig, check_choice
+from qnn_torch.config import SamplerConfig, check_choice, check_number
 from qnn_torch.functional.layer import (
     READOUTS,
     check_decision,
@@ -22,7 +21,7 @@ from qnn_torch.functional.layer import (
 )
 from qnn_torch.functional.mean_field import MeanFieldWarning, mean_field_activities
 from qnn_torch.functional.mlp import layer_bounds, mlp_fields
-from qnn_torch.functional.physics import input_spike
+from qnn_torch.functional.physics import input_fields, input_spike
 from qnn_torch.functional.twin import (
     GRID,
     checked_grid,
@@ -53,19 +52,6 @@ def _checked_sizes(sizes: object) -> tuple[int, ...]:
             f"sizes must be a sequence of at least two positive integers, got {sizes!r}"
         )
     return values
-
-
-def _checked_scale(name: str, value: object) -> float:
-    """``value`` as a float; ValueError unless a number >= 0, finite in float32 (its buffer)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not math.isfinite(torch.tensor(float(value)).item())
-        or value < 0
-    ):
-        raise ValueError(f"{name} must be a finite float32 number >= 0, got {value!r}")
-    return float(value)
 
 
 class QuantumMLP(nn.Module):
@@ -140,13 +126,11 @@ class QuantumMLP(nn.Module):
             if inhibition
             else None
         )
-        self.register_buffer(
-            "coupling_scale", torch.tensor(_checked_scale("coupling_scale", coupling_scale))
-        )
-        self.register_buffer(
-            "inhibition_scale",
-            torch.tensor(_checked_scale("inhibition_scale", inhibition_scale)),
-        )
+        for name, value in (
+            ("coupling_scale", coupling_scale),
+            ("inhibition_scale", inhibition_scale),
+        ):
+            self.register_buffer(name, torch.tensor(check_number(name, value, float32=True)))
         self.register_buffer("spike_profile", torch.empty(0), persistent=False)
         self.config = SamplerConfig() if config is None else config
         self.decision_sigmas = decision_sigmas
@@ -369,10 +353,8 @@ class QuantumMLP(nn.Module):
         c = self.config
         tables = twin_tables(c.n_time, c.time_extent, c.lam, c.n_kinks, self.twin_grid)
         k, k_eta = self.coupling_scale.to(x), self.inhibition_scale.to(x)
-        drive = k * x @ excite[0].t()
-        inhibition = (
-            torch.zeros_like(drive) if inhibit is None else k_eta * (x * x) @ inhibit[0].t()
-        )
+        inputs_inhibit = torch.zeros_like(excite[0]) if inhibit is None else k_eta * inhibit[0]
+        drive, inhibition = input_fields(x, k * excite[0].t(), inputs_inhibit.t())
         hidden, output, change = twin_activities(
             tables, drive, inhibition, k * excite[1], TWIN_ITERATIONS
         )
