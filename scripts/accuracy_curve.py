@@ -5,16 +5,11 @@ The same command as ``qnn-accuracy-curve``; its logic lives in
 also takes MNIST from ``../shared/data`` beside the checkout when that folder exists.
 """
 
-import os
 import sys
-from pathlib import Path
 
 from training.accuracy_curve import main
-from training.data import MIRROR_ENV
-
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
+from training.data import use_mirror_beside_checkout
 
 if __name__ == "__main__":
-    if (SHARED_MNIST / "MNIST" / "raw").is_dir():
-        os.environ.setdefault(MIRROR_ENV, str(SHARED_MNIST))
+    use_mirror_beside_checkout(__file__)
     sys.exit(main())

@@ -6,16 +6,11 @@ checkout, it also takes MNIST from ``../shared/data`` beside the checkout when t
 exists (this project's machines have no internet): see ``--mnist_mirror``.
 """
 
-import os
 import sys
-from pathlib import Path
 
-from training.data import MIRROR_ENV
+from training.data import use_mirror_beside_checkout
 from training.train_then_transfer import main
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 if __name__ == "__main__":
-    if (SHARED_MNIST / "MNIST" / "raw").is_dir():
-        os.environ.setdefault(MIRROR_ENV, str(SHARED_MNIST))
+    use_mirror_beside_checkout(__file__)
     sys.exit(main())

@@ -14,7 +14,7 @@ import torch
 
 from qnn_torch import QuantumMLP
 from tests.test_train_then_transfer import _has_mnist
-from training import train_quantum_mlp
+from training import train_quantum_mlp, train_then_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_quantum_mlp.py"
@@ -61,7 +61,8 @@ def test_bad_settings_exit_before_work(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the settings were checked")
 
-    monkeypatch.setattr(train_quantum_mlp, "MNISTDataModule", refuse)
+    # The job loads MNIST through train_then_transfer.prepared_mnist.
+    monkeypatch.setattr(train_then_transfer, "MNISTDataModule", refuse)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         train_quantum_mlp.main(argv)

@@ -47,6 +47,15 @@ def default_mirror() -> Path | None:
     return Path(mirror) if mirror else None
 
 
+def use_mirror_beside_checkout(script: str | Path) -> None:
+    """For a checkout's ``scripts/<name>.py``: where ``../shared/data`` beside the checkout
+    holds ``MNIST/raw``, make it the default ``$QNN_TORCH_MNIST_MIRROR`` (this project's
+    machines have no internet; a mirror already set wins)."""
+    shared = Path(script).resolve().parents[2] / "shared" / "data"
+    if (shared / "MNIST" / "raw").is_dir():
+        os.environ.setdefault(MIRROR_ENV, str(shared))
+
+
 def _raw_dir(root: str | Path) -> Path:
     return Path(root) / "MNIST" / "raw"
 

@@ -36,6 +36,15 @@ PREDICTORS = ("classical", "quantum", "exact")
 the layer's exact estimator."""
 
 
+def sorted_by_index(gathered: nn.ModuleDict) -> dict[str, Tensor]:
+    """The values (N,) int64 CPU that ``CatMetric``s gathered from every process, one per
+    name, ordered by the ``"index"`` one (the images' places in the evaluated dataset)."""
+    # reshape: CatMetric.compute returns a 0-d tensor when it holds a single image.
+    values = {name: metric.compute().long().cpu().reshape(-1) for name, metric in gathered.items()}
+    order = values["index"].argsort()
+    return {name: value[order] for name, value in values.items()}
+
+
 class IndexedBatches(IterableDataset):
     """Contiguous batches of a map-style ``(image, label)`` dataset, dealt to processes.
 
@@ -239,13 +248,7 @@ class QuantumEvaluator(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Gather the predictions and confusion matrices of all processes (see the class doc)."""
-        # reshape: CatMetric.compute returns a 0-d tensor when it holds a single image.
-        values = {
-            name: metric.compute().long().cpu().reshape(-1)
-            for name, metric in self.gathered.items()
-        }
-        order = values["index"].argsort()
-        self.predictions = {name: value[order] for name, value in values.items()}
+        self.predictions = sorted_by_index(self.gathered)
         self.confusion_matrices = {
             name: metric.compute().cpu() for name, metric in self.confusion.items()
         }

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -26,7 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from qnn_torch import QuantumMLP
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional.twin import GRID
-from training.quantum import Batch
+from training.quantum import Batch, sorted_by_index
 
 MLP_CONFIG = SamplerConfig(
     n_time=32,
@@ -50,6 +52,20 @@ MEAN_SQUARE_SUM = 70.0  # Σ_i b_i² of an average digit
 # deepen its well by Σ_j ε ≈ 0.2Λ.
 INITIAL_DRIVE, INITIAL_INHIBITION, INITIAL_DEEPENING = 1.5, 0.5, 0.2
 PREDICTORS = ("quantum", "twin")
+
+
+@contextmanager
+def switched(mlp: QuantumMLP, **settings: object) -> Iterator[None]:
+    """Set attributes of ``mlp`` (estimator, config, decision_sigmas) in the given order for
+    the ``with`` block, and restore them in the reverse order afterwards."""
+    saved = {name: getattr(mlp, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            setattr(mlp, name, value)
+        yield
+    finally:
+        for name, value in reversed(saved.items()):
+            setattr(mlp, name, value)
 
 
 def initialise_couplings(mlp: QuantumMLP, seed: int) -> None:
@@ -114,7 +130,6 @@ class QuantumMLPClassifier(L.LightningModule):
         initialise_couplings(self.mlp, seed)
         self.mlp.inhibit[1].requires_grad_(False)  # the twin has no hidden-output inhibition
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
-        self.lr = lr
         self.train_acc = MulticlassAccuracy(num_classes=sizes[2], average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=sizes[2], average="micro")
         self.test_acc = nn.ModuleDict(
@@ -154,11 +169,8 @@ class QuantumMLPClassifier(L.LightningModule):
         if len(y):  # empty when there are fewer images than processes
             flat = x.flatten(1)
             twin = self.mlp.activities(flat)[-1].argmax(-1)
-            self.mlp.estimator = "monte_carlo"
-            try:
+            with switched(self.mlp, estimator="monte_carlo"):
                 quantum = self.mlp.activities(flat, seed=self.mlp.config.seed + start)[-1]
-            finally:
-                self.mlp.estimator = "twin"
             quantum = quantum.argmax(-1)
             self.sweeps(self.mlp.last_sweeps.double())
             index = torch.arange(start, start + len(y), device=y.device)
@@ -180,18 +192,13 @@ class QuantumMLPClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Gather every process's predictions, sorted by image index, into ``predictions``."""
-        values = {
-            name: metric.compute().long().cpu().reshape(-1)
-            for name, metric in self.gathered.items()
-        }
-        order = values["index"].argsort()
-        self.predictions = {name: value[order] for name, value in values.items()}
+        self.predictions = sorted_by_index(self.gathered)
         for metric in self.gathered.values():
             metric.reset()
 
     def configure_optimizers(self) -> dict[str, object]:
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=self.lr)
+        optimizer = torch.optim.Adam(trainable, lr=self.hparams.lr)
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -214,18 +221,13 @@ def layer_comparison(mlp: QuantumMLP, images: Tensor) -> list[dict[str, float]]:
     mean Monte Carlo activity, the median and largest relative difference, and the median
     and largest |z| (difference over the Monte Carlo's standard error). The Monte Carlo is
     ``mlp.config``'s sampler without decision mode, measuring ``max_sweeps`` sweeps."""
-    estimator, sigmas, config = mlp.estimator, mlp.decision_sigmas, mlp.config
-    try:
-        mlp.decision_sigmas = 0.0
-        mlp.config = dataclasses.replace(config, sweeps=max(config.sweeps, config.max_sweeps))
-        mlp.estimator = "monte_carlo"
+    config = mlp.config
+    measured = dataclasses.replace(config, sweeps=max(config.sweeps, config.max_sweeps))
+    with switched(mlp, decision_sigmas=0.0, config=measured, estimator="monte_carlo"):
         sampled = mlp.activities(images)
         stderr = mlp.last_stderr
-        mlp.estimator = "twin"
+    with switched(mlp, estimator="twin"):
         twin = mlp.activities(images)
-    finally:
-        mlp.config, mlp.estimator = config, estimator
-        mlp.decision_sigmas = sigmas
     layers = []
     for mc, error, tw in zip(sampled, stderr, twin, strict=True):
         relative = ((tw - mc) / mc).abs().double()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,22 +23,31 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from qnn_torch.config import SEED_LIMIT, check_int
+from qnn_torch.config import SEED_LIMIT, check_int, check_number
 from qnn_torch.experiments.cli import CommandLine
 from qnn_torch.experiments.plotting import new_figure, savefig_atomic
 from qnn_torch.functional.layer import check_decision
 from qnn_torch.functional.twin import GRID, checked_grid, twin_tables
-from qnn_torch.io import check_output_folder, clear_outputs, save_atomic, write_atomic
+from qnn_torch.io import clear_outputs, save_atomic, write_atomic
 from training.classical import ClassicalMLP, ClassicalTwin
-from training.data import MNISTDataModule, copy_offline_mnist, default_data_dir, default_mirror
+from training.data import default_data_dir, default_mirror
 from training.quantum import quantum_loader, quantum_subset
 from training.quantum_mlp import MLP_CONFIG, QuantumMLPClassifier, layer_comparison, twin_accuracy
-from training.train_then_transfer import configure_process, machine_share, process_batch
+from training.train_then_transfer import (
+    DPI,
+    check_job_settings,
+    configure_process,
+    epoch_batches,
+    fit_best_epoch,
+    machine_share,
+    make_trainer,
+    prepared_mnist,
+    process_batch,
+    write_predictions,
+)
 
-DPI = 100
 OUTPUTS = (  # results.json first: removed first, written last
     "results.json",
     "predictions.csv",
@@ -115,21 +123,10 @@ class QuantumMLPSettings:
             raise ValueError(f"seed must be < 2**63, got {self.seed}")
         if self.threads is not None:
             check_int("threads", self.threads, 0)
-        if not (math.isfinite(self.decision_sigmas) and self.decision_sigmas >= 0):
-            raise ValueError(
-                f"decision_sigmas must be a finite number >= 0, got {self.decision_sigmas}"
-            )
+        check_number("decision_sigmas", self.decision_sigmas)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise ValueError(
-                f"accelerator must be cpu, gpu, cuda or auto, got {self.accelerator!r}"
-            )
-        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise ValueError(f"accelerator {self.accelerator!r}: no CUDA device is available")
-        if self.mnist_mirror is not None and not self.mnist_mirror.is_dir():
-            raise ValueError(f"mnist_mirror {self.mnist_mirror} is not a folder")
-        check_output_folder(self.out)
+        check_job_settings(self)
 
 
 def command_line() -> CommandLine[QuantumMLPSettings]:
@@ -175,22 +172,6 @@ def plot_hidden_couplings(excite: torch.Tensor, inhibit: torch.Tensor, path: Pat
     savefig_atomic(fig, path, dpi=DPI)
 
 
-def _trainer(
-    settings: QuantumMLPSettings, devices: int, logs: str | None = None, **kwargs: object
-) -> L.Trainer:
-    from lightning.pytorch.loggers import CSVLogger
-
-    logger = CSVLogger(settings.out, name="logs", version=logs) if logs else False
-    kwargs.setdefault("enable_checkpointing", False)
-    return L.Trainer(
-        accelerator=settings.accelerator,
-        devices=devices,
-        logger=logger,
-        enable_model_summary=False,
-        **kwargs,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; returns 0 on success and 2 when MNIST is unusable. Bad settings or an
     unusable ``--out`` exit with status 2 before any work."""
@@ -209,14 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = replace(parsed.samplers["sampler"], seed=settings.seed)
     seconds: dict[str, float] = {}
     began = time.perf_counter()
-    if settings.mnist_mirror is not None:
-        copy_offline_mnist(settings.mnist_mirror, settings.data_dir)
     per_process = process_batch(settings.batch_size, devices)
-    data = MNISTDataModule(settings.data_dir, batch_size=per_process, seed=settings.seed)
-    try:
-        data.prepare_data()
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+    data = prepared_mnist(settings, per_process)
+    if data is None:
         return 2
     # Before the DDP processes start, with every core: the processes then load the tables.
     tables = twin_tables(
@@ -225,15 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds["twin_tables"] = time.perf_counter() - began
     configure_process(threads)
 
-    per_step = per_process * devices
-    batches = -(-settings.train_images // per_step) if settings.train_images else 1.0
+    batches = epoch_batches(settings.train_images, per_process * devices)
     stage = time.perf_counter()
     references = {}
     for name, model in (
         ("linear_twin", ClassicalTwin()),
         ("classical_mlp", ClassicalMLP(settings.hidden)),
     ):
-        trainer = _trainer(
+        trainer = make_trainer(
             settings,
             devices,
             logs=name,
@@ -253,25 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         twin_grid=settings.twin_grid,
         decision_sigmas=settings.decision_sigmas,
     )
-    best = ModelCheckpoint(
-        dirpath=str(settings.out / "checkpoints"),
-        filename="twin-mlp-best",
-        monitor="val_acc",
-        mode="max",
-        save_weights_only=True,
-    )
-    trainer = _trainer(
+    fit_best_epoch(
+        classifier,
+        data,
         settings,
         devices,
         logs="twin_mlp",
+        checkpoint="twin-mlp-best",
         max_epochs=settings.epochs,
         limit_train_batches=batches,
-        callbacks=[best],
-        enable_checkpointing=True,
     )
-    trainer.fit(classifier, datamodule=data)
-    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    classifier.load_state_dict(checkpoint["state_dict"])
     seconds["twin_training"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
@@ -282,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stage = time.perf_counter()
     subset = quantum_subset(data.test_set, settings.quantum_test_size, settings.seed)
     loader = quantum_loader(subset, settings.quantum_batch_size)
-    quantum_trainer = _trainer(settings, devices)
+    quantum_trainer = make_trainer(settings, devices)
     metrics = quantum_trainer.test(classifier, dataloaders=loader, verbose=False)[0]
     seconds["quantum_test"] = time.perf_counter() - stage
     if not quantum_trainer.is_global_zero:
@@ -308,11 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test_index": mnist_index,
         **{k: predictions[k] for k in ("label", "quantum", "twin")},
     }
-    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
-    write_atomic(
-        out / "predictions.csv",
-        ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows),
-    )
+    write_predictions(out / "predictions.csv", columns)
     write_atomic(out / "config.yaml", parsed.config)
     seconds["total"] = time.perf_counter() - began
     quantum_images = len(predictions["index"])
@@ -332,7 +294,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": seconds,
         "config": {
             **{k: str(v) if isinstance(v, Path) else v for k, v in settings.__dict__.items()},
-            "twin_grid": list(settings.twin_grid),
             "sampler": config.as_state(),
         },
     }

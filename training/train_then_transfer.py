@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import lightning as L
 import numpy as np
@@ -174,17 +175,9 @@ class PipelineSettings:
             raise ValueError(
                 f"finetune_estimator must be one of {ESTIMATORS}, got {self.finetune_estimator!r}"
             )
-        if self.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise ValueError(
-                f"accelerator must be cpu, gpu, cuda or auto, got {self.accelerator!r}"
-            )
-        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise ValueError(f"accelerator {self.accelerator!r}: no CUDA device is available")
         if self.weights is not None and not self.weights.is_file():
             raise ValueError(f"weights {self.weights} does not exist")
-        if self.mnist_mirror is not None and not self.mnist_mirror.is_dir():
-            raise ValueError(f"mnist_mirror {self.mnist_mirror} is not a folder")
-        check_output_folder(self.out)
+        check_job_settings(self)
 
     @property
     def finetune_learning_rate(self) -> float:
@@ -299,8 +292,32 @@ def configure_process(threads: int) -> None:
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
-def _trainer(
-    settings: PipelineSettings, devices: int, logs: str | None = None, **kwargs: object
+class JobSettings(Protocol):
+    """What the helpers below need of a job's settings."""
+
+    out: Path
+    accelerator: str
+    data_dir: Path
+    mnist_mirror: Path | None
+    seed: int
+
+
+def check_job_settings(settings: JobSettings) -> None:
+    """ValueError for an unknown accelerator, a GPU where CUDA is missing, a mirror that is
+    not a folder, or an unusable output folder (the checks every MNIST job shares)."""
+    if settings.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise ValueError(
+            f"accelerator must be cpu, gpu, cuda or auto, got {settings.accelerator!r}"
+        )
+    if settings.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"accelerator {settings.accelerator!r}: no CUDA device is available")
+    if settings.mnist_mirror is not None and not settings.mnist_mirror.is_dir():
+        raise ValueError(f"mnist_mirror {settings.mnist_mirror} is not a folder")
+    check_output_folder(settings.out)
+
+
+def make_trainer(
+    settings: JobSettings, devices: int, logs: str | None = None, **kwargs: object
 ) -> L.Trainer:
     """A Trainer on the settings' machine; ``logs`` names a CSV log in ``out/logs``."""
     logger = CSVLogger(settings.out, name="logs", version=logs) if logs else False
@@ -311,6 +328,63 @@ def _trainer(
         logger=logger,
         enable_model_summary=False,
         **kwargs,
+    )
+
+
+def epoch_batches(images: int, per_step: int) -> int | float:
+    """``limit_train_batches`` for ``images`` training images per epoch in steps of
+    ``per_step`` (all processes), rounded up; 0 images means all (1.0)."""
+    return -(-images // per_step) if images else 1.0
+
+
+def fit_best_epoch(
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    settings: JobSettings,
+    devices: int,
+    logs: str,
+    checkpoint: str,
+    **kwargs: object,
+) -> L.LightningModule:
+    """Fit ``module`` (Trainer ``kwargs``: epochs, batches), logging to ``out/logs/<logs>``,
+    and load the weights of its epoch of best ``val_acc`` back into it, which
+    ``ModelCheckpoint`` keeps in ``out/checkpoints/<checkpoint>.ckpt``. Returns ``module``."""
+    best = ModelCheckpoint(
+        dirpath=str(settings.out / "checkpoints"),  # a str: checkpoints load weights_only
+        filename=checkpoint,
+        monitor="val_acc",
+        mode="max",
+        save_weights_only=True,
+    )
+    trainer = make_trainer(
+        settings, devices, logs=logs, callbacks=[best], enable_checkpointing=True, **kwargs
+    )
+    trainer.fit(module, datamodule=data)
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module
+
+
+def prepared_mnist(settings: JobSettings, batch_size: int) -> MNISTDataModule | None:
+    """The job's MNIST data module (batches of ``batch_size`` per process), its files
+    copied from ``settings.mnist_mirror`` if set and checked; None, with the error printed,
+    when MNIST is unusable."""
+    if settings.mnist_mirror is not None:
+        copy_offline_mnist(settings.mnist_mirror, settings.data_dir)
+    data = MNISTDataModule(settings.data_dir, batch_size=batch_size, seed=settings.seed)
+    try:
+        data.prepare_data()
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    return data
+
+
+def write_predictions(path: Path, columns: dict[str, Tensor]) -> None:
+    """Per-image columns (each (N,)) as a CSV file with a header, written atomically."""
+    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
+    write_atomic(
+        path, ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
     )
 
 
@@ -339,27 +413,16 @@ def finetune(
         lr=settings.finetune_learning_rate,
     )
     per_step = per_process * devices  # images of one step, all processes
-    batches = -(-settings.finetune_images // per_step) if settings.finetune_images else 1.0
-    best = ModelCheckpoint(
-        dirpath=str(settings.out / "checkpoints"),  # a str: checkpoints load weights_only
-        filename="finetuned-best",
-        monitor="val_acc",
-        mode="max",
-        save_weights_only=True,
-    )
-    trainer = _trainer(
+    return fit_best_epoch(
+        classifier,
+        data,
         settings,
         devices,
         logs="finetune",
+        checkpoint="finetuned-best",
         max_epochs=settings.finetune_epochs,
-        limit_train_batches=batches,
-        callbacks=[best],
-        enable_checkpointing=True,
+        limit_train_batches=epoch_batches(settings.finetune_images, per_step),
     )
-    trainer.fit(classifier, datamodule=data)
-    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    classifier.load_state_dict(checkpoint["state_dict"])
-    return classifier
 
 
 def check_machine(cli: CommandLine, settings: PipelineSettings) -> tuple[int, int]:
@@ -395,18 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     began = time.perf_counter()
 
-    if settings.mnist_mirror is not None:
-        copy_offline_mnist(settings.mnist_mirror, settings.data_dir)
     per_process = process_batch(settings.batch_size, devices)
-    data = MNISTDataModule(settings.data_dir, batch_size=per_process, seed=settings.seed)
-    try:
-        data.prepare_data()
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+    data = prepared_mnist(settings, per_process)
+    if data is None:
         return 2
 
     twin = ClassicalTwin(penalty=settings.penalty, lr=settings.lr)
-    trainer = _trainer(settings, devices, logs="twin", max_epochs=settings.epochs)
+    trainer = make_trainer(settings, devices, logs="twin", max_epochs=settings.epochs)
     stage = time.perf_counter()
     if loaded is None:
         trainer.fit(twin, datamodule=data)
@@ -435,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.setup("test")
     subset = quantum_subset(data.test_set, settings.quantum_test_size, settings.seed)
     loader = quantum_loader(subset, settings.quantum_batch_size)
-    quantum_trainer = _trainer(settings, devices)
+    quantum_trainer = make_trainer(settings, devices)
     metrics = quantum_trainer.test(evaluator, dataloaders=loader, verbose=False)[0]
     seconds["quantum_test"] = time.perf_counter() - stage
 
@@ -454,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             decision_sigmas=settings.decision_sigmas,
             couplings=classifier.couplings.cpu(),
         )
-        finetuned = _trainer(settings, devices).test(
+        finetuned = make_trainer(settings, devices).test(
             finetuned_evaluator, dataloaders=loader, verbose=False
         )[0]
         finetuned["predictions"] = finetuned_evaluator.predictions
@@ -493,11 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_atomic(finetuned["layer"].state_dict(), out / "finetuned_layer.pt")
         columns["finetuned"] = finetuned["predictions"]["quantum"]
         columns["finetuned_exact"] = finetuned["predictions"]["exact"]
-    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
-    write_atomic(
-        out / "predictions.csv",
-        ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows),
-    )
+    write_predictions(out / "predictions.csv", columns)
     write_atomic(out / "config.yaml", parsed.config)
     seconds["figures"] = time.perf_counter() - stage
     seconds["total"] = time.perf_counter() - began
