@@ -13,7 +13,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from qnn_torch.autograd import Jacobian, attach_jacobian
-from qnn_torch.config import INITS, SamplerConfig
+from qnn_torch.config import INITS, SamplerConfig, check_int
+from qnn_torch.functional.conditional import conditional_well_sum
 from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
 from qnn_torch.functional.observables import (
     binned_autocorrelation_time,
@@ -26,6 +27,7 @@ from qnn_torch.functional.sampler import (
     bisection_pass,
     local_sweep,
     natural_step,
+    neuron_fields,
     shift_move,
     sign_cluster_move,
 )
@@ -131,6 +133,8 @@ def run_sampler(
     initial_paths: Tensor | None = None,
     gradients: tuple[str, ...] = (),
     stop_when: StopCriterion | None = None,
+    conditional_color: int | None = None,
+    conditional_every: int = 1,
 ) -> SamplerOutput:
     """Thermalise, then measure the activity A_n = ⟨Σ_t V0(φ_{n,t})⟩ / Σ_t V0(ψ_t).
 
@@ -158,6 +162,15 @@ def run_sampler(
     come from all of them (bins sized for ``max_sweeps``: +inf with fewer than two bins).
     Without either criterion every network measures ``config.sweeps`` sweeps.
 
+    Rao–Blackwell measurement, with ``conditional_color`` (an index into
+    ``network.color_bounds``): every ``conditional_every`` measurement sweeps, each neuron of
+    that colour is measured by its exact expectation given the other neurons' current paths
+    (:func:`~qnn_torch.functional.conditional.conditional_well_sum`) instead of its own
+    path, and that value stands for it until the next. The mean is unchanged and the
+    neuron's own quantum fluctuation leaves the error. It measures no gradients, and
+    ``conditional_every`` must divide ``config.sweeps`` (and ``max_sweeps`` in block mode),
+    so that every value counts alike.
+
     Raises FloatingPointError naming the sweep if a path becomes non-finite. Networks with
     stuck chains get infinite errors and a :class:`StuckChainWarning`.
     """
@@ -174,10 +187,53 @@ def run_sampler(
             ColdStartWarning,
             stacklevel=3,
         )
+    conditional = _checked_conditional(
+        network, config, conditional_color, conditional_every, gradients, stop_when
+    )
     with torch.no_grad():
         return _run_sampler(
-            network, config, record_profile, initial_paths, tuple(gradients), stop_when
+            network, config, record_profile, initial_paths, tuple(gradients), stop_when, conditional
         )
+
+
+def check_conditional_every(every: int, config: SamplerConfig, *, blocks: bool) -> None:
+    """ValueError unless ``every`` is an integer >= 1 dividing ``config.sweeps`` and, in
+    block mode (``blocks``), ``config.max_sweeps``: the Rao–Blackwell period of
+    :func:`run_sampler`, whose every conditional value must count alike."""
+    check_int("conditional_every", every, 1)
+    lengths = {"sweeps": config.sweeps}
+    if blocks and config.max_sweeps:
+        lengths["max_sweeps"] = config.max_sweeps
+    for name, length in lengths.items():
+        if length % every:
+            raise ValueError(
+                f"conditional_every={every} must divide config.{name}={length}, so that "
+                "every conditional measurement counts alike"
+            )
+
+
+def _checked_conditional(
+    network: CompiledNetwork,
+    config: SamplerConfig,
+    color: int | None,
+    every: int,
+    gradients: tuple[str, ...],
+    stop_when: StopCriterion | None,
+) -> tuple[int, int, int] | None:
+    """The Rao–Blackwell colour's neuron range and period, (c0, c1, every), or None."""
+    if color is None:
+        return None
+    colors = len(network.color_bounds)
+    if isinstance(color, bool) or not isinstance(color, int) or not -colors <= color < colors:
+        raise ValueError(
+            f"conditional_color must index one of the network's {colors} colours, got {color!r}"
+        )
+    check_conditional_every(every, config, blocks=config.target_stderr > 0 or stop_when is not None)
+    if gradients:
+        raise ValueError(
+            f"conditional_color measures no gradients: got gradients={tuple(gradients)!r}"
+        )
+    return (*network.color_bounds[color], every)
 
 
 @dataclass
@@ -188,7 +244,8 @@ class _Rows:
     index of each network still measuring, phi (Ba·C, N, Nt) its paths; reference, sums,
     squares (Ba·C, N) float64 and moved (bool) the measured value before the measurement,
     the sums of the samples and of their squares, and whether a sample ever differed from
-    the reference; bins (Ba·C, N, n_bins) the bin means; profile_sum (Ba·C, N, Nt) or None.
+    the reference; bins (Ba·C, N, n_bins) the bin means; profile_sum (Ba·C, N, Nt) or None;
+    held (Ba·C, n) the Rao–Blackwell colour's latest conditional values, or None.
     """
 
     networks: Tensor
@@ -200,6 +257,7 @@ class _Rows:
     bins: Tensor
     profile_sum: Tensor | None
     covariance: dict[str, CovarianceSums]
+    held: Tensor | None = None
 
     def keep(self, networks: Tensor) -> None:
         """Keep only the ``networks`` (bool (Ba,)) and their rows."""
@@ -209,6 +267,8 @@ class _Rows:
             setattr(self, name, getattr(self, name)[rows])
         if self.profile_sum is not None:
             self.profile_sum = self.profile_sum[rows]
+        if self.held is not None:
+            self.held = self.held[rows]
         self.covariance = {
             family: CovarianceSums(stats.derivative[rows], stats.product[rows], stats.diagonal)
             for family, stats in self.covariance.items()
@@ -222,6 +282,7 @@ def _run_sampler(
     initial_paths: Tensor | None,
     gradients: tuple[str, ...],
     stop_when: StopCriterion | None,
+    conditional: tuple[int, int, int] | None = None,
 ) -> SamplerOutput:
     if set(gradients) - set(PARAMETERS):
         raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
@@ -311,6 +372,9 @@ def _run_sampler(
             )
             for family in gradients
         },
+        held=None
+        if conditional is None
+        else torch.zeros(R, conditional[1] - conditional[0], **statistics),
     )
     norm = network.activity_norm
     # Block mode: every network's latest activity and error, for stop_when.
@@ -372,6 +436,13 @@ def _run_sampler(
                 if state.profile_sum is not None:
                     state.profile_sum[i:j] += well
                 sample = well.sum(-1).double() / norm
+                if conditional is not None:
+                    c0, c1, every = conditional
+                    if step % every == 0:
+                        fields = neuron_fields(part, x, part.profile, c0, c1)
+                        expected = conditional_well_sum(*fields, spacing=a, lam=config.lam)
+                        state.held[i:j] = expected.double() / norm
+                    sample[:, c0:c1] = state.held[i:j]
                 state.sums[i:j] += sample
                 state.moved[i:j] |= sample != state.reference[i:j]
                 state.squares[i:j] += sample * sample

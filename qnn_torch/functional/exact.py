@@ -91,6 +91,7 @@ def _grid(
     extra: tuple[float, float, float],
     grid_points: int,
     phi_max: float,
+    alias_exponent: float = _ALIAS_EXPONENT,
 ) -> Tensor:
     """Uniform grid on [−φ_max, φ_max], shape (M,); 0 arguments are chosen automatically.
 
@@ -99,8 +100,8 @@ def _grid(
     bound E(φ) = Λ_E/4·(φ² − 1)² + h·φ² + H·(φ² − 1)⁴, (Λ_E, h, H) = extra. Near |φ| = x ≥ 1 it is
     replaced by the lattice oscillator with ω² = U''(x), whose trapezoid error along its
     narrowest lattice direction, s² = min(⟨φ_t²⟩, ⟨(φ_t − φ_{t+1})²⟩), is exp(−2π²s²/Δφ²).
-    Weighted by exp(−(x − 1)²/(2ζ²) − a·c·(E(x) − E(1))), it must stay below exp(−30) for all
-    x and c. M = ⌈2φ_max/Δφ⌉ + 1.
+    Weighted by exp(−(x − 1)²/(2ζ²) − a·c·(E(x) − E(1))), it must stay below
+    exp(−``alias_exponent``) for all x and c. M = ⌈2φ_max/Δφ⌉ + 1.
     """
     zeta = _lattice_correlation(n_time, spacing, torch.tensor(2.0 * lam, dtype=_DTYPE))[0].sqrt()
     if phi_max == 0:
@@ -117,7 +118,7 @@ def _grid(
         penalty = c * spacing * (0.25 * well * s**2 + drive * s + inhibition * s**4)
         local, neighbour = _lattice_correlation(n_time, spacing, curvature)
         width_sq = torch.minimum(local, 2.0 * (local - neighbour))
-        budget = _ALIAS_EXPONENT - (x - 1.0) ** 2 / (2.0 * zeta**2) - penalty
+        budget = alias_exponent - (x - 1.0) ** 2 / (2.0 * zeta**2) - penalty
         keep = budget > 0
         dphi = (math.pi * (2.0 * width_sq[keep] / budget[keep]).sqrt()).min().item()
         if not dphi > 2.0 * phi_max / _MAX_GRID_POINTS:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
-from qnn_torch.config import SamplerConfig, check_choice, check_number
+from qnn_torch.config import SamplerConfig, check_choice, check_int, check_number
 from qnn_torch.functional.layer import (
     READOUTS,
     check_decision,
@@ -97,6 +97,13 @@ class QuantumMLP(nn.Module):
     output leads every other by ``decision_sigmas`` standard errors of their chain-by-chain
     margin (:func:`~qnn_torch.functional.layer.decided`) or up to ``config.max_sweeps``;
     ``last_sweeps`` holds each input's measurement sweeps.
+
+    ``conditional_every`` = k > 0 (evaluation, without gradients) measures the outputs
+    Rao–Blackwellised: every k sweeps, each output's activity is its exact expectation given
+    the hidden layers' current paths (a one-neuron transfer matrix,
+    :mod:`qnn_torch.functional.conditional`) instead of its own path. Same mean; the
+    outputs' own quantum fluctuation, most of their error, is gone. k must divide
+    ``config.sweeps`` (and ``config.max_sweeps`` in decision mode).
     """
 
     def __init__(
@@ -111,6 +118,7 @@ class QuantumMLP(nn.Module):
         estimator: str = "monte_carlo",
         decision_sigmas: float = 0.0,
         twin_grid: Sequence[int] = GRID,
+        conditional_every: int = 0,
     ) -> None:
         super().__init__()
         self.sizes = _checked_sizes(sizes)
@@ -134,6 +142,7 @@ class QuantumMLP(nn.Module):
         self.register_buffer("spike_profile", torch.empty(0), persistent=False)
         self.config = SamplerConfig() if config is None else config
         self.decision_sigmas = decision_sigmas
+        self.conditional_every = conditional_every
         self.last_stderr: tuple[Tensor, ...] | None = None
         self.last_sweeps: Tensor | None = None
         self.names = tuple(
@@ -148,6 +157,16 @@ class QuantumMLP(nn.Module):
     @readout.setter
     def readout(self, readout: str) -> None:
         self._readout = check_choice("readout", readout, READOUTS)
+
+    @property
+    def conditional_every(self) -> int:
+        """Sweeps between Rao–Blackwell measurements of the outputs (0: off; class doc)."""
+        return self._conditional_every
+
+    @conditional_every.setter
+    def conditional_every(self, every: int) -> None:
+        check_int("conditional_every", every, 0)
+        self._conditional_every = every
 
     @property
     def estimator(self) -> str:
@@ -193,6 +212,7 @@ class QuantumMLP(nn.Module):
             "estimator": self.estimator,
             "decision_sigmas": self.decision_sigmas,
             "twin_grid": list(self.twin_grid),
+            "conditional_every": self.conditional_every,
         }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
@@ -201,6 +221,7 @@ class QuantumMLP(nn.Module):
         self.estimator = state["estimator"]
         self.decision_sigmas = state["decision_sigmas"]
         self.twin_grid = checked_grid(state.get("twin_grid", GRID))
+        self.conditional_every = state.get("conditional_every", 0)
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
@@ -305,7 +326,20 @@ class QuantumMLP(nn.Module):
             def stop_when(activity: Tensor, stderr: Tensor, chain_activity: Tensor) -> Tensor:
                 return decided(chain_activity[..., outputs], stderr[..., outputs], sigmas)
 
-        sampled = run_sampler(network, config, gradients=gradients, stop_when=stop_when)
+        every = self.conditional_every
+        if every and gradients:
+            raise ValueError(
+                f"conditional_every={every} is for evaluation: its outputs carry no gradients; "
+                "set it to 0 to train (or run under torch.no_grad())"
+            )
+        sampled = run_sampler(
+            network,
+            config,
+            gradients=gradients,
+            stop_when=stop_when,
+            conditional_color=-1 if every else None,
+            conditional_every=max(every, 1),
+        )
         activity = attach_jacobian(
             sampled.activity,
             sampled.jacobians,
