@@ -53,6 +53,8 @@ SMALL_RUN = [
         (["--twin_grid", "[1, 2]"], "twin_grid"),
         (["--out", ""], "out"),
         (["--sampler.chains", "1"], "chains"),
+        (["--conditional_every", "-1"], "conditional_every"),
+        (["--conditional_every", "7"], "conditional_every=7 must divide config.sweeps=20"),
     ],
 )
 def test_bad_settings_exit_before_work(

@@ -133,7 +133,7 @@ class ClassicalMLP(L.LightningModule):
         lr: Initial learning rate of Adam.
     """
 
-    def __init__(self, hidden: int = 64, lr: float = 3e-3) -> None:
+    def __init__(self, hidden: int = 128, lr: float = 3e-3) -> None:
         super().__init__()
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")

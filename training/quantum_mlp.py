@@ -97,11 +97,13 @@ class QuantumMLPClassifier(L.LightningModule):
         seed: Seed of the initial couplings.
         twin_grid: Nodes per axis of the twin's tables.
         decision_sigmas: Decision mode of the Monte Carlo test (0: off).
+        conditional_every: Sweeps between the Monte Carlo test's Rao–Blackwell measurements
+            of the outputs (0: off; :class:`~qnn_torch.QuantumMLP`).
     """
 
     def __init__(
         self,
-        sizes: tuple[int, int, int] = (784, 64, 10),
+        sizes: tuple[int, int, int] = (784, 128, 10),
         *,
         config: SamplerConfig = MLP_CONFIG,
         coupling_scale: float = COUPLING_SCALE,
@@ -110,6 +112,7 @@ class QuantumMLPClassifier(L.LightningModule):
         seed: int = 0,
         twin_grid: tuple[int, ...] = GRID,
         decision_sigmas: float = 3.0,
+        conditional_every: int = 10,
     ) -> None:
         super().__init__()
         if len(sizes) != 3:
@@ -126,6 +129,7 @@ class QuantumMLPClassifier(L.LightningModule):
             estimator="twin",
             twin_grid=twin_grid,
             decision_sigmas=decision_sigmas,
+            conditional_every=conditional_every,
         )
         initialise_couplings(self.mlp, seed)
         self.mlp.inhibit[1].requires_grad_(False)  # the twin has no hidden-output inhibition

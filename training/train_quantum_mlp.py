@@ -31,6 +31,7 @@ from qnn_torch.experiments.plotting import new_figure, savefig_atomic
 from qnn_torch.functional.layer import check_decision
 from qnn_torch.functional.twin import GRID, checked_grid, twin_tables
 from qnn_torch.io import clear_outputs, save_atomic, write_atomic
+from qnn_torch.simulate import check_conditional_every
 from training.classical import ClassicalMLP, ClassicalTwin
 from training.data import default_data_dir, default_mirror
 from training.quantum import quantum_loader, quantum_subset
@@ -80,6 +81,9 @@ class QuantumMLPSettings:
         decision_sigmas: The Monte Carlo test samples each image in blocks of
             sampler.sweeps until its top class leads by this many standard errors, or up to
             sampler.max_sweeps (0: sampler.sweeps for every image).
+        conditional_every: The Monte Carlo test measures the outputs every this many sweeps
+            by their exact expectation given the hidden paths (Rao–Blackwell; 0: by their
+            own paths, every sweep). It must divide sampler.sweeps and sampler.max_sweeps.
         quantum_test_size: Test images of the Monte Carlo test (a seeded random subset).
         quantum_batch_size: Images per sampler call.
         compared_images: Test images on which the twin and the Monte Carlo are compared
@@ -93,7 +97,7 @@ class QuantumMLPSettings:
 
     data_dir: Path = field(default_factory=default_data_dir)
     mnist_mirror: Path | None = field(default_factory=default_mirror)
-    hidden: int = 64
+    hidden: int = 128
     epochs: int = 10
     lr: float = 2e-2
     batch_size: int = 128
@@ -101,6 +105,7 @@ class QuantumMLPSettings:
     train_images: int = 0
     twin_grid: tuple[int, ...] = GRID
     decision_sigmas: float = 3.0
+    conditional_every: int = 10
     quantum_test_size: int = 10_000
     quantum_batch_size: int = 100
     compared_images: int = 16
@@ -116,6 +121,7 @@ class QuantumMLPSettings:
         for name in ("quantum_test_size", "quantum_batch_size", "compared_images"):
             check_int(name, getattr(self, name), 1)
         check_int("devices", self.devices, 0)
+        check_int("conditional_every", self.conditional_every, 0)
         check_int("train_images", self.train_images, 0)
         object.__setattr__(self, "twin_grid", checked_grid(self.twin_grid))
         check_int("seed", self.seed, 0)
@@ -182,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.batch_size < devices:
         cli.error(f"--batch_size must be >= the {devices} devices, got {settings.batch_size}")
     try:
-        check_decision(settings.decision_sigmas, 10, parsed.samplers["sampler"])
+        sampler = parsed.samplers["sampler"]
+        check_decision(settings.decision_sigmas, 10, sampler)
+        if settings.conditional_every:
+            blocks = settings.decision_sigmas > 0
+            check_conditional_every(settings.conditional_every, sampler, blocks=blocks)
     except ValueError as err:
         cli.error(str(err))
     rank_zero_only(clear_outputs)(settings.out, OUTPUTS)
@@ -227,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=settings.seed,
         twin_grid=settings.twin_grid,
         decision_sigmas=settings.decision_sigmas,
+        conditional_every=settings.conditional_every,
     )
     fit_best_epoch(
         classifier,
