@@ -169,7 +169,10 @@ def run_sampler(
     path, and that value stands for it until the next. The mean is unchanged and the
     neuron's own quantum fluctuation leaves the error. It measures no gradients, and
     ``conditional_every`` must divide ``config.sweeps`` (and ``max_sweeps`` in block mode),
-    so that every value counts alike.
+    so that every value counts alike. The held values make that colour's autocorrelation
+    times (in sweeps) about ``conditional_every`` longer; ``potential_profile`` still comes
+    from its paths. A neuron whose conditional value never varies (no link into it) has
+    chains that agree to the last bit, and is flagged as stuck.
 
     Raises FloatingPointError naming the sweep if a path becomes non-finite. Networks with
     stuck chains get infinite errors and a :class:`StuckChainWarning`.
@@ -221,6 +224,7 @@ def _checked_conditional(
     stop_when: StopCriterion | None,
 ) -> tuple[int, int, int] | None:
     """The Rao–Blackwell colour's neuron range and period, (c0, c1, every), or None."""
+    check_int("conditional_every", every, 1)
     if color is None:
         return None
     colors = len(network.color_bounds)
@@ -439,9 +443,20 @@ def _run_sampler(
                 if conditional is not None:
                     c0, c1, every = conditional
                     if step % every == 0:
-                        fields = neuron_fields(part, x, part.profile, c0, c1)
-                        expected = conditional_well_sum(*fields, spacing=a, lam=config.lam)
+                        if not bool(torch.isfinite(x).all()):  # before fields build a grid
+                            first_bad = torch.where(first_bad < 0, sweep, first_bad)
+                            check_finite()
+                        drive, deepening, inhibition = neuron_fields(part, x, part.profile, c0, c1)
+                        expected = conditional_well_sum(
+                            drive,
+                            deepening=deepening,
+                            inhibition=inhibition,
+                            spacing=a,
+                            lam=config.lam,
+                        )
                         state.held[i:j] = expected.double() / norm
+                        if step == 0:  # "moved" then tells whether the value ever changed
+                            state.reference[i:j, c0:c1] = state.held[i:j]
                     sample[:, c0:c1] = state.held[i:j]
                 state.sums[i:j] += sample
                 state.moved[i:j] |= sample != state.reference[i:j]

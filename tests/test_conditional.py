@@ -33,13 +33,15 @@ def test_conditional_sums_are_the_transfer_matrix(dtype: torch.dtype, tolerance:
         drive.double(), inhibition.double(), deepening.double(), time_extent=1.0, lam=LAM
     )[0].sum(-1)
     measured = conditional_well_sum(
-        drive, deepening + LAM / 4, inhibition, spacing=SPACING, lam=LAM
+        drive, deepening=deepening + LAM / 4, inhibition=inhibition, spacing=SPACING, lam=LAM
     )
     assert measured.dtype == dtype and measured.shape == (3, 4)
     assert ((measured.double() - exact) / exact).abs().max() < tolerance
     # Without extra deepening (K = Λ/4, a float) nor inhibition.
     plain = neuron_moments(drive.double(), None, None, time_extent=1.0, lam=LAM)[0].sum(-1)
-    measured = conditional_well_sum(drive, LAM / 4, None, spacing=SPACING, lam=LAM)
+    measured = conditional_well_sum(
+        drive, deepening=LAM / 4, inhibition=None, spacing=SPACING, lam=LAM
+    )
     assert ((measured.double() - plain) / plain).abs().max() < tolerance
 
 
@@ -102,3 +104,35 @@ def test_conditional_measurement_refuses_what_it_cannot_do() -> None:
     copy = QuantumMLP((1, 1, 1))
     copy.load_state_dict(mlp.state_dict())
     assert copy.conditional_every == 10
+
+
+def test_conditional_networks_that_stop_apart_keep_their_values() -> None:
+    """A batch of four inputs to a 3 → 2 → 3 net, in blocks until each error is small
+    (networks stop at different blocks and leave the rows; chunks of 5 rows cut across
+    networks), agrees with the plain measurement of a long run within 4σ."""
+    settings = {**SMALL, "chains": 16, "thermalization": 100, "dtype": torch.float64}
+    mlp = QuantumMLP((3, 2, 3), readout="activity", coupling_scale=20.0, inhibition=False)
+    with torch.no_grad():
+        mlp.excite[0].copy_(torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 2.0]]))
+        mlp.excite[1].copy_(torch.tensor([[1.5, 0.0], [0.5, 1.0], [0.0, 2.0]]))
+    x = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.2]], dtype=torch.float64
+    )
+    mlp.config = SamplerConfig(**settings, sweeps=1000, seed=1)
+    with torch.no_grad():
+        plain, plain_error = mlp.activities(x)[-1], mlp.last_stderr[-1]
+    mlp.config = SamplerConfig(
+        **settings, sweeps=20, max_sweeps=400, target_stderr=0.01, chunk_rows=5, seed=2
+    )
+    mlp.conditional_every = 10
+    with torch.no_grad():
+        measured, error = mlp.activities(x)[-1], mlp.last_stderr[-1]
+    assert len(set(mlp.last_sweeps.tolist())) > 1, mlp.last_sweeps
+    z = (measured - plain) / (error**2 + plain_error**2).sqrt()
+    assert z.abs().max() < 4, z
+    config = SamplerConfig(**SMALL, chains=16, sweeps=20, max_sweeps=50, target_stderr=0.01)
+    network = Network().add_input("x", 1.0).add_neuron("a").excite("x", "a", 10.0)
+    with pytest.raises(ValueError, match=r"must divide config\.max_sweeps=50"):
+        run_sampler(network.compile(config), config, conditional_color=0, conditional_every=20)
+    with pytest.raises(ValueError, match="needs a hidden layer"):
+        QuantumMLP((3, 2), conditional_every=10)

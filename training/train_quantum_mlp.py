@@ -190,9 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sampler = parsed.samplers["sampler"]
         check_decision(settings.decision_sigmas, 10, sampler)
-        if settings.conditional_every:
-            blocks = settings.decision_sigmas > 0
-            check_conditional_every(settings.conditional_every, sampler, blocks=blocks)
+        if settings.conditional_every:  # the test and the layer comparison, blocks or not
+            check_conditional_every(settings.conditional_every, sampler, blocks=True)
     except ValueError as err:
         cli.error(str(err))
     rank_zero_only(clear_outputs)(settings.out, OUTPUTS)

@@ -30,9 +30,9 @@ lattice and 5e−5 on a coarser one (Λ = 60, a = 1/16), far below any Monte Car
 
 def conditional_well_sum(
     drive: Tensor,
+    *,
     deepening: Tensor | float,
     inhibition: Tensor | None,
-    *,
     spacing: float,
     lam: float,
 ) -> Tensor:

@@ -103,7 +103,9 @@ class QuantumMLP(nn.Module):
     the hidden layers' current paths (a one-neuron transfer matrix,
     :mod:`qnn_torch.functional.conditional`) instead of its own path. Same mean; the
     outputs' own quantum fluctuation, most of their error, is gone. k must divide
-    ``config.sweeps`` (and ``config.max_sweeps`` in decision mode).
+    ``config.sweeps`` (and ``config.max_sweeps`` in decision mode or with
+    ``config.target_stderr``). It needs a hidden layer (without one, the outputs are
+    unlinked and :class:`QuantumNeuronLayer`'s exact estimator gives their activities).
     """
 
     def __init__(
@@ -166,6 +168,11 @@ class QuantumMLP(nn.Module):
     @conditional_every.setter
     def conditional_every(self, every: int) -> None:
         check_int("conditional_every", every, 0)
+        if every and len(self.sizes) < 3:
+            raise ValueError(
+                f"conditional_every={every} needs a hidden layer, got sizes={self.sizes}: "
+                "unlinked outputs are given exactly by QuantumNeuronLayer(estimator='exact')"
+            )
         self._conditional_every = every
 
     @property
