@@ -302,7 +302,7 @@ def _run_sampler(
     blocks = config.target_stderr > 0 or stop_when is not None
     max_sweeps = (config.max_sweeps or config.sweeps) if blocks else config.sweeps
 
-    inhibition = network.input_inhibition if network.input_inhibition.ne(0).any() else None
+    input_inhibition = network.input_inhibition if network.input_inhibition.ne(0).any() else None
     # Without links between neurons: common random numbers for the neurons of a row (see
     # qnn_torch.functional.sampler), and the inputs' drive and inhibition, which act on one
     # neuron each, have diagonal Jacobians. Links couple the neurons: full Jacobians.
@@ -321,7 +321,7 @@ def _run_sampler(
             spacing=a,
             profile=network.profile,
             drive=per_row(network.drive),
-            input_inhibition=per_row(inhibition),
+            input_inhibition=per_row(input_inhibition),
             excite=per_row(network.excite),
             inhibit=per_row(network.inhibit),
             color_bounds=network.color_bounds,

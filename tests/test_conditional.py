@@ -107,14 +107,17 @@ def test_conditional_measurement_refuses_what_it_cannot_do() -> None:
 
 
 def test_conditional_networks_that_stop_apart_keep_their_values() -> None:
-    """A batch of four inputs to a 3 → 2 → 3 net, in blocks until each error is small
-    (networks stop at different blocks and leave the rows; chunks of 5 rows cut across
-    networks), agrees with the plain measurement of a long run within 4σ."""
+    """A batch of four inputs to a 3 → 2 → 3 net with input and hidden–output inhibition,
+    in blocks until each error is small (networks stop at different blocks and leave the
+    rows; chunks of 5 rows cut across networks), agrees with the plain measurement of a
+    long run within 4σ."""
     settings = {**SMALL, "chains": 16, "thermalization": 100, "dtype": torch.float64}
-    mlp = QuantumMLP((3, 2, 3), readout="activity", coupling_scale=20.0, inhibition=False)
+    mlp = QuantumMLP((3, 2, 3), readout="activity", coupling_scale=20.0, inhibition_scale=20.0)
     with torch.no_grad():
         mlp.excite[0].copy_(torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 2.0]]))
         mlp.excite[1].copy_(torch.tensor([[1.5, 0.0], [0.5, 1.0], [0.0, 2.0]]))
+        mlp.inhibit[0].copy_(torch.tensor([[0.0, 1.0, 0.5], [0.5, 0.0, 0.0]]))
+        mlp.inhibit[1][0, 1] = 1.0
     x = torch.tensor(
         [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.2]], dtype=torch.float64
     )
