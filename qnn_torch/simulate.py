@@ -235,7 +235,9 @@ def _checked_conditional(
     check_conditional_every(every, config, blocks=config.target_stderr > 0 or stop_when is not None)
     if gradients:
         raise ValueError(
-            f"conditional_color measures no gradients: got gradients={tuple(gradients)!r}"
+            f"conditional_every={every} is for evaluation: the conditional colour carries no "
+            f"gradients, got gradients={tuple(gradients)!r}; measure it by its own paths to "
+            "train (or run under torch.no_grad())"
         )
     return (*network.color_bounds[color], every)
 

@@ -77,9 +77,10 @@ def conditional_well_sum(
     potential = potential - potential.amin(-1, keepdim=True)
     weights = torch.exp(-spacing * potential)  # (R·n, Nt, M), largest 1
     weights.masked_fill_(weights < negligible, 0.0)
+    kernel = _kinetic_kernel(grid, spacing)
     sectors = []
     for basis, index in _parity_bases(grid.numel()):
-        sector = (basis.T @ _kinetic_kernel(grid, spacing) @ basis).to(drive)
+        sector = (basis.T @ kernel @ basis).to(drive)
         sector.masked_fill_(sector.abs() < negligible * sector.abs().max(), 0.0)
         sectors.append(_traced_products(weights[..., index.to(drive.device)], sector, well[index]))
     q, r, log_scale = (torch.stack(parts) for parts in zip(*sectors, strict=True))
@@ -100,12 +101,14 @@ def _traced_products(
     stacked = torch.cat([eye, torch.diag(well)]).repeat(weights.shape[0], 1, 1)
     log_scale = torch.zeros(weights.shape[0], dtype=kernel.dtype, device=kernel.device)
     negligible = torch.finfo(kernel.dtype).tiny ** (1 / 3)
-    for t in range(weights.shape[1]):
+    n_time = weights.shape[1]
+    for t in range(n_time):
         advanced = (stacked * weights[:, t, None, :]) @ kernel
         scale = advanced[:, :m].abs().amax(dim=(-2, -1))
         advanced /= scale[:, None, None]
         log_scale += scale.log()
         advanced.masked_fill_(advanced.abs() < negligible, 0.0)
-        stacked = torch.cat([advanced[:, :m], advanced[:, m:] + advanced[:, :m] * well], -2)
+        if t < n_time - 1:
+            stacked = torch.cat([advanced[:, :m], advanced[:, m:] + advanced[:, :m] * well], -2)
     q, r = advanced.split(m, dim=-2)
     return q.diagonal(dim1=-2, dim2=-1).sum(-1), r.diagonal(dim1=-2, dim2=-1).sum(-1), log_scale

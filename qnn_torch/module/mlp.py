@@ -334,11 +334,6 @@ class QuantumMLP(nn.Module):
                 return decided(chain_activity[..., outputs], stderr[..., outputs], sigmas)
 
         every = self.conditional_every
-        if every and gradients:
-            raise ValueError(
-                f"conditional_every={every} is for evaluation: its outputs carry no gradients; "
-                "set it to 0 to train (or run under torch.no_grad())"
-            )
         sampled = run_sampler(
             network,
             config,
