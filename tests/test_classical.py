@@ -8,7 +8,8 @@ import torch
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
-from training.classical import ClassicalTwin
+from qnn_torch.functional.conv import ConvGeometry
+from training.classical import ClassicalMLP, ClassicalTwin
 
 
 def _separable_data(n: int = 512) -> TensorDataset:
@@ -46,6 +47,18 @@ def test_shapes_and_weight() -> None:
     torch.testing.assert_close(model(x), x.reshape(3, 784) @ model.weight.T)
     torch.testing.assert_close(model.predict_step((x, torch.zeros(3)), 0), model(x))
     torch.testing.assert_close(model.predict_step(x, 0), model(x))
+
+
+def test_convolutional_reference_is_the_geometry() -> None:
+    conv = ConvGeometry(image=28, channels=3, kernel=10, stride=6)
+    model = ClassicalMLP(conv.neurons, conv=conv)
+    x = torch.rand(2, 1, 28, 28)
+    first = model.net[0][1]
+    assert first.weight.shape == (3, 1, 10, 10) and first.stride == (6, 6)
+    hidden = torch.relu(torch.nn.functional.conv2d(x, first.weight, first.bias, stride=6))
+    torch.testing.assert_close(model(x), model.net[2](hidden.flatten(1)))
+    with pytest.raises(ValueError, match="conv must turn 784 pixels into hidden=10"):
+        ClassicalMLP(10, conv=conv)
 
 
 def test_hyperparameters_saved() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from qnn_torch import QuantumMLP
+from qnn_torch.functional.conv import ConvGeometry
 from tests.test_train_then_transfer import _has_mnist
 from training import train_quantum_mlp, train_then_transfer
 
@@ -55,6 +56,9 @@ SMALL_RUN = [
         (["--sampler.chains", "1"], "chains"),
         (["--conditional_every", "-1"], "conditional_every"),
         (["--conditional_every", "7"], "conditional_every=7 must divide config.sweeps=20"),
+        (["--conv_channels", "-1"], "conv_channels"),
+        (["--conv_channels", "2", "--conv_kernel", "29"], "conv_kernel"),
+        (["--conv_channels", "2", "--conv_stride", "0"], "conv_stride"),
     ],
 )
 def test_bad_settings_exit_before_work(
@@ -72,8 +76,8 @@ def test_bad_settings_exit_before_work(
     assert message in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_small(tmp_path_factory: pytest.TempPathFactory, *argv: str) -> Path:
+    """The output folder of a small run of the script with ``SMALL_RUN`` and ``argv``."""
     if _has_mnist(ROOT / "data"):
         data_dir = ROOT / "data"
     elif _has_mnist(OFFLINE):
@@ -81,8 +85,9 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     else:
         pytest.skip("MNIST is neither in data/ nor in ../shared/data")
     out = tmp_path_factory.mktemp("quantum_mlp")
+    command = [sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *SMALL_RUN, *argv]
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *SMALL_RUN, "--out", str(out)],
+        [*command, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -90,6 +95,11 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_small(tmp_path_factory)
 
 
 def test_small_run_writes_whole_outputs(small_run: Path) -> None:
@@ -110,3 +120,19 @@ def test_small_run_writes_whole_outputs(small_run: Path) -> None:
     mlp.load_state_dict(torch.load(small_run / "quantum_mlp.pt", weights_only=True))
     assert mlp.twin_grid == (9, 3, 5, 3, 17, 9, 5) and mlp.config.lam == 60.0
     assert all((w >= 0).all() for w in mlp.parameters())
+
+
+def test_small_convolutional_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two channels of 14×14 kernels, 7 pixels apart: 2·3·3 = 18 hidden neurons."""
+    out = run_small(
+        tmp_path_factory, "--conv_channels", "2", "--conv_kernel", "14", "--conv_stride", "7"
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["hidden_neurons"] == 18 and results["quantum_images"] == 12
+    assert [layer["neurons"] for layer in results["layers"]] == [18, 10]
+    assert 0.0 <= results["classical_mlp_accuracy"] <= 1.0
+    conv = ConvGeometry(image=28, channels=2, kernel=14, stride=7)
+    mlp = QuantumMLP((784, 18, 10), conv=conv)
+    mlp.load_state_dict(torch.load(out / "quantum_mlp.pt", weights_only=True))
+    assert mlp.excite[0].shape == (2, 14, 14) and all((w >= 0).all() for w in mlp.parameters())
+    assert (out / "hidden_couplings.png").stat().st_size > 0

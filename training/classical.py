@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
 from torchmetrics.classification import MulticlassAccuracy
 
+from qnn_torch.functional.conv import ConvGeometry
 from training.data import num_classes, pixel_count
 
 
@@ -127,22 +128,36 @@ class ClassicalTwin(L.LightningModule):
 class ClassicalMLP(L.LightningModule):
     """The reference for a quantum MLP: ``Linear → ReLU → Linear`` of the same sizes, with
     biases and weights of either sign, trained by Adam (cosine-annealed) on cross-entropy.
+    With ``conv``, the first layer is the convolution of a convolutional quantum MLP
+    (``Conv2d`` with ``conv``'s channels, kernel and stride), flattened as its neurons are.
 
     Args:
-        hidden: Width of the hidden layer.
+        hidden: Width of the hidden layer (with ``conv``: ``conv.neurons``).
         lr: Initial learning rate of Adam.
+        conv: The geometry of a convolutional first layer, or None.
     """
 
-    def __init__(self, hidden: int = 128, lr: float = 3e-3) -> None:
+    def __init__(
+        self, hidden: int = 128, lr: float = 3e-3, conv: ConvGeometry | None = None
+    ) -> None:
         super().__init__()
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
-        self.save_hyperparameters()
-        self.net = nn.Sequential(
-            nn.Linear(pixel_count, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-        )
+        if conv is not None and (conv.inputs, conv.neurons) != (pixel_count, hidden):
+            raise ValueError(
+                f"conv must turn {pixel_count} pixels into hidden={hidden} neurons, got {conv}"
+            )
+        self.save_hyperparameters(ignore=["conv"])
+        first: nn.Module = nn.Linear(pixel_count, hidden)
+        if conv is not None:
+            first = nn.Sequential(
+                nn.Unflatten(1, (1, *conv.image)),
+                nn.Conv2d(1, conv.channels, conv.kernel, conv.stride),
+                nn.Flatten(),
+            )
+        self.net = nn.Sequential(first, nn.ReLU(), nn.Linear(hidden, num_classes))
         self.accuracy = nn.ModuleDict(
             {
                 f"{stage}_acc": MulticlassAccuracy(num_classes=num_classes, average="micro")

@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from qnn_torch import QuantumMLP
 from qnn_torch.config import SamplerConfig
+from qnn_torch.functional.conv import ConvGeometry
 from qnn_torch.functional.twin import GRID
 from training.quantum import Batch, sorted_by_index
 
@@ -68,18 +69,26 @@ def switched(mlp: QuantumMLP, **settings: object) -> Iterator[None]:
             setattr(mlp, name, value)
 
 
+def image_share(mlp: QuantumMLP) -> float:
+    """The share of the image one first-layer neuron sees: 1 for a dense layer, kh·kw/(H·W)
+    for a convolutional one."""
+    return mlp.excite[0][0].numel() / mlp.sizes[0]
+
+
 def initialise_couplings(mlp: QuantumMLP, seed: int) -> None:
-    """Draw the couplings of a one-hidden-layer MLP (see the constants above), in place."""
+    """Draw the couplings of a one-hidden-layer MLP (see the constants above; a
+    convolutional layer's kernels see their windows' share of the sums), in place."""
     generator = torch.Generator().manual_seed(seed)
     lam, k = mlp.config.lam, float(mlp.coupling_scale)
     k_eta = float(mlp.inhibition_scale)
     outputs = mlp.sizes[2]
+    seen = image_share(mlp)
     scales = {
-        mlp.excite[0]: 2 * INITIAL_DRIVE * lam / (k * MEAN_BRIGHTNESS_SUM),
+        mlp.excite[0]: 2 * INITIAL_DRIVE * lam / (k * MEAN_BRIGHTNESS_SUM * seen),
         mlp.excite[1]: 2 * INITIAL_DEEPENING * lam / (k * outputs),
     }
     if mlp.inhibit is not None:
-        scales[mlp.inhibit[0]] = 2 * INITIAL_INHIBITION * lam / (k_eta * MEAN_SQUARE_SUM)
+        scales[mlp.inhibit[0]] = 2 * INITIAL_INHIBITION * lam / (k_eta * MEAN_SQUARE_SUM * seen)
     with torch.no_grad():
         for weight, scale in scales.items():
             weight.copy_(torch.rand(weight.shape, generator=generator) * scale)
@@ -99,6 +108,7 @@ class QuantumMLPClassifier(L.LightningModule):
         decision_sigmas: Decision mode of the Monte Carlo test (0: off).
         conditional_every: Sweeps between the Monte Carlo test's Rao–Blackwell measurements
             of the outputs (0: off; :class:`~qnn_torch.QuantumMLP`).
+        conv: A convolutional hidden layer (``sizes[1]`` its neurons), or None (dense).
     """
 
     def __init__(
@@ -113,13 +123,15 @@ class QuantumMLPClassifier(L.LightningModule):
         twin_grid: tuple[int, ...] = GRID,
         decision_sigmas: float = 3.0,
         conditional_every: int = 10,
+        conv: ConvGeometry | None = None,
     ) -> None:
         super().__init__()
         if len(sizes) != 3:
             raise ValueError(f"sizes must be (inputs, hidden, classes), got {sizes!r}")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        self.save_hyperparameters(ignore=["config"])
+        # conv and config live in the QuantumMLP's state (plain values, weights_only loads)
+        self.save_hyperparameters(ignore=["config", "conv"])
         self.mlp = QuantumMLP(
             sizes,
             config=config,
@@ -130,6 +142,7 @@ class QuantumMLPClassifier(L.LightningModule):
             twin_grid=twin_grid,
             decision_sigmas=decision_sigmas,
             conditional_every=conditional_every,
+            conv=conv,
         )
         initialise_couplings(self.mlp, seed)
         self.mlp.inhibit[1].requires_grad_(False)  # the twin has no hidden-output inhibition
@@ -201,8 +214,16 @@ class QuantumMLPClassifier(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self) -> dict[str, object]:
+        # Adam steps each coupling by about lr. A kernel entry is 1/share times a dense
+        # coupling (initialise_couplings), so its step is too: the drives then move alike.
+        first = {id(w) for w in (self.mlp.excite[0], self.mlp.inhibit[0])}
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=self.hparams.lr)
+        lr = self.hparams.lr
+        groups = [
+            {"params": [p for p in trainable if id(p) in first], "lr": lr / image_share(self.mlp)},
+            {"params": [p for p in trainable if id(p) not in first], "lr": lr},
+        ]
+        optimizer = torch.optim.Adam(groups, lr=lr)
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -3,12 +3,13 @@
 Stages: (1) the twin's tables for the MLP's lattice (built once and cached; first, with
 every core, so that the DDP processes load them); (2) the references: the linear twin
 (non-negative logistic regression, the single quantum layer's classical twin) and a
-classical MLP of the same sizes without sign constraints; (3) train a ``QuantumMLP``
-(784 → hidden → 10) through its twin (``training.QuantumMLPClassifier``), keeping the
-epoch of best validation accuracy; (4) its twin accuracy on the whole test set; (5) the
-Monte Carlo test of the same couplings with ``Trainer.test`` (DDP across ``--devices``),
-the twin on the same images beside it; (6) the twin against the Monte Carlo layer by
-layer on a few test images; (7) figures and results.json.
+classical MLP of the same sizes (or convolution) without sign constraints; (3) train a
+``QuantumMLP`` (784 → hidden → 10, the hidden layer dense or convolutional) through its
+twin (``training.QuantumMLPClassifier``), keeping the epoch of best validation accuracy;
+(4) its twin accuracy on the whole test set; (5) the Monte Carlo test of the same
+couplings with ``Trainer.test`` (DDP across ``--devices``), the twin on the same images
+beside it; (6) the twin against the Monte Carlo layer by layer on a few test images; (7)
+figures and results.json.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from qnn_torch.config import SEED_LIMIT, check_int, check_number
 from qnn_torch.experiments.cli import CommandLine
 from qnn_torch.experiments.plotting import new_figure, savefig_atomic
+from qnn_torch.functional.conv import ConvGeometry
 from qnn_torch.functional.layer import check_decision
 from qnn_torch.functional.twin import GRID, checked_grid, twin_tables
 from qnn_torch.io import clear_outputs, save_atomic, write_atomic
@@ -71,7 +73,13 @@ class QuantumMLPSettings:
         data_dir: MNIST root, holding MNIST/raw (default: $QNN_TORCH_DATA, else ./data).
         mnist_mirror: A folder holding MNIST/raw/*.gz, copied where data_dir lacks them
             (default: $QNN_TORCH_MNIST_MIRROR).
-        hidden: Hidden quantum neurons.
+        hidden: Hidden quantum neurons of a dense hidden layer (unused with conv_channels).
+        conv_channels: Channels of a convolutional hidden layer (0: the dense one): each
+            channel's kernel of conv_kernel × conv_kernel pixels, shared by the positions
+            conv_stride apart (qnn_torch.functional.conv); the classical reference gets the
+            same convolution.
+        conv_kernel: Kernel width in pixels of the convolutional hidden layer.
+        conv_stride: Stride in pixels of the convolutional hidden layer.
         epochs: Training epochs of the quantum MLP's twin.
         lr: Initial Adam learning rate of the twin, cosine-annealed.
         batch_size: Images per training step, split between the processes.
@@ -98,6 +106,9 @@ class QuantumMLPSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     mnist_mirror: Path | None = field(default_factory=default_mirror)
     hidden: int = 128
+    conv_channels: int = 0
+    conv_kernel: int = 12
+    conv_stride: int = 8
     epochs: int = 10
     lr: float = 2e-2
     batch_size: int = 128
@@ -116,12 +127,16 @@ class QuantumMLPSettings:
     out: Path = Path("outputs/train_quantum_mlp")
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "epochs", "batch_size", "reference_epochs"):
+        for name in ("hidden", "epochs", "batch_size", "reference_epochs", "conv_stride"):
             check_int(name, getattr(self, name), 1)
         for name in ("quantum_test_size", "quantum_batch_size", "compared_images"):
             check_int(name, getattr(self, name), 1)
         check_int("devices", self.devices, 0)
         check_int("conditional_every", self.conditional_every, 0)
+        check_int("conv_channels", self.conv_channels, 0)
+        check_int("conv_kernel", self.conv_kernel, 1)
+        if self.conv_kernel > 28:
+            raise ValueError(f"conv_kernel must fit the 28-pixel image, got {self.conv_kernel}")
         check_int("train_images", self.train_images, 0)
         object.__setattr__(self, "twin_grid", checked_grid(self.twin_grid))
         check_int("seed", self.seed, 0)
@@ -133,6 +148,20 @@ class QuantumMLPSettings:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         check_job_settings(self)
+
+    @property
+    def conv(self) -> ConvGeometry | None:
+        """The convolutional hidden layer's geometry, or None for a dense one."""
+        if not self.conv_channels:
+            return None
+        return ConvGeometry(
+            image=28, channels=self.conv_channels, kernel=self.conv_kernel, stride=self.conv_stride
+        )
+
+    @property
+    def hidden_neurons(self) -> int:
+        """Neurons of the hidden layer, dense or convolutional."""
+        return self.hidden if self.conv is None else self.conv.neurons
 
 
 def command_line() -> CommandLine[QuantumMLPSettings]:
@@ -163,9 +192,10 @@ def plot_learning_curves(logs: Path, path: Path) -> None:
 
 
 def plot_hidden_couplings(excite: torch.Tensor, inhibit: torch.Tensor, path: Path) -> None:
-    """Each hidden neuron's input couplings ε̂ − η̂ as a 28×28 image (red excites, blue
-    inhibits), up to 64 neurons."""
+    """Each hidden neuron's input couplings ε̂ − η̂ (N, 784) as a 28×28 image, or each
+    channel's kernels (C, kh, kw) (red excites, blue inhibits), up to 64."""
     shown = min(64, excite.shape[0])
+    shape = (28, 28) if excite.ndim == 2 else excite.shape[1:]
     columns = 8
     rows = -(-shown // columns)
     fig, axes = new_figure(rows, columns, (1.6 * columns, 1.6 * rows))
@@ -174,7 +204,7 @@ def plot_hidden_couplings(excite: torch.Tensor, inhibit: torch.Tensor, path: Pat
     for n, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if n < shown:
-            ax.imshow(signed[n].reshape(28, 28), cmap="coolwarm", vmin=-bound, vmax=bound)
+            ax.imshow(signed[n].reshape(shape), cmap="coolwarm", vmin=-bound, vmax=bound)
     savefig_atomic(fig, path, dpi=DPI)
 
 
@@ -215,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     references = {}
     for name, model in (
         ("linear_twin", ClassicalTwin()),
-        ("classical_mlp", ClassicalMLP(settings.hidden)),
+        ("classical_mlp", ClassicalMLP(settings.hidden_neurons, conv=settings.conv)),
     ):
         trainer = make_trainer(
             settings,
@@ -230,13 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stage = time.perf_counter()
     classifier = QuantumMLPClassifier(
-        (784, settings.hidden, 10),
+        (784, settings.hidden_neurons, 10),
         config=config,
         lr=settings.lr,
         seed=settings.seed,
         twin_grid=settings.twin_grid,
         decision_sigmas=settings.decision_sigmas,
         conditional_every=settings.conditional_every,
+        conv=settings.conv,
     )
     fit_best_epoch(
         classifier,
@@ -296,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quantum_twin_agreement": metrics["agreement"],
         "linear_twin_accuracy": references["linear_twin"],
         "classical_mlp_accuracy": references["classical_mlp"],
+        "hidden_neurons": settings.hidden_neurons,
         "mean_sweeps_per_image": metrics["sweeps"],
         "twin_error_bound": tables.error_bound,
         "layers": layers,

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig, check_choice, check_int, check_number
+from qnn_torch.functional.conv import ConvGeometry, conv_couplings
 from qnn_torch.functional.layer import (
     READOUTS,
     check_decision,
@@ -54,6 +55,19 @@ def _checked_sizes(sizes: object) -> tuple[int, ...]:
     return values
 
 
+def _checked_conv(conv: object, sizes: tuple[int, ...]) -> ConvGeometry | None:
+    if conv is None:
+        return None
+    if not isinstance(conv, ConvGeometry):
+        raise ValueError(f"conv must be a ConvGeometry or None, got {conv!r}")
+    if sizes[:2] != (conv.inputs, conv.neurons):
+        raise ValueError(
+            f"sizes must start with {(conv.inputs, conv.neurons)}, the image's pixels and the "
+            f"neurons of conv={conv}, got sizes={sizes}"
+        )
+    return conv
+
+
 class QuantumMLP(nn.Module):
     """Hidden layers of quantum neurons between fixed inputs and quantum outputs.
 
@@ -65,6 +79,13 @@ class QuantumMLP(nn.Module):
     ``coupling_scale``, k_η = ``inhibition_scale`` (buffers); ε̂ (``excite[l − 1]``) and η̂
     (``inhibit[l − 1]``, zeros at first) are ``nn.Parameter``s of shape (n_l, n_{l−1}),
     kept ≥ 0 by :meth:`project_weights_` after each optimiser step.
+
+    ``conv`` (a :class:`~qnn_torch.functional.conv.ConvGeometry`) makes layer 1
+    convolutional: ``excite[0]`` and ``inhibit[0]`` are then kernels (C, kh, kw), shared by
+    every position of a channel's map, and ``sizes`` starts with (H·W, C·R·S). Everything
+    else (estimators, gradients, decision mode) sees the dense couplings they fill
+    (:func:`~qnn_torch.functional.conv.conv_couplings`), and the kernels receive the
+    gradients of all their positions.
 
     The forward pass samples every neuron of every layer in one batched simulation
     (:func:`~qnn_torch.simulate.run_sampler`, layer by layer as colours), so each layer
@@ -121,18 +142,22 @@ class QuantumMLP(nn.Module):
         decision_sigmas: float = 0.0,
         twin_grid: Sequence[int] = GRID,
         conditional_every: int = 0,
+        conv: ConvGeometry | None = None,
     ) -> None:
         super().__init__()
         self.sizes = _checked_sizes(sizes)
+        self.conv = _checked_conv(conv, self.sizes)
         self.twin_grid = checked_grid(twin_grid)
         if not isinstance(inhibition, bool):
             raise ValueError(f"inhibition must be True or False, got {inhibition!r}")
         self.readout = readout
         self.estimator = estimator
-        pairs = list(zip(self.sizes[1:], self.sizes[:-1], strict=True))
-        self.excite = nn.ParameterList(nn.Parameter(torch.rand(o, i)) for o, i in pairs)
+        shapes = [(o, i) for o, i in zip(self.sizes[1:], self.sizes[:-1], strict=True)]
+        if self.conv is not None:
+            shapes[0] = self.conv.kernel_shape
+        self.excite = nn.ParameterList(nn.Parameter(torch.rand(shape)) for shape in shapes)
         self.inhibit = (
-            nn.ParameterList(nn.Parameter(torch.zeros(o, i)) for o, i in pairs)
+            nn.ParameterList(nn.Parameter(torch.zeros(shape)) for shape in shapes)
             if inhibition
             else None
         )
@@ -220,6 +245,7 @@ class QuantumMLP(nn.Module):
             "decision_sigmas": self.decision_sigmas,
             "twin_grid": list(self.twin_grid),
             "conditional_every": self.conditional_every,
+            "conv": None if self.conv is None else self.conv.as_state(),
         }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
@@ -229,6 +255,9 @@ class QuantumMLP(nn.Module):
         self.decision_sigmas = state["decision_sigmas"]
         self.twin_grid = checked_grid(state.get("twin_grid", GRID))
         self.conditional_every = state.get("conditional_every", 0)
+        saved = state.get("conv")
+        if (None if saved is None else ConvGeometry.from_state(saved)) != self.conv:
+            raise ValueError(f"the state's conv {saved!r} differs from this network's {self.conv}")
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
@@ -266,7 +295,8 @@ class QuantumMLP(nn.Module):
         return by_layer(activity)
 
     def _couplings(self, like: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
-        """ε̂ and η̂ in ``like``'s dtype, ValueError unless finite and ≥ 0."""
+        """ε̂ and η̂ in ``like``'s dtype, ValueError unless finite and ≥ 0; a convolutional
+        first layer's kernels as its dense couplings."""
         groups = {"excite": self.excite, "inhibit": self.inhibit}
         checked: dict[str, list[Tensor] | None] = {}
         for name, weights in groups.items():
@@ -281,6 +311,8 @@ class QuantumMLP(nn.Module):
                         "project_weights_())"
                     )
             checked[name] = [w.to(like) for w in weights]
+            if self.conv is not None:
+                checked[name][0] = conv_couplings(checked[name][0], self.conv)
         for name in ("coupling_scale", "inhibition_scale"):
             value = getattr(self, name)
             if not torch.isfinite(value).all() or (value < 0).any():
@@ -414,13 +446,14 @@ class QuantumMLP(nn.Module):
             twin_tables(c.n_time, c.time_extent, c.lam, c.n_kinks, self.twin_grid)
         )
         k, k_eta = float(self.coupling_scale), float(self.inhibition_scale)
+        inputs = tuple(range(1, self.excite[0].ndim))  # a neuron's row, or a channel's kernel
         groups = [
-            (self.excite[0], 1, limits["drive"] / k),
+            (self.excite[0], inputs, limits["drive"] / k),
             (self.excite[1], 0, limits["deepening"] / k),
             (self.excite[1], 1, limits["output_drive"] / k),
         ]
         if self.inhibit is not None:
-            groups.append((self.inhibit[0], 1, limits["inhibition"] / k_eta))
+            groups.append((self.inhibit[0], inputs, limits["inhibition"] / k_eta))
         for weight, dim, limit in groups:
             total = weight.sum(dim=dim, keepdim=True)
             weight.mul_((BOUND_MARGIN * limit / total.clamp_min(1e-30)).clamp(max=1.0))
@@ -435,8 +468,9 @@ class QuantumMLP(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
+        conv = "" if self.conv is None else f"conv={self.conv}, "
         return (
-            f"sizes={self.sizes}, coupling_scale={float(self.coupling_scale):g}, "
+            f"sizes={self.sizes}, {conv}coupling_scale={float(self.coupling_scale):g}, "
             f"inhibition_scale={float(self.inhibition_scale):g}, "
             f"inhibition={self.inhibit is not None}, readout={self.readout!r}, "
             f"n_time={c.n_time}, lam={c.lam:g}, time_extent={c.time_extent:g}, "
