@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qnn_torch.functional.conv import ConvGeometry
 from qnn_torch.network import Network, Number
 
 
@@ -241,12 +242,9 @@ def conv_layer(
     height, width = len(inputs), len(inputs[0]) if inputs else 0
     if any(len(row) != width for row in inputs):
         raise ValueError("inputs must be a rectangular grid of names")
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     kh, kw = shape
-    if height < kh or width < kw:
-        raise ValueError(f"a {kh}×{kw} kernel does not fit a {height}×{width} grid")
-    rows, cols = (height - kh) // stride + 1, (width - kw) // stride + 1
+    geometry = ConvGeometry(image=(height, width), channels=1, kernel=(kh, kw), stride=stride)
+    rows, cols = geometry.maps
     names = [[f"{prefix}_{i}_{j}" for j in range(cols)] for i in range(rows)]
     for i, row in enumerate(names):
         for j, name in enumerate(row):

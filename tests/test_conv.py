@@ -15,6 +15,7 @@ from qnn_torch.functional.conv import ConvGeometry, conv_couplings, window_pixel
 from qnn_torch.functional.mlp import mlp_fields
 from tests.helpers import SMALL
 from tests.test_twin import SMALL_GRID
+from training.quantum_mlp import QuantumMLPClassifier
 
 GEOMETRY = ConvGeometry(image=(5, 6), channels=2, kernel=(3, 2), stride=2)
 
@@ -61,8 +62,9 @@ def test_bad_geometry_is_refused(kwargs, name):
 def test_bad_sizes_and_kernels_are_refused():
     with pytest.raises(ValueError, match="sizes must start with"):
         QuantumMLP((30, 10, 2), conv=GEOMETRY)
-    with pytest.raises(ValueError, match="conv must be a ConvGeometry"):
-        QuantumMLP((30, 12, 2), conv={"channels": 2})
+    for conv in ({"channels": 2}, "3x3"):
+        with pytest.raises(ValueError, match="conv must be a ConvGeometry"):
+            QuantumMLP((30, 12, 2), conv=conv)
     with pytest.raises(ValueError, match="kernels must have shape"):
         conv_couplings(torch.ones(2, 2, 3), GEOMETRY)
 
@@ -133,9 +135,36 @@ def test_state_dict_round_trip_keeps_the_geometry():
     images = torch.rand(2, 30, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(loaded.activities(images)[-1], conv.activities(images)[-1])
-    other = ConvGeometry(image=(5, 6), channels=2, kernel=(3, 2), stride=3)
+    # Same kernel and map shapes, another stride: refused, and the settings stay as they were.
+    wide = ConvGeometry(image=(6, 8), channels=2, kernel=(3, 2), stride=3)
+    assert wide.maps == GEOMETRY.maps and wide.kernel_shape == GEOMETRY.kernel_shape
+    other = QuantumMLP((48, 12, 3), conv=wide)
+    config = other.config
+    state = {**state, "_extra_state": {**state["_extra_state"], "conv": wide.as_state()}}
     with pytest.raises(ValueError, match="conv"):
-        QuantumMLP((30, other.neurons, 3), conv=other).load_state_dict(state, strict=False)
+        QuantumMLP((30, 12, 3), conv=GEOMETRY).load_state_dict(state)
+    with pytest.raises(ValueError, match="conv"):
+        other.load_state_dict(conv.state_dict())
+    assert other.config == config
+
+
+def test_classifier_scales_the_kernels_and_their_steps(monkeypatch):
+    """A kernel entry starts 1/share times a dense coupling, and Adam steps it so."""
+    conv = ConvGeometry(image=28, channels=4, kernel=14, stride=7)
+    dense = QuantumMLPClassifier((784, 36, 10), seed=1)
+    classifier = QuantumMLPClassifier((784, 36, 10), conv=conv.as_state(), seed=1)
+    assert classifier.mlp.conv == conv and classifier.hparams["conv"] == conv.as_state()
+    ratio = classifier.mlp.excite[0].mean() / dense.mlp.excite[0].mean()
+    assert abs(ratio * conv.share - 1) < 0.1  # means of U(0, s) draws
+    trainer = type("Trainer", (), {"estimated_stepping_batches": 10})()
+    monkeypatch.setattr(QuantumMLPClassifier, "trainer", trainer)
+    optimizer = classifier.configure_optimizers()["optimizer"]
+    first = {id(classifier.mlp.excite[0]), id(classifier.mlp.inhibit[0])}
+    for group in optimizer.param_groups:
+        kernels = {id(p) for p in group["params"]} == first
+        expected = classifier.hparams.lr / (conv.share if kernels else 1.0)
+        assert group["lr"] == pytest.approx(expected)
+    assert [len(g["params"]) for g in optimizer.param_groups] == [2, 2]  # + logit scale
 
 
 def test_one_channel_is_the_papers_detector():

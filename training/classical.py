@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
 from torchmetrics.classification import MulticlassAccuracy
 
-from qnn_torch.functional.conv import ConvGeometry
+from qnn_torch.functional.conv import ConvGeometry, checked_geometry
 from training.data import num_classes, pixel_count
 
 
@@ -134,22 +134,28 @@ class ClassicalMLP(L.LightningModule):
     Args:
         hidden: Width of the hidden layer (with ``conv``: ``conv.neurons``).
         lr: Initial learning rate of Adam.
-        conv: The geometry of a convolutional first layer, or None.
+        conv: The geometry of a convolutional first layer (or its ``as_state()``, which the
+            hyperparameters keep), or None.
     """
 
     def __init__(
-        self, hidden: int = 128, lr: float = 3e-3, conv: ConvGeometry | None = None
+        self,
+        hidden: int = 128,
+        lr: float = 3e-3,
+        conv: ConvGeometry | dict[str, object] | None = None,
     ) -> None:
         super().__init__()
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        conv = checked_geometry(conv)
         if conv is not None and (conv.inputs, conv.neurons) != (pixel_count, hidden):
             raise ValueError(
                 f"conv must turn {pixel_count} pixels into hidden={hidden} neurons, got {conv}"
             )
         self.save_hyperparameters(ignore=["conv"])
+        self.hparams["conv"] = None if conv is None else conv.as_state()
         first: nn.Module = nn.Linear(pixel_count, hidden)
         if conv is not None:
             first = nn.Sequential(

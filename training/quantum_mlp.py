@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from qnn_torch import QuantumMLP
 from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.conv import ConvGeometry
+from qnn_torch.functional.conv import ConvGeometry, checked_geometry
 from qnn_torch.functional.twin import GRID
 from training.quantum import Batch, sorted_by_index
 
@@ -72,7 +72,7 @@ def switched(mlp: QuantumMLP, **settings: object) -> Iterator[None]:
 def image_share(mlp: QuantumMLP) -> float:
     """The share of the image one first-layer neuron sees: 1 for a dense layer, kh·kw/(H·W)
     for a convolutional one."""
-    return mlp.excite[0][0].numel() / mlp.sizes[0]
+    return 1.0 if mlp.conv is None else mlp.conv.share
 
 
 def initialise_couplings(mlp: QuantumMLP, seed: int) -> None:
@@ -108,7 +108,8 @@ class QuantumMLPClassifier(L.LightningModule):
         decision_sigmas: Decision mode of the Monte Carlo test (0: off).
         conditional_every: Sweeps between the Monte Carlo test's Rao–Blackwell measurements
             of the outputs (0: off; :class:`~qnn_torch.QuantumMLP`).
-        conv: A convolutional hidden layer (``sizes[1]`` its neurons), or None (dense).
+        conv: A convolutional hidden layer (``sizes[1]`` its neurons; a ConvGeometry or its
+            ``as_state()``, which the hyperparameters keep), or None (dense).
     """
 
     def __init__(
@@ -123,15 +124,17 @@ class QuantumMLPClassifier(L.LightningModule):
         twin_grid: tuple[int, ...] = GRID,
         decision_sigmas: float = 3.0,
         conditional_every: int = 10,
-        conv: ConvGeometry | None = None,
+        conv: ConvGeometry | dict[str, object] | None = None,
     ) -> None:
         super().__init__()
         if len(sizes) != 3:
             raise ValueError(f"sizes must be (inputs, hidden, classes), got {sizes!r}")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        # conv and config live in the QuantumMLP's state (plain values, weights_only loads)
+        conv = checked_geometry(conv)
+        # Plain values only (weights_only loads); the config lives in the QuantumMLP's state.
         self.save_hyperparameters(ignore=["config", "conv"])
+        self.hparams["conv"] = None if conv is None else conv.as_state()
         self.mlp = QuantumMLP(
             sizes,
             config=config,

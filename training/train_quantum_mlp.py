@@ -135,8 +135,10 @@ class QuantumMLPSettings:
         check_int("conditional_every", self.conditional_every, 0)
         check_int("conv_channels", self.conv_channels, 0)
         check_int("conv_kernel", self.conv_kernel, 1)
-        if self.conv_kernel > 28:
-            raise ValueError(f"conv_kernel must fit the 28-pixel image, got {self.conv_kernel}")
+        try:
+            self.conv  # noqa: B018 (the geometry checks the kernel against the image)
+        except ValueError as err:
+            raise ValueError(f"conv_kernel={self.conv_kernel}: {err}") from None
         check_int("train_images", self.train_images, 0)
         object.__setattr__(self, "twin_grid", checked_grid(self.twin_grid))
         check_int("seed", self.seed, 0)

@@ -70,6 +70,11 @@ class ConvGeometry:
         return self.channels * rows * cols
 
     @property
+    def share(self) -> float:
+        """kh·kw/(H·W): the share of the image one neuron sees."""
+        return self.kernel[0] * self.kernel[1] / self.inputs
+
+    @property
     def kernel_shape(self) -> tuple[int, int, int]:
         """(C, kh, kw)."""
         return (self.channels, *self.kernel)
@@ -94,6 +99,16 @@ class ConvGeometry:
         )
 
 
+def checked_geometry(conv: object) -> ConvGeometry | None:
+    """``conv`` as a geometry: None, a :class:`ConvGeometry`, or its
+    :meth:`~ConvGeometry.as_state` (as hyperparameters store it); ValueError otherwise."""
+    if conv is None or isinstance(conv, ConvGeometry):
+        return conv
+    if isinstance(conv, dict) and set(conv) == {"image", "channels", "kernel", "stride"}:
+        return ConvGeometry.from_state(conv)
+    raise ValueError(f"conv must be a ConvGeometry, its as_state() or None, got {conv!r}")
+
+
 def window_pixels(geometry: ConvGeometry) -> Tensor:
     """Pixel index (i·s + u)·W + (j·s + v) of every window entry, (R·S, kh·kw) int64."""
     rows, cols = geometry.maps
@@ -104,14 +119,16 @@ def window_pixels(geometry: ConvGeometry) -> Tensor:
     return (top * width + left).reshape(rows * cols, kh * kw)
 
 
-def conv_couplings(kernels: Tensor, geometry: ConvGeometry) -> Tensor:
+def conv_couplings(kernels: Tensor, geometry: ConvGeometry, pixels: Tensor | None = None) -> Tensor:
     """The dense couplings (C·R·S, H·W) of kernels κ (C, kh, kw) (module doc), in κ's dtype
-    and device, differentiable in κ (each kernel entry's gradient sums over its windows)."""
+    and device, differentiable in κ (each kernel entry's gradient sums over its windows).
+    ``pixels``: :func:`window_pixels` of ``geometry`` on κ's device, if kept at hand."""
     if tuple(kernels.shape) != geometry.kernel_shape:
         raise ValueError(
             f"kernels must have shape {geometry.kernel_shape}, got {tuple(kernels.shape)}"
         )
-    pixels = window_pixels(geometry).to(kernels.device)
+    if pixels is None:
+        pixels = window_pixels(geometry).to(kernels.device)
     positions = pixels.shape[0]
     values = kernels.reshape(geometry.channels, 1, -1).expand(-1, positions, -1)
     dense = kernels.new_zeros(geometry.channels, positions, geometry.inputs)

@@ -11,7 +11,12 @@ from torch import Tensor, nn
 
 from qnn_torch.autograd import attach_jacobian
 from qnn_torch.config import SamplerConfig, check_choice, check_int, check_number
-from qnn_torch.functional.conv import ConvGeometry, conv_couplings
+from qnn_torch.functional.conv import (
+    ConvGeometry,
+    checked_geometry,
+    conv_couplings,
+    window_pixels,
+)
 from qnn_torch.functional.layer import (
     READOUTS,
     check_decision,
@@ -56,10 +61,9 @@ def _checked_sizes(sizes: object) -> tuple[int, ...]:
 
 
 def _checked_conv(conv: object, sizes: tuple[int, ...]) -> ConvGeometry | None:
+    conv = checked_geometry(conv)
     if conv is None:
         return None
-    if not isinstance(conv, ConvGeometry):
-        raise ValueError(f"conv must be a ConvGeometry or None, got {conv!r}")
     if sizes[:2] != (conv.inputs, conv.neurons):
         raise ValueError(
             f"sizes must start with {(conv.inputs, conv.neurons)}, the image's pixels and the "
@@ -167,6 +171,8 @@ class QuantumMLP(nn.Module):
         ):
             self.register_buffer(name, torch.tensor(check_number(name, value, float32=True)))
         self.register_buffer("spike_profile", torch.empty(0), persistent=False)
+        if self.conv is not None:
+            self.register_buffer("conv_pixels", window_pixels(self.conv), persistent=False)
         self.config = SamplerConfig() if config is None else config
         self.decision_sigmas = decision_sigmas
         self.conditional_every = conditional_every
@@ -249,15 +255,15 @@ class QuantumMLP(nn.Module):
         }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
+        saved = state.get("conv")  # first: a state of another geometry changes nothing here
+        if (None if saved is None else ConvGeometry.from_state(saved)) != self.conv:
+            raise ValueError(f"the state's conv {saved!r} differs from this network's {self.conv}")
         self.config = SamplerConfig.from_state(state["config"])
         self.readout = state["readout"]
         self.estimator = state["estimator"]
         self.decision_sigmas = state["decision_sigmas"]
         self.twin_grid = checked_grid(state.get("twin_grid", GRID))
         self.conditional_every = state.get("conditional_every", 0)
-        saved = state.get("conv")
-        if (None if saved is None else ConvGeometry.from_state(saved)) != self.conv:
-            raise ValueError(f"the state's conv {saved!r} differs from this network's {self.conv}")
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
@@ -312,7 +318,7 @@ class QuantumMLP(nn.Module):
                     )
             checked[name] = [w.to(like) for w in weights]
             if self.conv is not None:
-                checked[name][0] = conv_couplings(checked[name][0], self.conv)
+                checked[name][0] = conv_couplings(checked[name][0], self.conv, self.conv_pixels)
         for name in ("coupling_scale", "inhibition_scale"):
             value = getattr(self, name)
             if not torch.isfinite(value).all() or (value < 0).any():
