@@ -84,12 +84,12 @@ class QuantumMLP(nn.Module):
     (``inhibit[l − 1]``, zeros at first) are ``nn.Parameter``s of shape (n_l, n_{l−1}),
     kept ≥ 0 by :meth:`project_weights_` after each optimiser step.
 
-    ``conv`` (a :class:`~qnn_torch.functional.conv.ConvGeometry`) makes layer 1
-    convolutional: ``excite[0]`` and ``inhibit[0]`` are then kernels (C, kh, kw), shared by
-    every position of a channel's map, and ``sizes`` starts with (H·W, C·R·S). Everything
-    else (estimators, gradients, decision mode) sees the dense couplings they fill
-    (:func:`~qnn_torch.functional.conv.conv_couplings`), and the kernels receive the
-    gradients of all their positions.
+    ``conv`` (a :class:`~qnn_torch.functional.conv.ConvGeometry`, or its ``as_state()``)
+    makes layer 1 convolutional: ``excite[0]`` and ``inhibit[0]`` are then kernels
+    (C, kh, kw), shared by every position of a channel's map, and ``sizes`` starts with
+    (H·W, C·R·S). Everything else (estimators, gradients, decision mode) sees the dense
+    couplings they fill (:func:`~qnn_torch.functional.conv.conv_couplings`), and the kernels
+    receive the gradients of all their positions.
 
     The forward pass samples every neuron of every layer in one batched simulation
     (:func:`~qnn_torch.simulate.run_sampler`, layer by layer as colours), so each layer
@@ -146,7 +146,7 @@ class QuantumMLP(nn.Module):
         decision_sigmas: float = 0.0,
         twin_grid: Sequence[int] = GRID,
         conditional_every: int = 0,
-        conv: ConvGeometry | None = None,
+        conv: ConvGeometry | dict[str, object] | None = None,
     ) -> None:
         super().__init__()
         self.sizes = _checked_sizes(sizes)
