@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
 from torchmetrics.classification import MulticlassAccuracy
 
-from qnn_torch.functional.conv import ConvGeometry, checked_geometry
+from qnn_torch.functional.conv import ConvGeometry, checked_geometry, geometry_state
 from training.data import num_classes, pixel_count
 
 
@@ -155,7 +155,7 @@ class ClassicalMLP(L.LightningModule):
                 f"conv must turn {pixel_count} pixels into hidden={hidden} neurons, got {conv}"
             )
         self.save_hyperparameters(ignore=["conv"])
-        self.hparams["conv"] = None if conv is None else conv.as_state()
+        self.hparams["conv"] = geometry_state(conv)
         first: nn.Module = nn.Linear(pixel_count, hidden)
         if conv is not None:
             first = nn.Sequential(

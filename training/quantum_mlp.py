@@ -27,7 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from qnn_torch import QuantumMLP
 from qnn_torch.config import SamplerConfig
-from qnn_torch.functional.conv import ConvGeometry, checked_geometry
+from qnn_torch.functional.conv import ConvGeometry, checked_geometry, geometry_state
 from qnn_torch.functional.twin import GRID
 from training.quantum import Batch, sorted_by_index
 
@@ -134,7 +134,7 @@ class QuantumMLPClassifier(L.LightningModule):
         conv = checked_geometry(conv)
         # Plain values only (weights_only loads); the config lives in the QuantumMLP's state.
         self.save_hyperparameters(ignore=["config", "conv"])
-        self.hparams["conv"] = None if conv is None else conv.as_state()
+        self.hparams["conv"] = geometry_state(conv)
         self.mlp = QuantumMLP(
             sizes,
             config=config,

@@ -24,12 +24,10 @@ from qnn_torch.config import check_int
 
 def _pair(name: str, value: object) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)
-    ):
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
+    for v in pair:
+        check_int(name, v, 1)
     return int(pair[0]), int(pair[1])
 
 
@@ -107,6 +105,12 @@ def checked_geometry(conv: object) -> ConvGeometry | None:
     if isinstance(conv, dict) and set(conv) == {"image", "channels", "kernel", "stride"}:
         return ConvGeometry.from_state(conv)
     raise ValueError(f"conv must be a ConvGeometry, its as_state() or None, got {conv!r}")
+
+
+def geometry_state(conv: ConvGeometry | None) -> dict[str, object] | None:
+    """``conv.as_state()``, or None for no geometry (the inverse of
+    :func:`checked_geometry`)."""
+    return None if conv is None else conv.as_state()
 
 
 def window_pixels(geometry: ConvGeometry) -> Tensor:

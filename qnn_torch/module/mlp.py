@@ -15,6 +15,7 @@ from qnn_torch.functional.conv import (
     ConvGeometry,
     checked_geometry,
     conv_couplings,
+    geometry_state,
     window_pixels,
 )
 from qnn_torch.functional.layer import (
@@ -251,12 +252,12 @@ class QuantumMLP(nn.Module):
             "decision_sigmas": self.decision_sigmas,
             "twin_grid": list(self.twin_grid),
             "conditional_every": self.conditional_every,
-            "conv": None if self.conv is None else self.conv.as_state(),
+            "conv": geometry_state(self.conv),
         }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
         saved = state.get("conv")  # first: a state of another geometry changes nothing here
-        if (None if saved is None else ConvGeometry.from_state(saved)) != self.conv:
+        if checked_geometry(saved) != self.conv:
             raise ValueError(f"the state's conv {saved!r} differs from this network's {self.conv}")
         self.config = SamplerConfig.from_state(state["config"])
         self.readout = state["readout"]
@@ -280,15 +281,15 @@ class QuantumMLP(nn.Module):
         flat = x.reshape(-1, self.sizes[0])
         n = sum(self.sizes[1:])
         stderr = self.last_sweeps = None
-        self._couplings(flat)  # bad couplings are refused, even for an empty batch
+        couplings = self._couplings(flat)  # bad couplings are refused, even with no input
         if flat.shape[0] == 0:
             activity = flat.new_empty(0, n)
         elif self.estimator == "mean_field":
-            activity = self._mean_field(flat)
+            activity = self._mean_field(flat, *couplings)
         elif self.estimator == "twin":
-            activity = self._twin(flat)
+            activity = self._twin(flat, *couplings)
         else:
-            activity, stderr, sweeps = self._monte_carlo(flat, seed)
+            activity, stderr, sweeps = self._monte_carlo(flat, *couplings, seed)
             self.last_sweeps = sweeps.reshape(batch_shape)
 
         def by_layer(t: Tensor) -> tuple[Tensor, ...]:
@@ -325,10 +326,11 @@ class QuantumMLP(nn.Module):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value.tolist()!r}")
         return checked["excite"], checked["inhibit"]
 
-    def _monte_carlo(self, x: Tensor, seed: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _monte_carlo(
+        self, x: Tensor, excite: list[Tensor], inhibit: list[Tensor] | None, seed: int | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Activities (B, N) of all simulated neurons for brightnesses (B, I), their
         standard errors (float64; +inf for stuck chains) and each input's sweeps (B,)."""
-        excite, inhibit = self._couplings(x)
         config = dataclasses.replace(
             self.config,
             device=x.device,
@@ -389,7 +391,7 @@ class QuantumMLP(nn.Module):
         )
         return activity.to(x.dtype), sampled.stderr, sampled.sweeps
 
-    def _mean_field(self, x: Tensor) -> Tensor:
+    def _mean_field(self, x: Tensor, excite: list[Tensor], inhibit: list[Tensor] | None) -> Tensor:
         """Mean-field activities (B, N) for brightnesses (B, I), in x's dtype and device."""
         if torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
@@ -398,7 +400,6 @@ class QuantumMLP(nn.Module):
                 "estimator='mean_field' is not differentiable: evaluate it under "
                 "torch.no_grad(), or train with estimator='monte_carlo'"
             )
-        excite, inhibit = self._couplings(x)
         c = self.config
         result = mean_field_activities(
             x,
@@ -413,13 +414,12 @@ class QuantumMLP(nn.Module):
         )
         return torch.cat(result.activities, dim=-1).to(x)
 
-    def _twin(self, x: Tensor) -> Tensor:
+    def _twin(self, x: Tensor, excite: list[Tensor], inhibit: list[Tensor] | None) -> Tensor:
         """Twin activities (B, N) for brightnesses (B, I), differentiable by autograd."""
         if len(self.sizes) != 3:
             raise ValueError(
                 f"estimator='twin' needs exactly one hidden layer, got sizes={self.sizes}"
             )
-        excite, inhibit = self._couplings(x)
         if inhibit is not None and bool(inhibit[1].ne(0).any()):
             raise ValueError(
                 "estimator='twin' has no hidden-output inhibition: inhibit[1] must be 0"
