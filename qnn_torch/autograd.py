@@ -25,22 +25,30 @@ class Jacobian:
 
     Shapes: value and stderr (Bf, N, P), replicates (C, Bf, N, P) (leave-one-chain-out
     estimates); (Bf, N) and (C, Bf, N) when ``diagonal`` (independent neurons, θ_n acts on
-    neuron n only).
+    neuron n only). N counts the activities differentiated. ``entries`` (P,), if given,
+    are the flat indices into the family's parameter (per network) of the P measured
+    parameters; the others get no gradient. None: P is the whole parameter.
     """
 
     value: Tensor
     stderr: Tensor
     replicates: Tensor
     diagonal: bool
+    entries: Tensor | None = None
 
     @classmethod
     def from_sums(
-        cls, observable_sums: Tensor, sums: CovarianceSums, sweeps: int, chains: int
+        cls,
+        observable_sums: Tensor,
+        sums: CovarianceSums,
+        sweeps: int,
+        chains: int,
+        entries: Tensor | None = None,
     ) -> Jacobian:
         covariance, stderr, leave_one_out = jackknife_covariance(
             observable_sums, sums, sweeps, chains
         )
-        return cls(-covariance, stderr, -leave_one_out, sums.diagonal)
+        return cls(-covariance, stderr, -leave_one_out, sums.diagonal, entries)
 
 
 class _Jackknife:
@@ -93,7 +101,11 @@ class _SampledActivity(torch.autograd.Function):
             else:
                 result = torch.einsum("bn,bnp->bp", incoming, matrix)
             if not torch.isfinite(result).all():
-                raise FloatingPointError(_non_finite_message(ctx, family, result, grad))
+                raise FloatingPointError(_non_finite_message(ctx, family, result, grad, jacobian))
+            if jacobian.entries is not None:
+                measured = result
+                result = measured.new_zeros(measured.shape[0], shape[1:].numel())
+                result[:, jacobian.entries] = measured
             grads.append(result.reshape(shape).to(dtype))
         return (None, None, None, None, *grads)
 
@@ -117,10 +129,11 @@ def _selected(jacobian: Jacobian, replicate: int | str | None) -> Tensor:
     )
 
 
-def _non_finite_message(ctx, family: str, result: Tensor, grad: Tensor) -> str:
+def _non_finite_message(ctx, family: str, result: Tensor, grad: Tensor, jacobian: Jacobian) -> str:
     index = tuple(int(i) for i in (~torch.isfinite(result)).nonzero()[0][1:])
     if family in ("excite", "inhibit"):
-        i, j = divmod(index[0], len(ctx.names))
+        entry = index[0] if jacobian.entries is None else int(jacobian.entries[index[0]])
+        i, j = divmod(entry, len(ctx.names))
         where = f"the {family} link {ctx.names[i]!r} – {ctx.names[j]!r}"
     else:
         where = f"the {family} of neuron {ctx.names[index[0]]!r}"
@@ -140,7 +153,8 @@ def attach_jacobian(
     names: Sequence[str],
     what: str,
 ) -> Tensor:
-    """``activity`` (Bf, N) with a ``grad_fn`` that applies ``jacobians`` to ``parameters``.
+    """``activity`` (Bf, N) with a ``grad_fn`` that applies ``jacobians`` to ``parameters``
+    (N: the activities the Jacobians differentiate).
 
     ``parameters`` maps each family of ``jacobians`` to the tensor it differentiates by:
     (Bf, N) for drive and input_inhibition, (Bf, N, N) for excite and inhibit. ``names``

@@ -225,6 +225,10 @@ class CompiledNetwork:
     α·g_t and β·g_t², with g_t = ``profile`` (Nt,); excite (Bf, N, N) holds ε[src, dst] and
     inhibit (Bf, N, N) the symmetric η, or None where the network has no such link.
     Neurons in one colour range share no link, so they can be updated at once.
+    ``link_entries`` (P,) int64, if given, holds the flat indices i·N + j of the pairs
+    (i, j) whose excite and inhibit entries may be non-zero (the links' pattern): the
+    sampler measures the Jacobians of those families for these entries only, and every
+    other entry, which is not a parameter, gets no gradient. None: every pair.
     """
 
     names: tuple[str, ...]
@@ -237,6 +241,7 @@ class CompiledNetwork:
     input_inhibition: Tensor
     excite: Tensor | None
     inhibit: Tensor | None
+    link_entries: Tensor | None = None
 
     def parameters(self) -> dict[str, Tensor]:
         """The differentiable parameters by family (see :mod:`qnn_torch.functional.gradient`)."""

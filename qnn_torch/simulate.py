@@ -135,6 +135,7 @@ def run_sampler(
     stop_when: StopCriterion | None = None,
     conditional_color: int | None = None,
     conditional_every: int = 1,
+    jacobian_neurons: tuple[int, int] | None = None,
 ) -> SamplerOutput:
     """Thermalise, then measure the activity A_n = ⟨Σ_t V0(φ_{n,t})⟩ / Σ_t V0(ψ_t).
 
@@ -144,7 +145,11 @@ def run_sampler(
     lattice's :func:`~qnn_torch.path_bank.path_bank` at each neuron's drive. ``gradients``
     names parameter families of :data:`~qnn_torch.functional.gradient.PARAMETERS` whose
     Jacobian ∂A/∂θ = −Cov(O, ∂S/∂θ) is measured alongside (no extra random numbers: the
-    paths are the same with or without).
+    paths are the same with or without). In a network with links, ``jacobian_neurons``
+    (start, stop) restricts them to the activities of neurons start..stop − 1 (compiled
+    order), e.g. a network's outputs when only those enter a loss: each family's Jacobian
+    is then (Bf, stop − start, P), and costs that share of the full one; the excite and
+    inhibit families are measured for ``network.link_entries`` only.
 
     Block mode, when ``config.target_stderr`` > 0 or ``stop_when`` is given: the
     measurement runs in blocks of ``config.sweeps`` sweeps (the last one cut at
@@ -193,10 +198,44 @@ def run_sampler(
     conditional = _checked_conditional(
         network, config, conditional_color, conditional_every, gradients, stop_when
     )
+    observed = _checked_jacobian_neurons(network, jacobian_neurons)
     with torch.no_grad():
         return _run_sampler(
-            network, config, record_profile, initial_paths, tuple(gradients), stop_when, conditional
+            network,
+            config,
+            record_profile,
+            initial_paths,
+            tuple(gradients),
+            stop_when,
+            conditional,
+            observed,
         )
+
+
+def _checked_jacobian_neurons(
+    network: CompiledNetwork, neurons: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The range of neurons whose activities the Jacobians differentiate (all for None)."""
+    n = network.drive.shape[-1]
+    if neurons is None:
+        return (0, n)
+    if network.excite is None and network.inhibit is None:
+        raise ValueError(
+            f"jacobian_neurons={neurons!r} is for networks with links; independent neurons "
+            "have diagonal Jacobians, which cost nothing to measure in full"
+        )
+    valid = (
+        isinstance(neurons, tuple)
+        and len(neurons) == 2
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in neurons)
+        and 0 <= neurons[0] < neurons[1] <= n
+    )
+    if not valid:
+        raise ValueError(
+            f"jacobian_neurons must be a pair (start, stop) with 0 <= start < stop <= {n}, "
+            f"got {neurons!r}"
+        )
+    return neurons
 
 
 def check_conditional_every(every: int, config: SamplerConfig, *, blocks: bool) -> None:
@@ -288,7 +327,8 @@ def _run_sampler(
     initial_paths: Tensor | None,
     gradients: tuple[str, ...],
     stop_when: StopCriterion | None,
-    conditional: tuple[int, int, int] | None = None,
+    conditional: tuple[int, int, int] | None,
+    observed: tuple[int, int],
 ) -> SamplerOutput:
     if set(gradients) - set(PARAMETERS):
         raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
@@ -309,6 +349,11 @@ def _run_sampler(
     # qnn_torch.functional.sampler), and the inputs' drive and inhibition, which act on one
     # neuron each, have diagonal Jacobians. Links couple the neurons: full Jacobians.
     independent = network.excite is None and network.inhibit is None
+    # Jacobians: activities of neurons o0..o1 − 1, by each neuron's input fields and by the
+    # link entries of the network's pattern.
+    o0, o1 = observed
+    neuron_families = ("drive", "input_inhibition")
+    entries = None if network.link_entries is None else network.link_entries.to(device)
 
     def row_fields(networks: Tensor | None) -> LatticeFields:
         """The physics of every chain of ``networks`` (indices; None: all)."""
@@ -371,9 +416,9 @@ def _run_sampler(
         covariance={
             family: CovarianceSums.zeros(
                 R,
-                N,
-                N if family in ("drive", "input_inhibition") else N * N,
-                diagonal=independent and family in ("drive", "input_inhibition"),
+                N if independent else o1 - o0,
+                N if family in neuron_families else N * N if entries is None else len(entries),
+                diagonal=independent and family in neuron_families,
                 device=device,
             )
             for family in gradients
@@ -465,8 +510,12 @@ def _run_sampler(
                 state.squares[i:j] += sample * sample
                 if state.covariance:
                     derivatives = action_derivatives(x, part.profile, a, gradients)
+                    observable = sample if independent else sample[:, o0:o1]
                     for family, stats in state.covariance.items():
-                        stats.add(i, j, sample, derivatives[family].flatten(1))
+                        derivative = derivatives[family].flatten(1)
+                        if family not in neuron_families and entries is not None:
+                            derivative = derivative[:, entries]
+                        stats.add(i, j, observable, derivative)
                 if step < n_bins * bin_length:
                     state.bins[i:j, :, step // bin_length] += sample / bin_length
         # While measuring, the running sums turn non-finite with any path (one small check).
@@ -514,7 +563,7 @@ def _run_sampler(
     chain_means = out["chain_activity"].reshape(R, N)
     jacobians = {  # from sums per sweep: sweep counts may differ between networks
         family: Jacobian.from_sums(
-            chain_means,
+            chain_means if independent else chain_means[:, o0:o1],
             CovarianceSums(
                 out[f"{family} derivative"].flatten(0, 1),
                 out[f"{family} product"].flatten(0, 1),
@@ -522,6 +571,7 @@ def _run_sampler(
             ),
             1,
             C,
+            None if family in neuron_families else entries,
         )
         for family, stats in state.covariance.items()
     }

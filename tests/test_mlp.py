@@ -12,8 +12,9 @@ import torch
 from qnn_torch import Network, QuantumMLP, QuantumNeuronLayer, SamplerConfig, grad_with_stderr
 from qnn_torch.functional.exact import driven_pair_reference, three_neuron_reference
 from qnn_torch.functional.mean_field import MeanFieldWarning, mean_field_activities
-from qnn_torch.functional.mlp import mlp_fields
+from qnn_torch.functional.mlp import link_entries, mlp_fields
 from qnn_torch.functional.physics import input_spike
+from qnn_torch.simulate import run_sampler
 from tests.helpers import SMALL, assert_within, exact_activity
 
 SIGMAS = 4.0
@@ -143,6 +144,62 @@ def test_input_gradient_follows_the_chain_rule():
     _, output = mlp.activities(x)
     d_x, d_weight = torch.autograd.grad(output.sum(), [x, mlp.excite[0]])
     torch.testing.assert_close(d_x[0, 0], 40.0 * d_weight[0, 0].double(), rtol=1e-5, atol=0)
+
+
+def test_link_entries_are_the_pairs_of_consecutive_layers():
+    sizes = (3, 4, 2, 3)
+    ones = [torch.ones(o, i) for o, i in zip(sizes[1:], sizes[:-1], strict=False)]
+    _, _, links, mutual = mlp_fields(torch.ones(1, 3), ones, ones, torch.tensor(1.0), 1.0)
+    pattern = torch.zeros(9 * 9, dtype=torch.bool)
+    pattern[link_entries(sizes)] = True
+    assert torch.equal(pattern, (links + mutual).ne(0).flatten())
+    assert len(link_entries(sizes)) == 2 * (4 * 2 + 2 * 3)
+    assert len(link_entries((3, 4))) == 0
+
+
+@pytest.mark.parametrize("sizes", [(5, 4, 3), (5, 3, 4, 2)])
+def test_restricted_jacobians_give_the_gradients_of_the_full_ones(sizes):
+    """The links' pattern and, for ``forward``, the outputs alone: the same gradients as
+    the full N × N² Jacobians of every activity, from the same chains."""
+    config = SamplerConfig(**SMALL, chains=4, thermalization=10, sweeps=30, dtype=torch.float64)
+    mlp = QuantumMLP(sizes, config=config, readout="activity").double()
+    with torch.no_grad():
+        for weight in mlp.inhibit:
+            weight.uniform_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(2, sizes[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(2, sizes[-1], dtype=torch.float64)
+    restricted = torch.autograd.grad((mlp(x) * weights).sum(), list(mlp.parameters()))
+    entries = mlp.link_entries
+    mlp.link_entries = None  # every pair: the Jacobians of the general network
+    try:
+        full = torch.autograd.grad((mlp.activities(x)[-1] * weights).sum(), list(mlp.parameters()))
+    finally:
+        mlp.link_entries = entries
+    assert all(g.ne(0).any() for g in full)
+    for a, b in zip(restricted, full, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_forward_detaches_the_hidden_layers_and_activities_do_not():
+    config = SamplerConfig(**SMALL, chains=2, thermalization=5, sweeps=10)
+    mlp = QuantumMLP((4, 3, 2), config=config)
+    x = torch.rand(1, 4)
+    hidden, output = mlp._activities(x, None, outputs_only=True)
+    assert not hidden.requires_grad and output.requires_grad
+    assert all(a.requires_grad for a in mlp.activities(x))
+
+
+def test_jacobian_neurons_are_checked():
+    config = SamplerConfig(**SMALL, chains=2, thermalization=5, sweeps=10)
+    linked = Network().add_input("x").add_neuron("h").add_neuron("o")
+    linked.excite("x", "h", 10.0).excite("h", "o", 5.0)
+    network = linked.compile(config)
+    for bad in [(1, 1), (0, 3), (-1, 1), [0, 1], (0.0, 1)]:
+        with pytest.raises(ValueError, match="jacobian_neurons"):
+            run_sampler(network, config, gradients=("drive",), jacobian_neurons=bad)
+    alone = Network().add_input("x").add_neuron("h").excite("x", "h", 10.0)
+    with pytest.raises(ValueError, match=r"jacobian_neurons.*links"):
+        run_sampler(alone.compile(config), config, jacobian_neurons=(0, 1))
 
 
 def test_fields_are_those_of_the_same_network_built_by_name():

@@ -103,7 +103,7 @@ class CovarianceSums:
         if self.diagonal:
             self.product[start:stop] += observable * derivative
         else:
-            self.product[start:stop] += observable[:, :, None] * derivative[:, None, :]
+            self.product[start:stop].baddbmm_(observable[:, :, None], derivative[:, None, :])
 
 
 def jackknife_covariance(

@@ -17,6 +17,7 @@ A·Σ_t (ψ_t² − 1)²; but the link acts both ways: ε also deepens m's well 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +33,18 @@ def layer_bounds(sizes: Sequence[int]) -> tuple[tuple[int, int], ...]:
         bounds.append((start, start + size))
         start += size
     return tuple(bounds)
+
+
+def link_entries(sizes: Sequence[int]) -> Tensor:
+    """Flat indices m·N + n (int64) of every pair (m, n) of consecutive simulated layers of
+    ``sizes``, both ways: the entries of ε and η that can carry a link."""
+    bounds = layer_bounds(sizes)
+    n = bounds[-1][1]
+    entries = []
+    for (s0, s1), (d0, d1) in itertools.pairwise(bounds):
+        source, target = torch.arange(s0, s1)[:, None], torch.arange(d0, d1)[None, :]
+        entries += [(source * n + target).flatten(), (target * n + source).t().flatten()]
+    return torch.cat(entries) if entries else torch.zeros(0, dtype=torch.int64)
 
 
 def mlp_fields(

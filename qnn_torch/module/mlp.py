@@ -27,7 +27,7 @@ from qnn_torch.functional.layer import (
     readout,
 )
 from qnn_torch.functional.mean_field import MeanFieldWarning, mean_field_activities
-from qnn_torch.functional.mlp import layer_bounds, mlp_fields
+from qnn_torch.functional.mlp import layer_bounds, link_entries, mlp_fields
 from qnn_torch.functional.physics import input_fields, input_spike
 from qnn_torch.functional.twin import (
     GRID,
@@ -99,10 +99,12 @@ class QuantumMLP(nn.Module):
     spikes. ``forward`` maps (..., I) to the outputs' scores (..., n_L) (``readout`` as for
     :class:`QuantumNeuronLayer`); :meth:`activities` gives every layer's activities.
     Both are differentiable with respect to every coupling and the input, through the
-    covariance estimator ∂A/∂θ = −Cov(O, ∂S/∂θ) measured in the same run. The link
-    Jacobians have N³ entries per input each (N = Σ n_l; excitation, and inhibition where
-    it is on), so train through the sampler with small batches. The seed is fixed by
-    ``config`` (``seed`` overrides it per call).
+    covariance estimator ∂A/∂θ = −Cov(O, ∂S/∂θ) measured in the same run, for the links
+    between consecutive layers only (:func:`~qnn_torch.functional.mlp.link_entries`).
+    ``forward`` measures the Jacobians of the outputs' activities alone, n_L·(N + 2·P)
+    entries per input and chain (N = Σ n_l neurons, P the links, per family); through
+    :meth:`activities` every layer's activities are differentiable, N·(N + 2·P) entries.
+    The seed is fixed by ``config`` (``seed`` overrides it per call).
 
     ``estimator="mean_field"`` replaces the sampler by the time-resolved mean field
     (:mod:`qnn_torch.functional.mean_field`): each neuron exact in its neighbours' average
@@ -174,6 +176,7 @@ class QuantumMLP(nn.Module):
         self.register_buffer("spike_profile", torch.empty(0), persistent=False)
         if self.conv is not None:
             self.register_buffer("conv_pixels", window_pixels(self.conv), persistent=False)
+        self.register_buffer("link_entries", link_entries(self.sizes), persistent=False)
         self.config = SamplerConfig() if config is None else config
         self.decision_sigmas = decision_sigmas
         self.conditional_every = conditional_every
@@ -268,7 +271,7 @@ class QuantumMLP(nn.Module):
 
     def forward(self, x: Tensor, seed: int | None = None) -> Tensor:
         """Scores (..., n_L) of the outputs for brightnesses (..., I)."""
-        scores = readout(self.activities(x, seed)[-1], self.readout)
+        scores = readout(self._activities(x, seed, outputs_only=True)[-1], self.readout)
         return scores.to(x.dtype) if x.is_floating_point() else scores
 
     def activities(self, x: Tensor, seed: int | None = None) -> tuple[Tensor, ...]:
@@ -276,6 +279,11 @@ class QuantumMLP(nn.Module):
         (float32 for others), by ``estimator``: the Monte Carlo's are differentiable when
         grad is enabled, and ``last_stderr`` then holds their standard errors by layer (None
         for the mean field or an empty batch)."""
+        return self._activities(x, seed, outputs_only=False)
+
+    def _activities(self, x: Tensor, seed: int | None, outputs_only: bool) -> tuple[Tensor, ...]:
+        """:meth:`activities`; with ``outputs_only`` the Monte Carlo differentiates the
+        outputs alone (the hidden layers' activities come detached)."""
         x = checked_brightness(x, self.sizes[0])
         batch_shape = x.shape[:-1]
         flat = x.reshape(-1, self.sizes[0])
@@ -289,7 +297,7 @@ class QuantumMLP(nn.Module):
         elif self.estimator == "twin":
             activity = self._twin(flat, *couplings)
         else:
-            activity, stderr, sweeps = self._monte_carlo(flat, *couplings, seed)
+            activity, stderr, sweeps = self._monte_carlo(flat, *couplings, seed, outputs_only)
             self.last_sweeps = sweeps.reshape(batch_shape)
 
         def by_layer(t: Tensor) -> tuple[Tensor, ...]:
@@ -299,7 +307,10 @@ class QuantumMLP(nn.Module):
             )
 
         self.last_stderr = None if stderr is None else by_layer(stderr.detach())
-        return by_layer(activity)
+        layers = by_layer(activity)
+        if outputs_only:  # no gradient reaches the hidden layers: say so
+            layers = (*(t.detach() for t in layers[:-1]), layers[-1])
+        return layers
 
     def _couplings(self, like: Tensor) -> tuple[list[Tensor], list[Tensor] | None]:
         """ε̂ and η̂ in ``like``'s dtype, ValueError unless finite and ≥ 0; a convolutional
@@ -327,10 +338,16 @@ class QuantumMLP(nn.Module):
         return checked["excite"], checked["inhibit"]
 
     def _monte_carlo(
-        self, x: Tensor, excite: list[Tensor], inhibit: list[Tensor] | None, seed: int | None
+        self,
+        x: Tensor,
+        excite: list[Tensor],
+        inhibit: list[Tensor] | None,
+        seed: int | None,
+        outputs_only: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Activities (B, N) of all simulated neurons for brightnesses (B, I), their
-        standard errors (float64; +inf for stuck chains) and each input's sweeps (B,)."""
+        standard errors (float64; +inf for stuck chains) and each input's sweeps (B,);
+        with ``outputs_only`` and a hidden layer, only the outputs' are differentiable."""
         config = dataclasses.replace(
             self.config,
             device=x.device,
@@ -361,6 +378,7 @@ class QuantumMLP(nn.Module):
             input_inhibition=inhibition,
             excite=links.expand(batch, n, n) if hidden else None,
             inhibit=mutual.expand(batch, n, n) if hidden and mutual is not None else None,
+            link_entries=self.link_entries if hidden else None,
         )
         parameters = network.parameters()
         gradients = wanted_gradients(parameters)
@@ -374,6 +392,7 @@ class QuantumMLP(nn.Module):
                 return decided(chain_activity[..., outputs], stderr[..., outputs], sigmas)
 
         every = self.conditional_every
+        observed = (n - self.sizes[-1], n) if outputs_only and hidden else (0, n)
         sampled = run_sampler(
             network,
             config,
@@ -381,14 +400,17 @@ class QuantumMLP(nn.Module):
             stop_when=stop_when,
             conditional_color=-1 if every else None,
             conditional_every=max(every, 1),
+            jacobian_neurons=observed if hidden else None,
         )
-        activity = attach_jacobian(
-            sampled.activity,
+        start, stop = observed
+        differentiable = attach_jacobian(
+            sampled.activity[:, start:stop],
             sampled.jacobians,
             parameters,
             names=network.order,
             what="QuantumMLP couplings and input",
         )
+        activity = torch.cat([sampled.activity[:, :start], differentiable], dim=-1)
         return activity.to(x.dtype), sampled.stderr, sampled.sweeps
 
     def _mean_field(self, x: Tensor, excite: list[Tensor], inhibit: list[Tensor] | None) -> Tensor:
