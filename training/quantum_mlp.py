@@ -4,7 +4,10 @@
 Training and validation use its differentiable twin (``estimator="twin"``); the logits
 are ``logit_scale``·(output activities), with ``logit_scale`` learnt alongside; after
 every optimiser step the couplings are projected back to ≥ 0 and into the twin's tables
-(:meth:`~qnn_torch.QuantumMLP.bound_to_twin_`). ``test_step`` evaluates
+(:meth:`~qnn_torch.QuantumMLP.bound_to_twin_`). With ``train_estimator="monte_carlo"``
+(fine-tuning), training steps sample the network instead (``train_sampler``, a new seed
+per step and process) and descend the covariance gradients of the outputs; validation
+stays on the twin. ``test_step`` evaluates
 the same couplings by the Monte Carlo sampler and by the twin on the same images, batch
 by batch as :class:`training.quantum.QuantumEvaluator` does (seed ``config.seed`` + the
 batch's first index, so predictions do not depend on the number of processes).
@@ -26,7 +29,7 @@ from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from qnn_torch import QuantumMLP
-from qnn_torch.config import SamplerConfig
+from qnn_torch.config import SEED_LIMIT, SamplerConfig, check_choice
 from qnn_torch.functional.conv import ConvGeometry, checked_geometry, geometry_state
 from qnn_torch.functional.twin import GRID
 from training.quantum import Batch, sorted_by_index
@@ -44,6 +47,9 @@ MLP_CONFIG = SamplerConfig(
 )
 """The MLP's lattice (coarser than the paper's: docs/deep_networks.md) and its Monte Carlo
 test: 8 chains from equilibrium starts, in decision mode blocks of 20 sweeps up to 200."""
+FINETUNE_MLP_CONFIG = dataclasses.replace(MLP_CONFIG, chains=4, sweeps=20, max_sweeps=0)
+"""Monte Carlo fine-tuning steps: 4 chains (a jackknife error for the gradients) × (20 + 20)
+sweeps from equilibrium starts on :data:`MLP_CONFIG`'s lattice."""
 COUPLING_SCALE = 4.0
 """k of ε = k·ε̂ and η = k·η̂ on :data:`MLP_CONFIG` (Λ = 200)."""
 MEAN_BRIGHTNESS_SUM = 100.0  # Σ_i b_i of an average MNIST digit (103 over the training set)
@@ -53,6 +59,7 @@ MEAN_SQUARE_SUM = 70.0  # Σ_i b_i² of an average digit
 # deepen its well by Σ_j ε ≈ 0.2Λ.
 INITIAL_DRIVE, INITIAL_INHIBITION, INITIAL_DEEPENING = 1.5, 0.5, 0.2
 PREDICTORS = ("quantum", "twin")
+TRAIN_ESTIMATORS = ("twin", "monte_carlo")
 
 
 @contextmanager
@@ -110,6 +117,10 @@ class QuantumMLPClassifier(L.LightningModule):
             of the outputs (0: off; :class:`~qnn_torch.QuantumMLP`).
         conv: A convolutional hidden layer (``sizes[1]`` its neurons; a ConvGeometry or its
             ``as_state()``, which the hyperparameters keep), or None (dense).
+        train_estimator: What training steps differentiate: ``"twin"``, or
+            ``"monte_carlo"`` (fine-tuning through the sampler).
+        train_sampler: The sampler of Monte Carlo training steps (its lattice must be
+            ``config``'s).
     """
 
     def __init__(
@@ -125,15 +136,26 @@ class QuantumMLPClassifier(L.LightningModule):
         decision_sigmas: float = 3.0,
         conditional_every: int = 10,
         conv: ConvGeometry | dict[str, object] | None = None,
+        train_estimator: str = "twin",
+        train_sampler: SamplerConfig = FINETUNE_MLP_CONFIG,
     ) -> None:
         super().__init__()
         if len(sizes) != 3:
             raise ValueError(f"sizes must be (inputs, hidden, classes), got {sizes!r}")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        check_choice("train_estimator", train_estimator, TRAIN_ESTIMATORS)
+        lattice = ("n_time", "time_extent", "lam", "n_kinks")
+        if any(getattr(train_sampler, k) != getattr(config, k) for k in lattice):
+            raise ValueError(
+                f"train_sampler's lattice {[getattr(train_sampler, k) for k in lattice]} must "
+                f"be config's {[getattr(config, k) for k in lattice]} (n_time, time_extent, "
+                "lam, n_kinks)"
+            )
         conv = checked_geometry(conv)
+        self.train_sampler = train_sampler
         # Plain values only (weights_only loads); the config lives in the QuantumMLP's state.
-        self.save_hyperparameters(ignore=["config", "conv"])
+        self.save_hyperparameters(ignore=["config", "conv", "train_sampler"])
         self.hparams["conv"] = geometry_state(conv)
         self.mlp = QuantumMLP(
             sizes,
@@ -168,7 +190,20 @@ class QuantumMLPClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self(x)
+        if self.hparams.train_estimator == "twin":
+            logits = self(x)
+        else:  # a new stream per step and process, the same for the same run
+            step = self.global_step * self.trainer.world_size + self.global_rank
+            seed = (self.train_sampler.seed + step) % SEED_LIMIT
+            sampler = dataclasses.replace(self.train_sampler, seed=seed)
+            with switched(
+                self.mlp,
+                estimator="monte_carlo",
+                decision_sigmas=0.0,
+                conditional_every=0,
+                config=sampler,
+            ):
+                logits = self.logit_scale * self.mlp(x.flatten(1))
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits.argmax(-1), y)
         self.log("train_loss", loss, prog_bar=True)

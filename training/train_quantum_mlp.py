@@ -8,8 +8,10 @@ classical MLP of the same sizes (or convolution) without sign constraints; (3) t
 twin (``training.QuantumMLPClassifier``), keeping the epoch of best validation accuracy;
 (4) its twin accuracy on the whole test set; (5) the Monte Carlo test of the same
 couplings with ``Trainer.test`` (DDP across ``--devices``), the twin on the same images
-beside it; (6) the twin against the Monte Carlo layer by layer on a few test images; (7)
-figures and results.json.
+beside it; with ``--finetune_epochs N``, (5b) fine-tune the couplings through the Monte
+Carlo's covariance gradients for N epochs (``--finetune_sampler.*``) and test them again
+on the same images; (6) the twin against the Monte Carlo layer by layer on a few test
+images; (7) figures and results.json.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ from qnn_torch.simulate import check_conditional_every
 from training.classical import ClassicalMLP, ClassicalTwin
 from training.data import default_data_dir, default_mirror
 from training.quantum import quantum_loader, quantum_subset
-from training.quantum_mlp import MLP_CONFIG, QuantumMLPClassifier, layer_comparison, twin_accuracy
+from training.quantum_mlp import (
+    FINETUNE_MLP_CONFIG,
+    MLP_CONFIG,
+    QuantumMLPClassifier,
+    layer_comparison,
+    twin_accuracy,
+)
 from training.train_then_transfer import (
     DPI,
     check_job_settings,
@@ -62,6 +70,9 @@ OUTPUTS = (  # results.json first: removed first, written last
     "logs/classical_mlp",
     "logs/twin_mlp",
     "checkpoints/twin-mlp-best.ckpt",
+    "finetuned_quantum_mlp.pt",
+    "logs/mlp_finetune",
+    "checkpoints/finetuned-mlp-best.ckpt",
 )
 
 
@@ -96,6 +107,10 @@ class QuantumMLPSettings:
         quantum_batch_size: Images per sampler call.
         compared_images: Test images on which the twin and the Monte Carlo are compared
             neuron by neuron.
+        finetune_epochs: Epochs of fine-tuning through the Monte Carlo gradients (0: none).
+        finetune_images: Training images per fine-tuning epoch (0: all 55 000).
+        finetune_lr: Initial Adam learning rate of fine-tuning, cosine-annealed.
+        finetune_batch_size: Images per fine-tuning step, split between the processes.
         accelerator: Lightning accelerator: cpu, gpu or auto.
         devices: Processes or GPUs, DDP when > 1 (0: every core up to 8, or every GPU).
         threads: Torch CPU threads per process (default: cores / devices; 0: PyTorch's).
@@ -120,6 +135,10 @@ class QuantumMLPSettings:
     quantum_test_size: int = 10_000
     quantum_batch_size: int = 100
     compared_images: int = 16
+    finetune_epochs: int = 0
+    finetune_images: int = 0
+    finetune_lr: float = 2e-3
+    finetune_batch_size: int = 32
     accelerator: str = "cpu"
     devices: int = 0
     threads: int | None = None
@@ -132,6 +151,9 @@ class QuantumMLPSettings:
         for name in ("quantum_test_size", "quantum_batch_size", "compared_images"):
             check_int(name, getattr(self, name), 1)
         check_int("devices", self.devices, 0)
+        for name in ("finetune_epochs", "finetune_images"):
+            check_int(name, getattr(self, name), 0)
+        check_int("finetune_batch_size", self.finetune_batch_size, 1)
         check_int("conditional_every", self.conditional_every, 0)
         check_int("conv_channels", self.conv_channels, 0)
         check_int("conv_kernel", self.conv_kernel, 1)
@@ -147,8 +169,10 @@ class QuantumMLPSettings:
         if self.threads is not None:
             check_int("threads", self.threads, 0)
         check_number("decision_sigmas", self.decision_sigmas)
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("lr", "finetune_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         check_job_settings(self)
 
     @property
@@ -171,7 +195,10 @@ def command_line() -> CommandLine[QuantumMLPSettings]:
     return CommandLine(
         QuantumMLPSettings,
         __doc__.split("\n")[0],
-        samplers={"sampler": (MLP_CONFIG, "The MLP's lattice and Monte Carlo test sampler")},
+        samplers={
+            "sampler": (MLP_CONFIG, "The MLP's lattice and Monte Carlo test sampler"),
+            "finetune_sampler": (FINETUNE_MLP_CONFIG, "Sampler of Monte Carlo fine-tuning steps"),
+        },
     )
 
 
@@ -217,10 +244,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed = cli.parse(argv)
     settings = parsed.settings
     devices, threads = machine_share(settings.accelerator, settings.devices, settings.threads)
-    if settings.batch_size < devices:
-        cli.error(f"--batch_size must be >= the {devices} devices, got {settings.batch_size}")
+    for name in ("batch_size", "finetune_batch_size")[: 2 if settings.finetune_epochs else 1]:
+        if getattr(settings, name) < devices:
+            cli.error(f"--{name} must be >= the {devices} devices, got {getattr(settings, name)}")
     try:
         sampler = parsed.samplers["sampler"]
+        finetune_config = replace(parsed.samplers["finetune_sampler"], seed=settings.seed)
+        lattice = ("n_time", "time_extent", "lam", "n_kinks")
+        for name in lattice:
+            if getattr(finetune_config, name) != getattr(sampler, name):
+                raise ValueError(
+                    f"--finetune_sampler.{name}={getattr(finetune_config, name)} must be "
+                    f"--sampler.{name}={getattr(sampler, name)}: fine-tuning trains the "
+                    "network on the lattice it is tested on"
+                )
         check_decision(settings.decision_sigmas, 10, sampler)
         if settings.conditional_every:  # the test and the layer comparison, blocks or not
             check_conditional_every(settings.conditional_every, sampler, blocks=True)
@@ -261,16 +298,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds["references"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    classifier = QuantumMLPClassifier(
-        (784, settings.hidden_neurons, 10),
-        config=config,
-        lr=settings.lr,
-        seed=settings.seed,
-        twin_grid=settings.twin_grid,
-        decision_sigmas=settings.decision_sigmas,
-        conditional_every=settings.conditional_every,
-        conv=settings.conv,
-    )
+    model = {
+        "sizes": (784, settings.hidden_neurons, 10),
+        "config": config,
+        "seed": settings.seed,
+        "twin_grid": settings.twin_grid,
+        "decision_sigmas": settings.decision_sigmas,
+        "conditional_every": settings.conditional_every,
+        "conv": settings.conv,
+        "train_sampler": finetune_config,
+    }
+    classifier = QuantumMLPClassifier(**model, lr=settings.lr)
     fit_best_epoch(
         classifier,
         data,
@@ -294,6 +332,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     quantum_trainer = make_trainer(settings, devices)
     metrics = quantum_trainer.test(classifier, dataloaders=loader, verbose=False)[0]
     seconds["quantum_test"] = time.perf_counter() - stage
+
+    finetuned = None
+    if settings.finetune_epochs:
+        stage = time.perf_counter()
+        finetuned = QuantumMLPClassifier(
+            **model, lr=settings.finetune_lr, train_estimator="monte_carlo"
+        )
+        finetuned.load_state_dict(classifier.state_dict())
+        per_process = process_batch(settings.finetune_batch_size, devices)
+        finetune_data = prepared_mnist(settings, per_process)
+        fit_best_epoch(
+            finetuned,
+            finetune_data,
+            settings,
+            devices,
+            logs="mlp_finetune",
+            checkpoint="finetuned-mlp-best",
+            max_epochs=settings.finetune_epochs,
+            limit_train_batches=epoch_batches(settings.finetune_images, per_process * devices),
+        )
+        seconds["finetune"] = time.perf_counter() - stage
+        stage = time.perf_counter()
+        finetuned_metrics = make_trainer(settings, devices).test(
+            finetuned, dataloaders=loader, verbose=False
+        )[0]
+        seconds["finetuned_quantum_test"] = time.perf_counter() - stage
     if not quantum_trainer.is_global_zero:
         return 0
 
@@ -317,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test_index": mnist_index,
         **{k: predictions[k] for k in ("label", "quantum", "twin")},
     }
+    if finetuned is not None:
+        save_atomic(finetuned.mlp.state_dict(), out / "finetuned_quantum_mlp.pt")
+        columns["finetuned"] = finetuned.predictions["quantum"]
+        columns["finetuned_twin"] = finetuned.predictions["twin"]
     write_predictions(out / "predictions.csv", columns)
     write_atomic(out / "config.yaml", parsed.config)
     seconds["total"] = time.perf_counter() - began
@@ -341,6 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sampler": config.as_state(),
         },
     }
+    if finetuned is not None:
+        results |= {
+            "finetuned_quantum_accuracy": finetuned_metrics["quantum_acc"],
+            "finetuned_twin_accuracy_same_images": finetuned_metrics["twin_acc"],
+            "finetuned_quantum_twin_agreement": finetuned_metrics["agreement"],
+            "finetuned_mean_sweeps_per_image": finetuned_metrics["sweeps"],
+            "finetune_sampler": finetune_config.as_state(),
+        }
     write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(
         f"quantum MLP: Monte Carlo {results['quantum_accuracy']:.4f} on {quantum_images} test "
@@ -348,4 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{twin_test:.4f} on all; linear twin {references['linear_twin']:.4f}; classical "
         f"MLP {references['classical_mlp']:.4f}; {seconds['total']:.0f} s"
     )
+    if finetuned is not None:
+        print(
+            f"fine-tuned through the Monte Carlo: {results['finetuned_quantum_accuracy']:.4f} "
+            f"on the same images (its twin {results['finetuned_twin_accuracy_same_images']:.4f})"
+        )
     return 0
