@@ -59,6 +59,14 @@ SMALL_RUN = [
         (["--conv_channels", "-1"], "conv_channels"),
         (["--conv_channels", "2", "--conv_kernel", "29"], "conv_kernel"),
         (["--conv_channels", "2", "--conv_stride", "0"], "conv_stride"),
+        (["--finetune_epochs", "-1"], "finetune_epochs"),
+        (["--finetune_lr", "0"], "finetune_lr"),
+        (["--finetune_epochs", "1", "--finetune_batch_size", "0"], "finetune_batch_size"),
+        (["--finetune_epochs", "1", "--finetune_sampler.chains", "1"], "chains"),
+        (
+            ["--finetune_epochs", "1", "--finetune_sampler.lam", "100"],
+            "--finetune_sampler.lam=100.0 must be --sampler.lam=200.0",
+        ),
     ],
 )
 def test_bad_settings_exit_before_work(
@@ -120,6 +128,32 @@ def test_small_run_writes_whole_outputs(small_run: Path) -> None:
     mlp.load_state_dict(torch.load(small_run / "quantum_mlp.pt", weights_only=True))
     assert mlp.twin_grid == (9, 3, 5, 3, 17, 9, 5) and mlp.config.lam == 60.0
     assert all((w >= 0).all() for w in mlp.parameters())
+
+
+def test_small_run_fine_tuned_through_the_monte_carlo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    out = run_small(
+        tmp_path_factory,
+        "--finetune_epochs", "1", "--finetune_images", "64", "--finetune_batch_size", "16",
+        "--finetune_sampler.lam", "60", "--finetune_sampler.time_extent", "2",
+        "--finetune_sampler.thermalization", "5", "--finetune_sampler.sweeps", "10",
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["finetuned_quantum_accuracy"] <= 1.0
+    assert 0.0 <= results["finetuned_twin_accuracy_same_images"] <= 1.0
+    assert results["finetune_sampler"]["sweeps"] == 10
+    with (out / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 12 and {"finetuned", "finetuned_twin"} <= set(rows[0])
+    transferred, finetuned = QuantumMLP((784, 6, 10)), QuantumMLP((784, 6, 10))
+    transferred.load_state_dict(torch.load(out / "quantum_mlp.pt", weights_only=True))
+    finetuned.load_state_dict(torch.load(out / "finetuned_quantum_mlp.pt", weights_only=True))
+    pairs = zip(transferred.parameters(), finetuned.parameters(), strict=True)
+    # ε̂ of both layers and η̂ of the first moved; the hidden-output η̂ stays (the twin's).
+    assert [not torch.equal(a, b) for a, b in pairs] == [True, True, True, False]
+    assert all((w >= 0).all() for w in finetuned.parameters())
+    assert (out / "logs" / "mlp_finetune" / "metrics.csv").stat().st_size > 0
 
 
 def test_small_convolutional_run(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -119,8 +119,8 @@ class QuantumMLPClassifier(L.LightningModule):
             ``as_state()``, which the hyperparameters keep), or None (dense).
         train_estimator: What training steps differentiate: ``"twin"``, or
             ``"monte_carlo"`` (fine-tuning through the sampler).
-        train_sampler: The sampler of Monte Carlo training steps (its lattice must be
-            ``config``'s).
+        train_sampler: The sampler of Monte Carlo training steps, on ``config``'s lattice
+            (None: :data:`FINETUNE_MLP_CONFIG`'s chains and sweeps on that lattice).
     """
 
     def __init__(
@@ -137,7 +137,7 @@ class QuantumMLPClassifier(L.LightningModule):
         conditional_every: int = 10,
         conv: ConvGeometry | dict[str, object] | None = None,
         train_estimator: str = "twin",
-        train_sampler: SamplerConfig = FINETUNE_MLP_CONFIG,
+        train_sampler: SamplerConfig | None = None,
     ) -> None:
         super().__init__()
         if len(sizes) != 3:
@@ -146,6 +146,9 @@ class QuantumMLPClassifier(L.LightningModule):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         check_choice("train_estimator", train_estimator, TRAIN_ESTIMATORS)
         lattice = ("n_time", "time_extent", "lam", "n_kinks")
+        if train_sampler is None:
+            on_lattice = {k: getattr(config, k) for k in lattice}
+            train_sampler = dataclasses.replace(FINETUNE_MLP_CONFIG, **on_lattice)
         if any(getattr(train_sampler, k) != getattr(config, k) for k in lattice):
             raise ValueError(
                 f"train_sampler's lattice {[getattr(train_sampler, k) for k in lattice]} must "

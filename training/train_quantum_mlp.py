@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampler = parsed.samplers["sampler"]
         finetune_config = replace(parsed.samplers["finetune_sampler"], seed=settings.seed)
         lattice = ("n_time", "time_extent", "lam", "n_kinks")
-        for name in lattice:
+        for name in lattice if settings.finetune_epochs else ():
             if getattr(finetune_config, name) != getattr(sampler, name):
                 raise ValueError(
                     f"--finetune_sampler.{name}={getattr(finetune_config, name)} must be "
@@ -306,7 +306,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decision_sigmas": settings.decision_sigmas,
         "conditional_every": settings.conditional_every,
         "conv": settings.conv,
-        "train_sampler": finetune_config,
     }
     classifier = QuantumMLPClassifier(**model, lr=settings.lr)
     fit_best_epoch(
@@ -337,7 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.finetune_epochs:
         stage = time.perf_counter()
         finetuned = QuantumMLPClassifier(
-            **model, lr=settings.finetune_lr, train_estimator="monte_carlo"
+            **model,
+            lr=settings.finetune_lr,
+            train_estimator="monte_carlo",
+            train_sampler=finetune_config,
         )
         finetuned.load_state_dict(classifier.state_dict())
         per_process = process_batch(settings.finetune_batch_size, devices)
