@@ -349,8 +349,8 @@ def _run_sampler(
     # qnn_torch.functional.sampler), and the inputs' drive and inhibition, which act on one
     # neuron each, have diagonal Jacobians. Links couple the neurons: full Jacobians.
     independent = network.excite is None and network.inhibit is None
-    # Jacobians: activities of neurons o0..o1 − 1, by each neuron's input fields and by the
-    # link entries of the network's pattern.
+    # Jacobians: of the activities of neurons o0..o1 − 1 (all of an independent network),
+    # by each neuron's input fields and by the link entries of the network's pattern.
     o0, o1 = observed
     neuron_families = ("drive", "input_inhibition")
     entries = None if network.link_entries is None else network.link_entries.to(device)
@@ -416,7 +416,7 @@ def _run_sampler(
         covariance={
             family: CovarianceSums.zeros(
                 R,
-                N if independent else o1 - o0,
+                o1 - o0,
                 N if family in neuron_families else N * N if entries is None else len(entries),
                 diagonal=independent and family in neuron_families,
                 device=device,
@@ -510,7 +510,7 @@ def _run_sampler(
                 state.squares[i:j] += sample * sample
                 if state.covariance:
                     derivatives = action_derivatives(x, part.profile, a, gradients)
-                    observable = sample if independent else sample[:, o0:o1]
+                    observable = sample[:, o0:o1]
                     for family, stats in state.covariance.items():
                         derivative = derivatives[family].flatten(1)
                         if family not in neuron_families and entries is not None:
@@ -563,7 +563,7 @@ def _run_sampler(
     chain_means = out["chain_activity"].reshape(R, N)
     jacobians = {  # from sums per sweep: sweep counts may differ between networks
         family: Jacobian.from_sums(
-            chain_means if independent else chain_means[:, o0:o1],
+            chain_means[:, o0:o1],
             CovarianceSums(
                 out[f"{family} derivative"].flatten(0, 1),
                 out[f"{family} product"].flatten(0, 1),
