@@ -399,3 +399,21 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+LATTICE_FIELDS = ("n_time", "time_extent", "lam", "n_kinks")
+"""The fields of a :class:`SamplerConfig` that define its lattice (and its activities)."""
+
+
+def check_same_lattice(
+    name: str, config: SamplerConfig, reference_name: str, reference: SamplerConfig
+) -> None:
+    """ValueError naming the first lattice field (:data:`LATTICE_FIELDS`) in which
+    ``config`` (called ``name``) differs from ``reference`` (called ``reference_name``)."""
+    for field in LATTICE_FIELDS:
+        value, expected = getattr(config, field), getattr(reference, field)
+        if value != expected:
+            raise ValueError(
+                f"{name}.{field}={value} must be {reference_name}.{field}={expected}: the "
+                "two samplers must simulate the same lattice"
+            )

@@ -80,5 +80,5 @@ def test_monte_carlo_steps_descend_the_sampled_gradients():
 def test_fine_tuning_settings_are_checked():
     with pytest.raises(ValueError, match="train_estimator"):
         classifier(train_estimator="exact")
-    with pytest.raises(ValueError, match="train_sampler's lattice"):
+    with pytest.raises(ValueError, match=r"train_sampler\.lam=100\.0 must be config\.lam=60\.0"):
         classifier(train_sampler=dataclasses.replace(TRAIN, lam=100.0))

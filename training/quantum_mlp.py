@@ -29,7 +29,13 @@ from torchmetrics import CatMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from qnn_torch import QuantumMLP
-from qnn_torch.config import SEED_LIMIT, SamplerConfig, check_choice
+from qnn_torch.config import (
+    LATTICE_FIELDS,
+    SEED_LIMIT,
+    SamplerConfig,
+    check_choice,
+    check_same_lattice,
+)
 from qnn_torch.functional.conv import ConvGeometry, checked_geometry, geometry_state
 from qnn_torch.functional.twin import GRID
 from training.quantum import Batch, sorted_by_index
@@ -145,16 +151,10 @@ class QuantumMLPClassifier(L.LightningModule):
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         check_choice("train_estimator", train_estimator, TRAIN_ESTIMATORS)
-        lattice = ("n_time", "time_extent", "lam", "n_kinks")
         if train_sampler is None:
-            on_lattice = {k: getattr(config, k) for k in lattice}
-            train_sampler = dataclasses.replace(FINETUNE_MLP_CONFIG, **on_lattice)
-        if any(getattr(train_sampler, k) != getattr(config, k) for k in lattice):
-            raise ValueError(
-                f"train_sampler's lattice {[getattr(train_sampler, k) for k in lattice]} must "
-                f"be config's {[getattr(config, k) for k in lattice]} (n_time, time_extent, "
-                "lam, n_kinks)"
-            )
+            lattice = {field: getattr(config, field) for field in LATTICE_FIELDS}
+            train_sampler = dataclasses.replace(FINETUNE_MLP_CONFIG, **lattice)
+        check_same_lattice("train_sampler", train_sampler, "config", config)
         conv = checked_geometry(conv)
         self.train_sampler = train_sampler
         # Plain values only (weights_only loads); the config lives in the QuantumMLP's state.

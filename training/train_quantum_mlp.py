@@ -28,7 +28,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from qnn_torch.config import SEED_LIMIT, check_int, check_number
+from qnn_torch.config import SEED_LIMIT, check_int, check_number, check_same_lattice
 from qnn_torch.experiments.cli import CommandLine
 from qnn_torch.experiments.plotting import new_figure, savefig_atomic
 from qnn_torch.functional.conv import ConvGeometry
@@ -237,6 +237,24 @@ def plot_hidden_couplings(excite: torch.Tensor, inhibit: torch.Tensor, path: Pat
     savefig_atomic(fig, path, dpi=DPI)
 
 
+def finetune(classifier: QuantumMLPClassifier, settings: QuantumMLPSettings, devices: int) -> None:
+    """Train ``classifier`` (its ``train_estimator`` the Monte Carlo) for
+    ``settings.finetune_epochs`` epochs in steps of ``settings.finetune_batch_size`` images
+    (split between the processes), logging to ``out/logs/mlp_finetune``, and keep the
+    epoch of best validation accuracy (its twin's)."""
+    per_process = process_batch(settings.finetune_batch_size, devices)
+    fit_best_epoch(
+        classifier,
+        prepared_mnist(settings, per_process),
+        settings,
+        devices,
+        logs="mlp_finetune",
+        checkpoint="finetuned-mlp-best",
+        max_epochs=settings.finetune_epochs,
+        limit_train_batches=epoch_batches(settings.finetune_images, per_process * devices),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; returns 0 on success and 2 when MNIST is unusable. Bad settings or an
     unusable ``--out`` exit with status 2 before any work."""
@@ -250,14 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sampler = parsed.samplers["sampler"]
         finetune_config = replace(parsed.samplers["finetune_sampler"], seed=settings.seed)
-        lattice = ("n_time", "time_extent", "lam", "n_kinks")
-        for name in lattice if settings.finetune_epochs else ():
-            if getattr(finetune_config, name) != getattr(sampler, name):
-                raise ValueError(
-                    f"--finetune_sampler.{name}={getattr(finetune_config, name)} must be "
-                    f"--sampler.{name}={getattr(sampler, name)}: fine-tuning trains the "
-                    "network on the lattice it is tested on"
-                )
+        if settings.finetune_epochs:
+            check_same_lattice("--finetune_sampler", finetune_config, "--sampler", sampler)
         check_decision(settings.decision_sigmas, 10, sampler)
         if settings.conditional_every:  # the test and the layer comparison, blocks or not
             check_conditional_every(settings.conditional_every, sampler, blocks=True)
@@ -342,18 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_sampler=finetune_config,
         )
         finetuned.load_state_dict(classifier.state_dict())
-        per_process = process_batch(settings.finetune_batch_size, devices)
-        finetune_data = prepared_mnist(settings, per_process)
-        fit_best_epoch(
-            finetuned,
-            finetune_data,
-            settings,
-            devices,
-            logs="mlp_finetune",
-            checkpoint="finetuned-mlp-best",
-            max_epochs=settings.finetune_epochs,
-            limit_train_batches=epoch_batches(settings.finetune_images, per_process * devices),
-        )
+        finetune(finetuned, settings, devices)
         seconds["finetune"] = time.perf_counter() - stage
         stage = time.perf_counter()
         finetuned_metrics = make_trainer(settings, devices).test(
