@@ -353,7 +353,9 @@ def _run_sampler(
     # by each neuron's input fields and by the link entries of the network's pattern.
     o0, o1 = observed
     neuron_families = ("drive", "input_inhibition")
-    entries = None if network.link_entries is None else network.link_entries.to(device)
+    links = None if network.link_entries is None else network.link_entries.to(device)
+    entries = {f: None if f in neuron_families else links for f in gradients}  # None: all
+    link_count = N * N if links is None else len(links)
 
     def row_fields(networks: Tensor | None) -> LatticeFields:
         """The physics of every chain of ``networks`` (indices; None: all)."""
@@ -417,7 +419,7 @@ def _run_sampler(
             family: CovarianceSums.zeros(
                 R,
                 o1 - o0,
-                N if family in neuron_families else N * N if entries is None else len(entries),
+                N if family in neuron_families else link_count,
                 diagonal=independent and family in neuron_families,
                 device=device,
             )
@@ -513,8 +515,8 @@ def _run_sampler(
                     observable = sample[:, o0:o1]
                     for family, stats in state.covariance.items():
                         derivative = derivatives[family].flatten(1)
-                        if family not in neuron_families and entries is not None:
-                            derivative = derivative[:, entries]
+                        if entries[family] is not None:
+                            derivative = derivative[:, entries[family]]
                         stats.add(i, j, observable, derivative)
                 if step < n_bins * bin_length:
                     state.bins[i:j, :, step // bin_length] += sample / bin_length
@@ -571,7 +573,7 @@ def _run_sampler(
             ),
             1,
             C,
-            None if family in neuron_families else entries,
+            entries[family],
         )
         for family, stats in state.covariance.items()
     }
