@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from qnn_torch import engine
 from qnn_torch.cache import load_or_build, source_digest
 from qnn_torch.config import SamplerConfig
 from qnn_torch.functional import physics, sampler
@@ -108,7 +109,7 @@ def _build_bank(
     n_time: int, time_extent: float, lam: float, n_kinks: int, top: float, bank_paths: int
 ) -> PathBank:
     # Everything that builds the bank: the sampler's moves and loop, its settings, the network.
-    builders = ("qnn_torch.simulate", "qnn_torch.config", "qnn_torch.network")
+    builders = ("qnn_torch.engine", "qnn_torch.config", "qnn_torch.network")
     code = source_digest(
         sys.modules[__name__], sampler, physics, *map(importlib.import_module, builders)
     )
@@ -130,8 +131,6 @@ def _sample_bank(
 ) -> dict[str, object]:
     """The bank's fields: one network of BANK_NODES unlinked neurons at the node drives,
     ``bank_paths`` chains, BANK_THERMALIZATION sweeps from the spiking path."""
-    from qnn_torch.simulate import StuckChainWarning, run_sampler  # simulate imports this module
-
     config = SamplerConfig(
         n_time=n_time,
         time_extent=time_extent,
@@ -146,7 +145,11 @@ def _sample_bank(
     at = torch.linspace(0.0, 1.0, BANK_NODES, dtype=torch.float64)
     drive = drive_at_fraction(at, scale, top).float()
     network = independent_outputs(drive[None], *input_spike(n_time, time_extent, lam, n_kinks))
-    with warnings.catch_warnings():  # one measurement sweep: only the paths are read
-        warnings.simplefilter("ignore", StuckChainWarning)
-        paths = run_sampler(network, config).paths[0].transpose(0, 1).contiguous()
+    # One measurement sweep: only the paths are read.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", engine.StuckChainWarning)
+        start = engine.fixed_start(network, config)
+        offsets = torch.Generator().manual_seed(config.seed)
+        out = engine.run(network, config, start, offsets, fixed=True)
+        paths = out.paths[0].transpose(0, 1).contiguous()
     return {"paths": paths, "drive_scale": scale, "max_drive": top}

@@ -1,81 +1,41 @@
-"""Run the Metropolis sampler on a network and collect activities with honest errors."""
+"""Run the Metropolis sampler on a network and collect activities with honest errors.
+
+The front end: :func:`run_sampler` checks its arguments and picks the starting paths, and
+:mod:`qnn_torch.engine` runs the sweeps; :func:`simulate` does the same for a named
+:class:`~qnn_torch.network.Network` and reports by name.
+"""
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from qnn_torch.autograd import Jacobian, attach_jacobian
-from qnn_torch.config import INITS, SamplerConfig, check_int
-from qnn_torch.functional.conditional import conditional_well_sum
-from qnn_torch.functional.gradient import PARAMETERS, CovarianceSums, action_derivatives
-from qnn_torch.functional.observables import (
-    binned_autocorrelation_time,
-    chain_mean_and_error,
-    student_t_sigmas,
-)
-from qnn_torch.functional.physics import double_well, potential_sum
-from qnn_torch.functional.sampler import (
-    LatticeFields,
-    bisection_pass,
-    local_sweep,
-    natural_step,
-    neuron_fields,
-    shift_move,
-    sign_cluster_move,
-)
+from qnn_torch import engine
+from qnn_torch.autograd import attach_jacobian
+from qnn_torch.config import SamplerConfig, check_int
+from qnn_torch.engine import SamplerOutput, StopCriterion, StuckChainWarning
+from qnn_torch.functional.gradient import PARAMETERS
 from qnn_torch.network import CompiledNetwork, Network
 from qnn_torch.path_bank import path_bank
 
-_SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
-_CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
-# The local proposal width follows log w ← log w + _TUNE_GAIN·(rate − target), by at most
-# a factor e^±2 (e^±1.5 at the default target 0.5), after each of the first _TUNE_FAST
-# thermalisation sweeps, then every _TUNE_EVERY: from any start (1e-5 or 10 times the
-# natural width) it is within 10 % of its tuned value in about 10 sweeps, and a GPU waits
-# for the count once per _TUNE_EVERY sweeps after that.
-_TUNE_GAIN = 3.0
-_TUNE_FAST = 20
-_TUNE_EVERY = 10
-# Chains from a fixed start (vacuum, saw, spikes) are flagged when their activity drifts
-# between the halves of the measurement by more than this (in Gaussian standard errors, as
-# a Student-t margin for the chains' degrees of freedom). (τ_int cannot serve: Sokal's
-# window keeps its estimate below a fifth of the measured sweeps, whatever the chains do.)
-_DRIFT_SIGMAS = 4.0
-# A move that changes the paths' shape (local, multilevel) "hardly moves" them when it
-# accepts fewer than this share, or (local, with a step below a tenth of its natural
-# width) more than 1 − this share.
-_MIXING_LIMIT = 0.01
+__all__ = [
+    "ColdStartWarning",
+    "FewChainsWarning",
+    "SamplerOutput",
+    "SimulationResult",
+    "StopCriterion",
+    "StuckChainWarning",
+    "check_conditional_every",
+    "run_sampler",
+    "simulate",
+    "starting_paths",
+    "wanted_gradients",
+]
+
 MIN_CHAINS_FOR_ERRORS = 4
-# Sweeps between looks at the non-finite flag (each look waits for a GPU to catch up).
-_CHECK_FINITE_EVERY = 16
-_MOVE_HINTS = {
-    "local": "step_size too large, or too few thermalization sweeps to tune it",
-    "multilevel": "bisection segments too long for the well: fewer bisection_levels",
-    "shift": "the whole path's level is pinned: a finer lattice or a longer time_extent",
-}
-
-
-class StuckChainWarning(RuntimeWarning):
-    """Monte Carlo chains that do not mix, so their errors cannot be trusted.
-
-    Warned when a network has a chain whose measured activity never changed, or chains
-    that all agree to the last bit; when chains from a fixed start (vacuum, saw, spikes)
-    have not forgotten it: their activity drifts between the two halves of the
-    measurement by more than 4 standard errors (as a Student-t margin for C − 1 degrees
-    of freedom, so hardly ever with fewer than 4 chains); and when
-    the moves that change the paths' shape hardly move them (acceptance below 1 %, or
-    above 99 % for a local move whose step is below a tenth of its natural width). The
-    standard errors and autocorrelation times of such networks are set to +inf: their
-    activities are not estimates. A move that accepts nothing at all is reported too.
-    """
 
 
 class ColdStartWarning(RuntimeWarning):
@@ -94,35 +54,6 @@ class FewChainsWarning(RuntimeWarning):
     Student-t rule with C − 1 degrees of freedom (200 identical networks with 2 chains were
     more than 3σ off in 16 % of cases): use 4 chains or more, 8 or more for decisions.
     """
-
-
-@dataclass(frozen=True)
-class SamplerOutput:
-    """Raw statistics of a run, neurons in the compiled (colour) order.
-
-    Shapes (Bf networks, C chains, N neurons, Nt slices): chain_activity (Bf, C, N);
-    activity, stderr, autocorrelation_time (Bf, N); paths (Bf, C, N, Nt) (each network's
-    last configuration); potential_profile (Bf, N, Nt) or None; sweeps (Bf,) int64, the
-    measurement sweeps each network used. ``jacobians`` holds ∂A/∂θ of each parameter
-    family that was asked for (see :class:`~qnn_torch.autograd.Jacobian`).
-    """
-
-    chain_activity: Tensor
-    activity: Tensor
-    stderr: Tensor
-    autocorrelation_time: Tensor
-    acceptance: dict[str, float]
-    step_size: float
-    paths: Tensor
-    potential_profile: Tensor | None
-    seconds: float
-    jacobians: dict[str, Jacobian]
-    sweeps: Tensor
-
-
-StopCriterion = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""``stop_when(activity (Bf, N), stderr (Bf, N), chain_activity (Bf, C, N)) -> (Bf,) bool``:
-the networks that may stop."""
 
 
 def run_sampler(
@@ -199,16 +130,34 @@ def run_sampler(
         network, config, conditional_color, conditional_every, gradients, stop_when
     )
     observed = _checked_jacobian_neurons(network, jacobian_neurons)
+    if set(gradients) - set(PARAMETERS):
+        raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
+    if stop_when is not None and not callable(stop_when):
+        raise ValueError(f"stop_when must be callable or None, got {stop_when!r}")
+    if network.drive.shape[0] == 0:
+        raise ValueError(f"network batch shape {tuple(network.batch_shape)} holds no network")
+    shape = (network.drive.shape[0], config.chains, network.drive.shape[1], config.n_time)
+    if initial_paths is not None and initial_paths.shape != shape:
+        raise ValueError(f"initial_paths must have shape {shape}, got {tuple(initial_paths.shape)}")
+    # Picks the bank's paths, then the multilevel blocks' offsets: no state affects it.
+    offsets = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
-        return _run_sampler(
+        if initial_paths is None:
+            start = starting_paths(network, config, offsets)
+        else:
+            start = initial_paths.to(device=config.device, dtype=config.dtype)
+            start = start.reshape(-1, *shape[2:]).clone(memory_format=torch.contiguous_format)
+        return engine.run(
             network,
             config,
-            record_profile,
-            initial_paths,
-            tuple(gradients),
-            stop_when,
-            conditional,
-            observed,
+            start,
+            offsets,
+            fixed=initial_paths is None and config.init != "equilibrium",
+            record_profile=record_profile,
+            gradients=tuple(gradients),
+            stop_when=stop_when,
+            conditional=conditional,
+            observed=observed,
         )
 
 
@@ -281,552 +230,6 @@ def _checked_conditional(
     return (*network.color_bounds[color], every)
 
 
-@dataclass
-class _Rows:
-    """Per-row measurement state of the networks still measuring.
-
-    Rows are (network, chain) pairs, chains fastest: ``networks`` (Ba,) holds the batch
-    index of each network still measuring, phi (Ba·C, N, Nt) its paths; reference, sums,
-    squares (Ba·C, N) float64 and moved (bool) the measured value before the measurement,
-    the sums of the samples and of their squares, and whether a sample ever differed from
-    the reference; bins (Ba·C, N, n_bins) the bin means; profile_sum (Ba·C, N, Nt) or None;
-    held (Ba·C, n) the Rao–Blackwell colour's latest conditional values, or None.
-    """
-
-    networks: Tensor
-    phi: Tensor
-    reference: Tensor
-    sums: Tensor
-    squares: Tensor
-    moved: Tensor
-    bins: Tensor
-    profile_sum: Tensor | None
-    covariance: dict[str, CovarianceSums]
-    held: Tensor | None = None
-
-    def keep(self, networks: Tensor) -> None:
-        """Keep only the ``networks`` (bool (Ba,)) and their rows."""
-        rows = networks.repeat_interleave(self.phi.shape[0] // self.networks.shape[0])
-        self.networks = self.networks[networks]
-        for name in ("phi", "reference", "sums", "squares", "moved", "bins"):
-            setattr(self, name, getattr(self, name)[rows])
-        if self.profile_sum is not None:
-            self.profile_sum = self.profile_sum[rows]
-        if self.held is not None:
-            self.held = self.held[rows]
-        self.covariance = {
-            family: CovarianceSums(stats.derivative[rows], stats.product[rows], stats.diagonal)
-            for family, stats in self.covariance.items()
-        }
-
-
-def _run_sampler(
-    network: CompiledNetwork,
-    config: SamplerConfig,
-    record_profile: bool,
-    initial_paths: Tensor | None,
-    gradients: tuple[str, ...],
-    stop_when: StopCriterion | None,
-    conditional: tuple[int, int, int] | None,
-    observed: tuple[int, int],
-) -> SamplerOutput:
-    if set(gradients) - set(PARAMETERS):
-        raise ValueError(f"gradients must name families of {PARAMETERS}, got {gradients!r}")
-    if stop_when is not None and not callable(stop_when):
-        raise ValueError(f"stop_when must be callable or None, got {stop_when!r}")
-    if network.drive.shape[0] == 0:
-        raise ValueError(f"network batch shape {tuple(network.batch_shape)} holds no network")
-    start_time = time.perf_counter()
-    device, dtype = torch.device(config.device), config.dtype
-    Bf, N = network.drive.shape
-    C, Nt, a = config.chains, config.n_time, config.spacing
-    R = Bf * C
-    blocks = config.target_stderr > 0 or stop_when is not None
-    max_sweeps = (config.max_sweeps or config.sweeps) if blocks else config.sweeps
-
-    input_inhibition = network.input_inhibition if network.input_inhibition.ne(0).any() else None
-    # Without links between neurons: common random numbers for the neurons of a row (see
-    # qnn_torch.functional.sampler), and the inputs' drive and inhibition, which act on one
-    # neuron each, have diagonal Jacobians. Links couple the neurons: full Jacobians.
-    independent = network.excite is None and network.inhibit is None
-    # Jacobians: of the activities of neurons o0..o1 − 1 (all of an independent network),
-    # by each neuron's input fields and by the link entries of the network's pattern.
-    o0, o1 = observed
-    neuron_families = ("drive", "input_inhibition")
-    links = None if network.link_entries is None else network.link_entries.to(device)
-    entries = {f: None if f in neuron_families else links for f in gradients}  # None: all
-    link_count = N * N if links is None else len(links)
-
-    def row_fields(networks: Tensor | None) -> LatticeFields:
-        """The physics of every chain of ``networks`` (indices; None: all)."""
-
-        def per_row(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            return (t if networks is None else t[networks]).repeat_interleave(C, 0)
-
-        return LatticeFields(
-            lam=config.lam,
-            spacing=a,
-            profile=network.profile,
-            drive=per_row(network.drive),
-            input_inhibition=per_row(input_inhibition),
-            excite=per_row(network.excite),
-            inhibit=per_row(network.inhibit),
-            color_bounds=network.color_bounds,
-            shared_noise=independent,
-        )
-
-    if initial_paths is not None and initial_paths.shape != (Bf, C, N, Nt):
-        raise ValueError(
-            f"initial_paths must have shape {(Bf, C, N, Nt)}, got {tuple(initial_paths.shape)}"
-        )
-    generator = torch.Generator(device).manual_seed(config.seed)
-    offsets = torch.Generator().manual_seed(config.seed)  # block offsets: state-independent
-    chunk = config.chunk_rows or (
-        R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
-    )
-
-    def chunked(fields: LatticeFields, rows: int) -> list[tuple[tuple[int, int], LatticeFields]]:
-        """Row ranges of at most ``chunk`` rows and their physics."""
-        bounds = [(i, min(i + chunk, rows)) for i in range(0, rows, chunk)]
-        return [((i, j), fields.rows(i, j)) for i, j in bounds]
-
-    chunks = chunked(row_fields(None), R)
-    width = config.step_size or natural_step(a)
-    levels = config.levels
-    counts = {m: [_zero_count(device), 0] for m in config.moves if m != "cluster"}
-    tune_counts = [_zero_count(device), 0]
-
-    max_bins = max(1, min(max_sweeps, _SERIES_BUDGET // (R * N)))
-    bin_length = max_sweeps // max_bins
-    n_bins = max_sweeps // bin_length
-    statistics = {"dtype": torch.float64, "device": device}
-    state = _Rows(
-        networks=torch.arange(Bf, device=device),
-        phi=starting_paths(network, config, offsets)
-        if initial_paths is None
-        else initial_paths.to(device=device, dtype=dtype)
-        .reshape(R, N, Nt)
-        .clone(memory_format=torch.contiguous_format),
-        reference=torch.zeros(R, N, **statistics),
-        sums=torch.zeros(R, N, **statistics),
-        squares=torch.zeros(R, N, **statistics),
-        moved=torch.zeros(R, N, dtype=torch.bool, device=device),
-        bins=torch.zeros(R, N, n_bins, **statistics),
-        profile_sum=torch.zeros(R, N, Nt, **statistics) if record_profile else None,
-        covariance={
-            family: CovarianceSums.zeros(
-                R,
-                o1 - o0,
-                N if family in neuron_families else link_count,
-                diagonal=independent and family in neuron_families,
-                device=device,
-            )
-            for family in gradients
-        },
-        held=None
-        if conditional is None
-        else torch.zeros(R, conditional[1] - conditional[0], **statistics),
-    )
-    norm = network.activity_norm
-    # Block mode: every network's latest activity and error, for stop_when.
-    latest = (
-        {
-            "activity": torch.zeros(Bf, N, **statistics),
-            "stderr": torch.zeros(Bf, N, **statistics),
-            "chain_activity": torch.zeros(Bf, C, N, **statistics),
-        }
-        if stop_when is not None
-        else {}
-    )
-    finished: list[dict[str, Tensor]] = []  # results of the networks that stopped
-    # The first sweep that left non-finite values (−1: none), kept on the device and read
-    # every _CHECK_FINITE_EVERY sweeps and before any result is taken.
-    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-
-    def check_finite() -> None:
-        bad = int(first_bad)
-        if bad >= 0:
-            stage = "measurement" if bad >= config.thermalization else "thermalization"
-            raise FloatingPointError(
-                f"the simulation produced non-finite paths at sweep {bad} ({stage}); check "
-                f"the strengths and lattice (dtype {dtype})"
-            )
-
-    total = config.thermalization + max_sweeps
-    for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
-        measuring = sweep >= config.thermalization
-        step = sweep - config.thermalization
-        offset = int(torch.randint(2**levels, (1,), generator=offsets))
-        for (i, j), part in chunks:
-            x = state.phi[i:j]
-            if sweep == config.thermalization:
-                state.reference[i:j] = potential_sum(x, config.lam).double() / norm
-            if "local" in config.moves:
-                accepted = local_sweep(x, part, width=width, generator=generator)
-                counts["local"][0] += accepted
-                counts["local"][1] += x.numel()
-                if not measuring:
-                    tune_counts[0] += accepted
-                    tune_counts[1] += x.numel()
-            if "multilevel" in config.moves:
-                accepted, proposed = bisection_pass(
-                    x, part, levels=levels, offset=offset, generator=generator
-                )
-                counts["multilevel"][0] += accepted
-                counts["multilevel"][1] += proposed
-            if "shift" in config.moves:
-                accepted, proposed = shift_move(
-                    x, part, width=config.shift_width, generator=generator
-                )
-                counts["shift"][0] += accepted
-                counts["shift"][1] += proposed
-            if "cluster" in config.moves and sweep % config.cluster_every == 0:
-                sign_cluster_move(x, spacing=a, generator=generator, shared_noise=part.shared_noise)
-            if measuring:
-                well = double_well(x, config.lam)  # V0 per slice: one pass serves both
-                if state.profile_sum is not None:
-                    state.profile_sum[i:j] += well
-                sample = well.sum(-1).double() / norm
-                if conditional is not None:
-                    c0, c1, every = conditional
-                    if step % every == 0:
-                        if not bool(torch.isfinite(x).all()):  # before fields build a grid
-                            first_bad = torch.where(first_bad < 0, sweep, first_bad)
-                            check_finite()
-                        drive, deepening, inhibition = neuron_fields(part, x, part.profile, c0, c1)
-                        expected = conditional_well_sum(
-                            drive,
-                            deepening=deepening,
-                            inhibition=inhibition,
-                            spacing=a,
-                            lam=config.lam,
-                        )
-                        state.held[i:j] = expected.double() / norm
-                        if step == 0:  # "moved" then tells whether the value ever changed
-                            state.reference[i:j, c0:c1] = state.held[i:j]
-                    sample[:, c0:c1] = state.held[i:j]
-                state.sums[i:j] += sample
-                state.moved[i:j] |= sample != state.reference[i:j]
-                state.squares[i:j] += sample * sample
-                if state.covariance:
-                    derivatives = action_derivatives(x, part.profile, a, gradients)
-                    observable = sample[:, o0:o1]
-                    for family, stats in state.covariance.items():
-                        derivative = derivatives[family].flatten(1)
-                        if entries[family] is not None:
-                            derivative = derivative[:, entries[family]]
-                        stats.add(i, j, observable, derivative)
-                if step < n_bins * bin_length:
-                    state.bins[i:j, :, step // bin_length] += sample / bin_length
-        # While measuring, the running sums turn non-finite with any path (one small check).
-        finite = torch.isfinite(state.sums if measuring else state.phi).all()
-        first_bad = torch.where((first_bad < 0) & ~finite, sweep, first_bad)
-        if (sweep + 1) % _CHECK_FINITE_EVERY == 0:
-            check_finite()
-        tune_now = sweep < _TUNE_FAST or (sweep + 1) % _TUNE_EVERY == 0
-        if "local" in config.moves and not measuring and tune_now:
-            rate = float(tune_counts[0]) / max(tune_counts[1], 1)
-            width *= math.exp(min(2.0, max(-2.0, _TUNE_GAIN * (rate - config.target_acceptance))))
-            tune_counts = [_zero_count(device), 0]
-        measured = step + 1
-        if measured == max_sweeps or (blocks and measured > 0 and measured % config.sweeps == 0):
-            check_finite()
-            chain_activity = (state.sums / measured).view(-1, C, N)
-            activity, stderr = chain_mean_and_error(chain_activity, dim=1)
-            if measured == max_sweeps:
-                done = torch.ones_like(state.networks, dtype=torch.bool)
-            else:
-                moved = state.moved.view(-1, C, N)
-                done = _stopping(
-                    state.networks,
-                    moved,
-                    chain_activity,
-                    activity,
-                    stderr,
-                    latest,
-                    config.target_stderr,
-                    stop_when,
-                )
-            if not bool(done.any()):
-                continue
-            finished.append(
-                _stopped_results(
-                    state, done, measured, bin_length, chain_activity, activity, stderr
-                )
-            )
-            if bool(done.all()):
-                break
-            state.keep(~done)
-            chunks = chunked(row_fields(state.networks), state.phi.shape[0])
-
-    out = _gather(finished)
-    chain_means = out["chain_activity"].reshape(R, N)
-    jacobians = {  # from sums per sweep: sweep counts may differ between networks
-        family: Jacobian.from_sums(
-            chain_means[:, o0:o1],
-            CovarianceSums(
-                out[f"{family} derivative"].flatten(0, 1),
-                out[f"{family} product"].flatten(0, 1),
-                stats.diagonal,
-            ),
-            1,
-            C,
-            entries[family],
-        )
-        for family, stats in state.covariance.items()
-    }
-    stderr, tau = out["stderr"], out["autocorrelation_time"]
-    hardly = _hardly_moving(config, counts, width)
-    unsettled = torch.zeros_like(out["sweeps"], dtype=torch.bool)
-    if initial_paths is None and config.init != "equilibrium":  # a fixed start
-        unsettled = _unsettled(out["drift"], C)
-    stuck = _stuck_networks(out["moved"], stderr, unsettled, counts, hardly)
-    if bool(stuck.any()):
-        stderr, tau = _infinite_rows(stderr, stuck), _infinite_rows(tau, stuck)
-        jacobians = {
-            family: replace(jac, stderr=_infinite_rows(jac.stderr, stuck))
-            for family, jac in jacobians.items()
-        }
-    return SamplerOutput(
-        chain_activity=out["chain_activity"],
-        activity=out["activity"],
-        stderr=stderr,
-        autocorrelation_time=tau,
-        acceptance={
-            **{name: float(c[0]) / max(int(c[1]), 1) for name, c in counts.items()},
-            **({"cluster": 1.0} if "cluster" in config.moves else {}),  # rejection-free
-        },
-        step_size=width,
-        paths=out["paths"],
-        potential_profile=out.get("potential_profile"),
-        seconds=time.perf_counter() - start_time,
-        jacobians=jacobians,
-        sweeps=out["sweeps"],
-    )
-
-
-def _stopped_results(
-    state: _Rows,
-    done: Tensor,
-    measured: int,
-    bin_length: int,
-    chain_activity: Tensor,
-    activity: Tensor,
-    stderr: Tensor,
-) -> dict[str, Tensor]:
-    """The results of the networks that stop after ``measured`` sweeps, ``done`` (Ba,) bool.
-
-    ``chain_activity`` (Ba, C, N), ``activity`` and ``stderr`` (Ba, N) are the estimates of
-    every network still measuring (stderr raw: stuck chains are flagged at the end).
-    Returns tensors with a leading axis over the Bd stopping networks: networks (batch
-    indices), sweeps (Bd,); drift (Bd, N) (:func:`_drift`); chain_activity, moved
-    (Bd, C, N); activity, stderr,
-    autocorrelation_time (Bd, N); paths (Bd, C, N, Nt); potential_profile (Bd, N, Nt) when
-    recorded; and per gradient family its sums per sweep, "<family> derivative" (Bd, C, P)
-    and "<family> product" (Bd, C, N[, P]). Without a copy when every network stops.
-    """
-    C = chain_activity.shape[1]
-    every = bool(done.all())
-    rows = done.repeat_interleave(C)
-
-    def pick(t: Tensor, per_row: bool = True) -> Tensor:
-        return t if every else t[rows if per_row else done]
-
-    Bd = int(done.sum())
-    means = pick(chain_activity, per_row=False).view(Bd * C, -1)
-    variance = (pick(state.squares) / measured - means**2).clamp_min(0.0)
-    bins = pick(state.bins)[..., : measured // bin_length]
-    phi = pick(state.phi)
-    results = {
-        "drift": _drift(bins.view(Bd, C, *bins.shape[1:])),
-        "networks": pick(state.networks, per_row=False),
-        "sweeps": torch.full((Bd,), measured, dtype=torch.int64, device=phi.device),
-        "chain_activity": means.view(Bd, C, -1),
-        "moved": pick(state.moved).view(Bd, C, -1),
-        "activity": pick(activity, per_row=False),
-        "stderr": pick(stderr, per_row=False),
-        "autocorrelation_time": binned_autocorrelation_time(
-            bins.view(Bd, C, *bins.shape[1:]).transpose(1, 2),
-            bin_length,
-            variance.view(Bd, C, -1).mean(1),
-        ),
-        "paths": phi.view(Bd, C, *phi.shape[1:]),
-    }
-    if state.profile_sum is not None:
-        profile = pick(state.profile_sum)
-        profile = profile.view(Bd, C, *profile.shape[1:]).mean(1)
-        results["potential_profile"] = (profile / measured).to(phi.dtype)
-    for family, stats in state.covariance.items():
-        results[f"{family} derivative"] = (pick(stats.derivative) / measured).view(Bd, C, -1)
-        product = pick(stats.product) / measured
-        results[f"{family} product"] = product.view(Bd, C, *product.shape[1:])
-    return results
-
-
-def _stopping(
-    networks: Tensor,
-    moved: Tensor,
-    chain_activity: Tensor,
-    activity: Tensor,
-    stderr: Tensor,
-    latest: dict[str, Tensor],
-    target_stderr: float,
-    stop_when: StopCriterion | None,
-) -> Tensor:
-    """Which networks still measuring may stop after this block, (Ba,) bool.
-
-    ``networks`` (Ba,) are their batch indices, ``moved`` (Ba, C, N) as in
-    :func:`_stuck_parts`, ``chain_activity`` (Ba, C, N) their chains' means, ``activity``
-    and ``stderr`` (Ba, N) their estimates. ``latest`` keeps every network's latest
-    "activity", "stderr" (Bf, N) and "chain_activity" (Bf, C, N) for ``stop_when``
-    (updated here). Errors of networks whose chains look stuck count as +inf.
-    """
-    frozen, agreeing = _stuck_parts(moved, stderr)
-    stderr = _infinite_rows(stderr, frozen | agreeing)
-    done = torch.zeros_like(networks, dtype=torch.bool)
-    if target_stderr > 0:
-        done |= (stderr <= target_stderr).all(-1)
-    if stop_when is not None:
-        latest["activity"][networks] = activity
-        latest["stderr"][networks] = stderr
-        latest["chain_activity"][networks] = chain_activity
-        stop = stop_when(
-            *(latest[name].clone() for name in ("activity", "stderr", "chain_activity"))
-        )
-        shape = latest["activity"].shape[:1]
-        if not (isinstance(stop, Tensor) and stop.dtype == torch.bool and stop.shape == shape):
-            got = f"{stop.dtype} {tuple(stop.shape)}" if isinstance(stop, Tensor) else repr(stop)
-            raise ValueError(
-                f"stop_when must return a bool tensor of shape {tuple(shape)}, got {got}"
-            )
-        done |= stop.to(done.device)[networks]
-    return done
-
-
-def _zero_count(device: torch.device) -> Tensor:
-    """A 0-d int64 counter of accepted moves."""
-    return torch.zeros((), dtype=torch.int64, device=device)
-
-
-def _gather(finished: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """The results of every network in batch order, from those of successive stops."""
-    if len(finished) == 1:  # every network stopped at once: already in order
-        return finished[0]
-    order = torch.argsort(torch.cat([part["networks"] for part in finished]))
-    return {name: torch.cat([part[name] for part in finished])[order] for name in finished[0]}
-
-
-def _infinite_rows(t: Tensor, rows: Tensor) -> Tensor:
-    """A copy of ``t`` holding +inf in the rows (first axis) where ``rows`` is true."""
-    t = t.clone()
-    t[rows] = math.inf
-    return t
-
-
-def _stuck_parts(moved: Tensor, stderr: Tensor) -> tuple[Tensor, Tensor]:
-    """Networks with a chain whose value never changed, and with chains that all agree.
-
-    ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed, ``stderr``
-    (Bf, N) the error from the chains' spread (+inf where they agree to the last bit, see
-    :func:`~qnn_torch.functional.observables.chain_mean_and_error`). Returns two (Bf,)
-    bool tensors.
-    """
-    return ~moved.all(-1).all(-1), stderr.isinf().any(-1)
-
-
-def _drift(bins: Tensor) -> Tensor:
-    """Student-t statistic of the drift between the two halves of the measurement.
-
-    ``bins`` (B, C, N, nb) are each chain's bin means. With d_c the difference between the
-    means of the last and the first ⌊nb/2⌋ bins of chain c, t = mean(d)/(std(d)/√C) over
-    the independent chains, (B, N): a t variable with C − 1 degrees of freedom for chains
-    in equilibrium, large where the chains still move away from their start together.
-    NaN (no verdict) with fewer than 2 bins or chains that agree exactly.
-    """
-    half = bins.shape[-1] // 2
-    if half == 0:
-        shape = bins.shape[:1] + bins.shape[2:3]
-        return torch.full(shape, math.nan, dtype=bins.dtype, device=bins.device)
-    d = bins[..., -half:].mean(-1) - bins[..., :half].mean(-1)  # (B, C, N)
-    return d.mean(1) / (d.std(1) / d.shape[1] ** 0.5)
-
-
-def _unsettled(drift: Tensor, chains: int) -> Tensor:
-    """Networks whose chains have not forgotten their common start, (Bf,) bool: a drift
-    (Bf, N) (:func:`_drift`) beyond ``_DRIFT_SIGMAS`` as a Student-t margin for
-    ``chains`` − 1 degrees of freedom (NaN: no verdict). With few chains the margin is
-    wide (32.6 for 4 chains, 10⁴ for 2): such runs are hardly ever flagged."""
-    return (drift.abs() > student_t_sigmas(_DRIFT_SIGMAS, chains)).any(-1)
-
-
-def _hardly_moving(
-    config: SamplerConfig, counts: dict[str, list[Tensor | int]], width: float
-) -> str:
-    """Why the moves that change the paths' shape hardly move them, or "" if they do.
-
-    Every shape move (local, multilevel) accepting less than ``_MIXING_LIMIT``, or a local
-    move alone whose step is below a tenth of its natural width 1.5·√(a/2) and accepts
-    more than 1 − ``_MIXING_LIMIT`` (each step is then a tiny random walk).
-    """
-    rates = {
-        name: float(accepted) / int(proposed)
-        for name, (accepted, proposed) in counts.items()
-        if name in ("local", "multilevel") and int(proposed) > 0
-    }
-    if rates and all(rate < _MIXING_LIMIT for rate in rates.values()):
-        shown = ", ".join(f"{name} {100 * rate:.2g} %" for name, rate in rates.items())
-        return f"the moves that change the paths' shape accept almost nothing ({shown})"
-    natural = natural_step(config.spacing)
-    if set(rates) == {"local"} and rates["local"] > 1 - _MIXING_LIMIT and width < 0.1 * natural:
-        return (
-            f"the local move accepts {100 * rates['local']:.3g} % of steps of width {width:.3g}, "
-            f"under a tenth of its natural {natural:.3g}: the paths hardly move (a larger "
-            "step_size, or thermalization sweeps to tune it)"
-        )
-    return ""
-
-
-def _stuck_networks(
-    moved: Tensor,
-    stderr: Tensor,
-    unsettled: Tensor,
-    counts: dict[str, list[Tensor | int]],
-    hardly_moving: str,
-) -> Tensor:
-    """Networks whose errors cannot be trusted, (Bf,) bool.
-
-    ``moved`` and ``stderr`` as in :func:`_stuck_parts`, ``unsettled`` (Bf,) bool from
-    :func:`_unsettled`, ``counts`` the accepted and proposed moves by type,
-    ``hardly_moving`` from :func:`_hardly_moving` (every network when not empty). Warns
-    with a :class:`StuckChainWarning`.
-    """
-    problems = [
-        f"the {name} move accepted none of its {int(proposed)} proposals ({_MOVE_HINTS[name]})"
-        for name, (accepted, proposed) in counts.items()
-        if int(proposed) > 0 and int(accepted) == 0
-    ]
-    frozen, agreeing = _stuck_parts(moved, stderr)
-    stuck = frozen | agreeing | unsettled
-    if hardly_moving:
-        problems.append(hardly_moving)
-        stuck = torch.ones_like(stuck)
-    if bool(stuck.any()):
-        problems.append(
-            f"{int(stuck.sum())} of {stuck.numel()} networks have a chain whose activity never "
-            f"changed ({int(frozen.sum())}), chains that all agree ({int(agreeing.sum())}) or "
-            f"chains that have not forgotten their start ({int(unsettled.sum())}: a drift "
-            f"between the halves of the measurement beyond {_DRIFT_SIGMAS:g}σ; more "
-            "thermalization sweeps)"
-            + (", or moves that hardly move them" if hardly_moving else "")
-            + ": their standard errors and autocorrelation times are set to inf"
-        )
-    if problems:
-        warnings.warn("; ".join(problems), StuckChainWarning, stacklevel=4)
-    return stuck
-
-
 def wanted_gradients(parameters: dict[str, Tensor]) -> tuple[str, ...]:
     """The parameter families (of :meth:`CompiledNetwork.parameters`) whose Jacobians a run
     should measure: those that require grad, while gradients are enabled."""
@@ -840,35 +243,25 @@ def starting_paths(
 ) -> Tensor:
     """Starting paths (Bf·C, N, Nt) of ``network``'s chains, chains fastest: ``config.init``.
 
-    ``"vacuum"`` φ ≡ 1; the paper's ``"saw"`` φ_t = t mod 2; ``"spikes"`` the spiking path
-    |ψ_t| = √(1 − √g_t) of the active input, from the spike profile g_t = (ψ_t² − 1)²;
-    ``"equilibrium"`` paths of the lattice's :func:`~qnn_torch.path_bank.path_bank` at each
-    neuron's drive (``generator``, CPU, picks which). On ``config``'s device and dtype.
+    ``"equilibrium"``: paths of the lattice's :func:`~qnn_torch.path_bank.path_bank` at each
+    neuron's drive (``generator``, CPU, picks which); the others are the fixed starts of
+    :func:`~qnn_torch.engine.fixed_start`. On ``config``'s device and dtype.
     """
-    (Bf, N), C = network.drive.shape, config.chains
-    shape, device, dtype = (Bf * C, N, config.n_time), torch.device(config.device), config.dtype
-    if config.init == "vacuum":
-        return torch.ones(shape, dtype=dtype, device=device)
-    if config.init == "saw":
-        saw = (torch.arange(shape[-1], device=device) % 2).to(dtype)
-        return saw.expand(shape).contiguous()
-    if config.init == "spikes":
-        profile = network.profile.to(device=device, dtype=torch.float64)
-        spikes = (1.0 - profile.sqrt()).clamp_min(0.0)
-        return spikes.sqrt().to(dtype).expand(shape).contiguous()
-    if config.init == "equilibrium":
-        drive = network.drive.detach()
-        bank = path_bank(
-            config.n_time,
-            config.time_extent,
-            config.lam,
-            config.n_kinks,
-            max_drive=float(drive.max()),
-            chains=C,
-        )
-        start = bank.starting_paths(drive, C, generator)
-        return start.to(device=device, dtype=dtype).reshape(shape)
-    raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
+    if config.init != "equilibrium":
+        return engine.fixed_start(network, config)
+    C = config.chains
+    drive = network.drive.detach()
+    bank = path_bank(
+        config.n_time,
+        config.time_extent,
+        config.lam,
+        config.n_kinks,
+        max_drive=float(drive.max()),
+        chains=C,
+    )
+    start = bank.starting_paths(drive, C, generator)
+    shape = (drive.shape[0] * C, drive.shape[1], config.n_time)
+    return start.to(device=torch.device(config.device), dtype=config.dtype).reshape(shape)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from qnn_torch.functional.observables import (
     integrated_autocorrelation_time,
 )
 from qnn_torch.functional.physics import double_well, kink_path
-from qnn_torch.simulate import _infinite_rows, _stuck_networks, run_sampler
+from qnn_torch.engine import _infinite_rows, _stuck_networks
+from qnn_torch.simulate import run_sampler
 from tests.helpers import SMALL
 
 QUICK = {**SMALL, "chains": 4, "thermalization": 20, "sweeps": 40, "seed": 5}

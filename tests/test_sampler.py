@@ -219,7 +219,7 @@ def test_result_shapes_and_observables():
 # Thermalisation, measurement, and a sweep seen only at a later periodic look (sweep 31).
 @pytest.mark.parametrize("sweep", [3, 7, 21])
 def test_non_finite_paths_raise_naming_the_sweep(monkeypatch, sweep):
-    module = sys.modules["qnn_torch.simulate"]
+    module = sys.modules["qnn_torch.engine"]
     calls = {"n": 0}
 
     def poisoned(phi, **kwargs):
