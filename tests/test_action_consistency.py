@@ -125,7 +125,7 @@ def without_links(fields: LatticeFields, reference: dict) -> tuple[LatticeFields
 @pytest.mark.parametrize("seed", [0, 1])
 def test_local_move_delta_s_is_the_reference_action_difference(seed, linked, numbers, monkeypatch):
     """Every site's −ΔS is the reference action difference, whichever source the random
-    numbers come from (a torch.Generator, or Philox counters): the neighbours, parities and
+    numbers come from (a torch.Generator, or Threefry counters): the neighbours, parities and
     colours of the sweep are those of the action."""
     fields, reference = random_network(seed)
     if not linked:
@@ -138,7 +138,7 @@ def test_local_move_delta_s_is_the_reference_action_difference(seed, linked, num
         sampler.local_sweep(phi, fields, width=0.6, generator=generator)
     else:
         rows = torch.arange(phi.shape[0])
-        sampler.counter_local_sweep(phi, fields, width=0.6, key=(seed, 5), stage=3, rows=rows)
+        sampler.counter_local_sweep(phi, fields, width=0.6, seed=seed, stage=3, rows=rows)
 
     Nt = phi.shape[-1]
     order = [(parity, c0, c1) for parity in (0, 1) for c0, c1 in fields.color_bounds]

@@ -196,7 +196,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             for i in range(0, rows, size):
                 j = min(i + size, rows)
                 counter_local_sweep(
-                    phi[i:j], part.rows(i, j), width=width, key=(1, 2), stage=stage[0],
+                    phi[i:j], part.rows(i, j), width=width, seed=1, stage=stage[0],
                     rows=identities[i:j], half_sweep=half,
                 )  # fmt: skip
 
@@ -240,7 +240,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             ("compiled", compiled_moves.local_half_sweep),
             ("eager", counter_local_half_sweep),
         ):
-            moves[f"local, Philox counters, {name}{suffix}"] = counter_sweep(part, phi, half)
+            moves[f"local, Threefry counters, {name}{suffix}"] = counter_sweep(part, phi, half)
         for _ in range(20):  # leave the vacuum start behind
             moves[f"local{kernel}{suffix}"][0]()
             moves[f"multilevel{suffix}"][0]()

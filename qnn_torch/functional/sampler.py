@@ -35,7 +35,12 @@ import torch
 from torch import Tensor
 
 from qnn_torch.functional import fused_local
-from qnn_torch.functional.philox import philox4x32, symmetric_step, uniform_open
+from qnn_torch.functional.threefry import (
+    sweep_key,
+    symmetric_step,
+    threefry2x32,
+    uniform_open,
+)
 
 
 @dataclass(frozen=True)
@@ -242,20 +247,19 @@ def counter_local_half_sweep(
     split: Tensor,
     fields: LatticeFields,
     rows: Tensor,
-    stage: Tensor,
+    key: tuple[Tensor, Tensor],
     *,
     parity: int,
     width: float,
-    key: tuple[Tensor, Tensor],
 ) -> Tensor:
     """One half of :func:`counter_local_sweep`: the ``parity`` slices of every colour range
     (in place on ``split`` (R, N, 2, Nt/2)); returns the accepted sites (0-d int64).
 
-    Site (row r, neuron n, slice t) draws the Philox words of the counter
-    (t, n, rows[r], stage) under ``key`` (n = 0 for every neuron under ``shared_noise``):
-    the proposal from the low 16 bits of word 1, the uniform from word 0
-    (:mod:`qnn_torch.functional.philox`). Written in plain tensor operations, so that
-    ``torch.compile`` fuses it into one loop per colour range.
+    Site (row r, neuron n, slice t) draws the Threefry2x32-20 words of the counter
+    (n·Nt + t, ``rows``[r]) (int32) under the sweep's ``key`` (n = 0 for every neuron
+    under ``shared_noise``): the uniform from word 0, the proposal from the low 16 bits of
+    word 1 (:mod:`qnn_torch.functional.threefry`). Written in plain tensor operations, so
+    that ``torch.compile`` fuses it into one loop per colour range.
     """
     M = split.shape[-1]
     other = split[:, :, 1 - parity]
@@ -263,16 +267,16 @@ def counter_local_half_sweep(
     shifted = torch.roll(other, 1 if parity == 0 else -1, -1)
     neighbours = other + shifted
     profile = fields.profile.view(M, 2)[:, parity]
-    sites = torch.arange(M, device=split.device, dtype=torch.int64).mul(2).add(parity)
+    slices = torch.arange(M, device=split.device, dtype=torch.int32).mul(2).add(parity)
+    row_words = rows.to(torch.int32)[:, None, None]
     accepted = torch.zeros((), dtype=torch.int64, device=split.device)
     for c0, c1 in fields.color_bounds:
         A, K, C = neuron_fields(fields, split[:, :, parity], profile, c0, c1)
-        neuron = (
-            torch.zeros(1, 1, 1, dtype=torch.int64, device=split.device)
-            if fields.shared_noise
-            else torch.arange(c0, c1, device=split.device, dtype=torch.int64)[None, :, None]
-        )
-        w0, w1, _, _ = philox4x32((sites, neuron, rows[:, None, None], stage), key)
+        sites = slices
+        if not fields.shared_noise:
+            neurons = torch.arange(c0, c1, device=split.device, dtype=torch.int32)
+            sites = slices + neurons[:, None] * (2 * M)
+        w0, w1 = threefry2x32((sites, row_words), key)
         v = symmetric_step(w1, width / fields.spacing, split.dtype)
         u = uniform_open(w0, split.dtype)
         cur = split[:, c0:c1, parity]
@@ -287,30 +291,26 @@ def counter_local_sweep(
     fields: LatticeFields,
     *,
     width: float,
-    key: tuple[int, int],
+    seed: int,
     stage: int,
     rows: Tensor,
     half_sweep: Callable[..., Tensor] = counter_local_half_sweep,
 ) -> Tensor:
     """The checkerboard sweep of :func:`local_sweep` with counter-based random numbers.
 
-    Every site draws its numbers from Philox4x32-10 at the counter (slice, neuron, row
-    identity ``rows`` (R,) int64, ``stage``) under ``key``: they do not depend on the
-    layout of the batch, its chunks or the device. ``half_sweep`` runs each half (the
-    compiled :func:`counter_local_half_sweep` where ``qnn_torch.functional.compiled``
-    provides it). Shapes: phi (R, N, Nt). Returns the number of accepted sites.
+    Every site draws its numbers from Threefry2x32-20 at the counter (neuron and slice,
+    row identity ``rows`` (R,) int64) under the key of (``seed``, ``stage``)
+    (:func:`~qnn_torch.functional.threefry.sweep_key`): they do not depend on the layout
+    of the batch, its chunks or the device. ``half_sweep`` runs each half (the compiled
+    :func:`counter_local_half_sweep` where ``qnn_torch.functional.compiled`` provides it).
+    Shapes: phi (R, N, Nt). Returns the number of accepted sites.
     """
     R, N, Nt = phi.shape
     split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
-    # Counters and key as int64 tensors: compiled with dynamic shapes, Python ints would
-    # become symbolic and inductor mis-types their mix with integer tensors.
-    stage_tensor = torch.tensor(stage, dtype=torch.int64, device=phi.device)
-    key_tensors = tuple(torch.tensor(k, dtype=torch.int64, device=phi.device) for k in key)
+    key = sweep_key(seed, stage, phi.device)
     accepted = phi.new_zeros((), dtype=torch.int64)
     for parity in (0, 1):
-        accepted += half_sweep(
-            split, fields, rows, stage_tensor, parity=parity, width=width, key=key_tensors
-        )
+        accepted += half_sweep(split, fields, rows, key, parity=parity, width=width)
     phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
     return accepted
 
