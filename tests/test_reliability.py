@@ -21,6 +21,7 @@ from qnn_torch import (
     simulate,
 )
 from qnn_torch.autograd import Jacobian, attach_jacobian
+from qnn_torch.engine import _infinite_rows, _stuck_networks
 from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.layer import readout
 from qnn_torch.functional.observables import (
@@ -29,7 +30,6 @@ from qnn_torch.functional.observables import (
     integrated_autocorrelation_time,
 )
 from qnn_torch.functional.physics import double_well, kink_path
-from qnn_torch.engine import _infinite_rows, _stuck_networks
 from qnn_torch.simulate import run_sampler
 from tests.helpers import SMALL
 
