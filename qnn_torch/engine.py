@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from qnn_torch.autograd import Jacobian
 from qnn_torch.config import SamplerConfig
+from qnn_torch.functional import compiled, fused_local
 from qnn_torch.functional.conditional import conditional_well_sum
 from qnn_torch.functional.gradient import CovarianceSums, action_derivatives
 from qnn_torch.functional.observables import (
@@ -41,12 +42,13 @@ from qnn_torch.functional.physics import double_well, potential_sum
 from qnn_torch.functional.sampler import (
     LatticeFields,
     bisection_pass,
-    local_sweep,
+    counter_local_sweep,
     natural_step,
     neuron_fields,
     shift_move,
     sign_cluster_move,
 )
+from qnn_torch.functional.threefry import sweep_key
 from qnn_torch.network import CompiledNetwork
 
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
@@ -197,6 +199,13 @@ class _Rows:
             held=None if held is None else torch.zeros(R, held, **statistics),
         )
 
+    @property
+    def rows(self) -> Tensor:
+        """Each row's identity in the whole batch, network·C + chain, (Ba·C,) int64."""
+        chains = self.phi.shape[0] // self.networks.shape[0]
+        offsets = torch.arange(chains, device=self.networks.device)
+        return (self.networks[:, None] * chains + offsets).flatten()
+
     def keep(self, networks: Tensor) -> None:
         """Keep only the ``networks`` (bool (Ba,)) and their rows."""
         rows = networks.repeat_interleave(self.phi.shape[0] // self.networks.shape[0])
@@ -217,8 +226,14 @@ class Moves:
     """The sweep stage: every move of ``config.moves`` on a chunk of rows, with acceptance
     counts, and the local step's tuning during thermalisation.
 
-    The moves draw from one torch generator seeded with ``config.seed``; the multilevel
-    blocks' offsets from ``offsets`` (CPU), which no state affects. ``counts`` holds each
+    The local move draws counter-based numbers (:func:`~qnn_torch.functional.sampler.
+    counter_local_sweep`: Threefry at the site, the row's identity, ``config.seed`` and
+    the sweep), compiled where ``QNN_TORCH_COMPILE`` allows
+    (:mod:`qnn_torch.functional.compiled`), so its numbers do not depend on the chunks, the
+    compaction of stopped networks or the device; on CUDA, rows without links run the
+    fused Triton kernel instead (:mod:`~qnn_torch.functional.fused_local`). The other moves
+    draw from one torch generator seeded with ``config.seed``; the multilevel blocks'
+    offsets from ``offsets`` (CPU), which no state affects. ``counts`` holds each
     Metropolis move's accepted and proposed updates (the cluster move is rejection-free);
     ``width`` is the local proposal width.
     """
@@ -234,24 +249,41 @@ class Moves:
         self.counts = {m: [_zero_count(device), 0] for m in config.moves if m != "cluster"}
         self._tune_counts = [_zero_count(device), 0]
 
-    def block_offset(self) -> int:
-        """This sweep's offset of the multilevel blocks (drawn every sweep)."""
-        return int(torch.randint(2**self.config.levels, (1,), generator=self.offsets))
+    def begin(self, sweep: int) -> None:
+        """Draw what sweep ``sweep`` shares across its chunks: the local move's counter key
+        and the multilevel blocks' offset (drawn every sweep)."""
+        if "local" in self.config.moves:
+            self._key = sweep_key(self.config.seed, sweep, self.device)
+        self._offset = int(torch.randint(2**self.config.levels, (1,), generator=self.offsets))
 
     def sweep(
-        self, x: Tensor, part: LatticeFields, sweep: int, offset: int, measuring: bool
+        self, x: Tensor, part: LatticeFields, rows: Tensor, sweep: int, measuring: bool
     ) -> None:
-        """Sweep ``sweep`` of the rows ``x`` (r, N, Nt), in place, with their physics ``part``."""
+        """Sweep ``sweep`` (after :meth:`begin`) of the rows ``x`` (r, N, Nt), in place, with
+        their physics ``part`` and identities ``rows`` (r,) (network·C + chain in the whole
+        batch)."""
         config = self.config
         if "local" in config.moves:
-            accepted = local_sweep(x, part, width=self.width, generator=self.generator)
+            if fused_local.supports(x, part):
+                accepted = fused_local.local_sweep(
+                    x, part, width=self.width, generator=self.generator
+                )
+            else:
+                accepted = counter_local_sweep(
+                    x,
+                    part,
+                    width=self.width,
+                    key=self._key,
+                    rows=rows,
+                    half_sweep=compiled.local_half_sweep,
+                )
             self._count("local", accepted, x.numel())
             if not measuring:
                 self._tune_counts[0] += accepted
                 self._tune_counts[1] += x.numel()
         if "multilevel" in config.moves:
             accepted, proposed = bisection_pass(
-                x, part, levels=config.levels, offset=offset, generator=self.generator
+                x, part, levels=config.levels, offset=self._offset, generator=self.generator
             )
             self._count("multilevel", accepted, proposed)
         if "shift" in config.moves:
@@ -501,7 +533,6 @@ def run(
     chunk = config.chunk_rows or (
         R if device.type == "cuda" else max(1, _CPU_CHUNK_SITES // (N * Nt))
     )
-    chunks = _chunked(row_fields(None), R, chunk)
     max_bins = max(1, min(max_sweeps, _SERIES_BUDGET // (R * N)))
     bin_length = max_sweeps // max_bins
     state = _Rows.zeros(
@@ -519,6 +550,7 @@ def run(
         },
         held=None if conditional is None else conditional[1] - conditional[0],
     )
+    chunks = _chunked(row_fields(None), state.rows, chunk)
     moves = Moves(config, device, offsets)
     watch = FiniteWatch(config.thermalization, dtype, device)
     measure = Measurement(
@@ -530,11 +562,11 @@ def run(
     for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
         measuring = sweep >= config.thermalization
         step = sweep - config.thermalization
-        offset = moves.block_offset()
-        for (i, j), part in chunks:
+        moves.begin(sweep)
+        for (i, j), part, rows in chunks:
             if sweep == config.thermalization:
                 measure.reference(state, i, j)
-            moves.sweep(state.phi[i:j], part, sweep, offset, measuring)
+            moves.sweep(state.phi[i:j], part, rows, sweep, measuring)
             if measuring:
                 measure(state, i, j, part, sweep, step)
         # While measuring, the running sums turn non-finite with any path (one small check).
@@ -550,7 +582,7 @@ def run(
                 break
             if bool(stopped.any()):  # their rows leave the path tensor
                 state.keep(~stopped)
-                chunks = _chunked(row_fields(state.networks), state.phi.shape[0], chunk)
+                chunks = _chunked(row_fields(state.networks), state.rows, chunk)
     return _output(_gather(stops.finished), state, moves, entries, (o0, o1), C, fixed, start_time)
 
 
@@ -638,11 +670,12 @@ def _row_fields(
 
 
 def _chunked(
-    fields: LatticeFields, rows: int, chunk: int
-) -> list[tuple[tuple[int, int], LatticeFields]]:
-    """Row ranges of at most ``chunk`` rows and their physics."""
-    bounds = [(i, min(i + chunk, rows)) for i in range(0, rows, chunk)]
-    return [((i, j), fields.rows(i, j)) for i, j in bounds]
+    fields: LatticeFields, rows: Tensor, chunk: int
+) -> list[tuple[tuple[int, int], LatticeFields, Tensor]]:
+    """Row ranges of at most ``chunk`` rows, their physics and their identities (of
+    ``rows`` (R,), :attr:`_Rows.rows`)."""
+    bounds = [(i, min(i + chunk, len(rows))) for i in range(0, len(rows), chunk)]
+    return [((i, j), fields.rows(i, j), rows[i:j]) for i, j in bounds]
 
 
 def _stopped_results(

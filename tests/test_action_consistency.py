@@ -18,6 +18,7 @@ from qnn_torch import Network, SamplerConfig
 from qnn_torch.functional import sampler
 from qnn_torch.functional.physics import kinetic_action, kink_path, network_action, spike_profile
 from qnn_torch.functional.sampler import LatticeFields
+from qnn_torch.functional.threefry import sweep_key
 
 F64 = torch.float64
 LATTICE = {"n_time": 16, "time_extent": 1.6, "lam": 20.0, "n_kinks": 2}
@@ -138,7 +139,8 @@ def test_local_move_delta_s_is_the_reference_action_difference(seed, linked, num
         sampler.local_sweep(phi, fields, width=0.6, generator=generator)
     else:
         rows = torch.arange(phi.shape[0])
-        sampler.counter_local_sweep(phi, fields, width=0.6, seed=seed, stage=3, rows=rows)
+        key = sweep_key(seed, 3)
+        sampler.counter_local_sweep(phi, fields, width=0.6, key=key, rows=rows)
 
     Nt = phi.shape[-1]
     order = [(parity, c0, c1) for parity in (0, 1) for c0, c1 in fields.color_bounds]

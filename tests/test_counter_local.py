@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from qnn_torch import Network, SamplerConfig
+from qnn_torch.engine import SamplerOutput
 from qnn_torch.functional import compiled
 from qnn_torch.functional.physics import input_spike, potential_sum
 from qnn_torch.functional.sampler import (
@@ -17,6 +18,8 @@ from qnn_torch.functional.sampler import (
     counter_local_half_sweep,
     counter_local_sweep,
 )
+from qnn_torch.functional.threefry import sweep_key
+from qnn_torch.simulate import run_sampler
 from tests.helpers import SMALL, assert_within, exact_activity
 
 
@@ -47,11 +50,20 @@ def relays(drives: torch.Tensor, inhibitions: torch.Tensor) -> Network:
     return net.excite("x", "y", drives).inhibit("x", "y", inhibitions)
 
 
+def linked_pair() -> Network:
+    net = Network().add_input("x").add_neuron("a").add_neuron("b")
+    return net.excite("x", "a", 60.0).excite("a", "b", 30.0).inhibit("a", "b", 5.0)
+
+
+# Networks of the compiled tests, alike so that the compiled half-sweeps are reused.
+RELAYS = relays(torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0]))
+
+
 def sweep(phi, fields, stage, rows=None, half=counter_local_half_sweep) -> torch.Tensor:
     rows = torch.arange(phi.shape[0]) if rows is None else rows
     width = 1.5 * math.sqrt(fields.spacing / 2)
     return counter_local_sweep(
-        phi, fields, width=width, seed=7, stage=stage, rows=rows, half_sweep=half
+        phi, fields, width=width, key=sweep_key(7, stage), rows=rows, half_sweep=half
     )
 
 
@@ -106,17 +118,11 @@ def test_neurons_without_links_share_their_numbers():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("linked", [False, True])
-def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool):
+def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, monkeypatch):
     """The compiled sweep is the same source: equal paths to rounding (float64), and equal
     acceptance counts."""
-    if not compiled.compile_requested():
-        pytest.skip("QNN_TORCH_COMPILE=0: nothing compiled to compare")
-    if linked:
-        net = Network().add_input("x").add_neuron("a").add_neuron("b")
-        net.excite("x", "a", 60.0).excite("a", "b", 30.0).inhibit("a", "b", 5.0)
-    else:
-        net = relays(torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0]))
-    fields = fields_of(net, 4, torch.float64)
+    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
+    fields = fields_of(linked_pair() if linked else RELAYS, 4, torch.float64)
     rows = fields.drive.shape[0]
     start = torch.rand(rows, fields.drive.shape[1], SMALL["n_time"], dtype=torch.float64)
     eager, fused = start.clone(), start.clone()
@@ -126,3 +132,52 @@ def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool):
         assert int(accepted) == int(accepted_fused)
     assert not compiled.local_half_sweep.failed, "torch.compile was not available"
     torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-12)
+
+
+def local_run(network: Network, **settings) -> SamplerOutput:
+    defaults = {"chains": 4, "thermalization": 10, "sweeps": 20, "algorithm": "local"}
+    config = SamplerConfig(**{**SMALL, **defaults, **settings})
+    return run_sampler(network.compile(config), config)
+
+
+def test_the_sampler_s_local_numbers_follow_rows_not_chunks_or_stopped_neighbours():
+    """run_sampler's local move: the same paths whatever the chunks, and a network's chains
+    go on with the same numbers when other networks of the batch stop early."""
+    whole = local_run(RELAYS)
+    for chunk_rows in (1, 5):
+        chunked = local_run(RELAYS, chunk_rows=chunk_rows)
+        assert torch.equal(chunked.paths, whole.paths)
+        assert torch.equal(chunked.chain_activity, whole.chain_activity)
+    # Networks 0 and 1 stop after the first block of 10; network 2 measures all 20.
+    stop_early = SamplerConfig(
+        **SMALL, chains=4, thermalization=10, sweeps=10, max_sweeps=20, algorithm="local"
+    )
+    network = RELAYS.compile(stop_early)
+    first_two = torch.tensor([True, True, False])
+    out = run_sampler(network, stop_early, stop_when=lambda *_: first_two)
+    assert out.sweeps.tolist() == [10, 10, 20]
+    assert torch.equal(out.paths[2], whole.paths[2])
+    assert torch.equal(out.chain_activity[2], whole.chain_activity[2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("linked", [False, True])
+def test_the_sampler_s_local_move_is_the_same_compiled_and_eager(linked: bool, monkeypatch):
+    network = linked_pair() if linked else RELAYS
+    monkeypatch.setenv(compiled.COMPILE_ENV, "0")
+    eager = local_run(network, dtype=torch.float64)
+    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
+    fused = local_run(network, dtype=torch.float64)
+    assert not compiled.local_half_sweep.failed, "torch.compile was not available"
+    torch.testing.assert_close(fused.paths, eager.paths, rtol=1e-12, atol=1e-12)
+    assert fused.acceptance == eager.acceptance
+
+
+@pytest.mark.slow
+def test_the_sampler_s_compiled_local_move_samples_the_exact_activity(monkeypatch):
+    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
+    drives, inhibitions = torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0])
+    out = local_run(
+        RELAYS, dtype=torch.float64, chains=32, thermalization=600, sweeps=1000, init="vacuum"
+    )
+    assert_within(out.activity[:, 0], out.stderr[:, 0], exact_activity(SMALL, drives, inhibitions))

@@ -60,6 +60,7 @@ from qnn_torch.functional.sampler import (
     natural_step,
     sign_cluster_move,
 )
+from qnn_torch.functional.threefry import sweep_key
 from qnn_torch.io import check_output_file, clear_outputs, write_atomic
 from qnn_torch.simulate import run_sampler
 
@@ -193,10 +194,11 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
 
         def run() -> None:
             stage[0] += 1
+            key = sweep_key(1, stage[0], device)
             for i in range(0, rows, size):
                 j = min(i + size, rows)
                 counter_local_sweep(
-                    phi[i:j], part.rows(i, j), width=width, seed=1, stage=stage[0],
+                    phi[i:j], part.rows(i, j), width=width, key=key,
                     rows=identities[i:j], half_sweep=half,
                 )  # fmt: skip
 
@@ -221,7 +223,8 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
     for suffix, (part, phi) in layouts.items():
         # On CUDA with Triton the local sweep of unlinked neurons is one fused kernel.
         kernel = " (fused kernel)" if fused_local.supports(phi, part) else ""
-        moves[f"local{kernel}{suffix}"] = chunked(
+        local = f"local, torch generator{kernel}{suffix}"
+        moves[local] = chunked(
             lambda x, f: local_sweep(x, f, width=width, generator=generator), part, phi
         )
         moves[f"multilevel{suffix}"] = chunked(
@@ -242,7 +245,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         ):
             moves[f"local, Threefry counters, {name}{suffix}"] = counter_sweep(part, phi, half)
         for _ in range(20):  # leave the vacuum start behind
-            moves[f"local{kernel}{suffix}"][0]()
+            moves[local][0]()
             moves[f"multilevel{suffix}"][0]()
     # As a user runs it: simulate's own loop (chunks, acceptance counts, checks) with the
     # local move alone, measuring the activity every sweep, on chains × neurons rows.

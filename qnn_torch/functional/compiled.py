@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch._dynamo
 
 from qnn_torch.functional.sampler import counter_local_half_sweep
 
@@ -51,11 +50,13 @@ class CompiledOrEager:
         if not compile_requested() or self.failed:
             return self.fn(*args, **kwargs)
         if self.compiled is None:
+            from torch._dynamo.exc import BackendCompilerFailed  # 1 s to import: at first use
+
             self.compiled = torch.compile(self.fn, dynamic=True)
             began = time.perf_counter()
             try:
                 result = self.compiled(*args, **kwargs)
-            except torch._dynamo.exc.BackendCompilerFailed as err:  # no compiler: eager
+            except BackendCompilerFailed as err:  # no compiler: eager
                 # Compilation fails before the compiled code runs, so the arguments are as
                 # they were; a failure inside the function itself is raised, not hidden.
                 self.failed = True

@@ -36,7 +36,6 @@ from torch import Tensor
 
 from qnn_torch.functional import fused_local
 from qnn_torch.functional.threefry import (
-    sweep_key,
     symmetric_step,
     threefry2x32,
     uniform_open,
@@ -291,23 +290,22 @@ def counter_local_sweep(
     fields: LatticeFields,
     *,
     width: float,
-    seed: int,
-    stage: int,
+    key: tuple[Tensor, Tensor],
     rows: Tensor,
     half_sweep: Callable[..., Tensor] = counter_local_half_sweep,
 ) -> Tensor:
     """The checkerboard sweep of :func:`local_sweep` with counter-based random numbers.
 
     Every site draws its numbers from Threefry2x32-20 at the counter (neuron and slice,
-    row identity ``rows`` (R,) int64) under the key of (``seed``, ``stage``)
-    (:func:`~qnn_torch.functional.threefry.sweep_key`): they do not depend on the layout
-    of the batch, its chunks or the device. ``half_sweep`` runs each half (the compiled
-    :func:`counter_local_half_sweep` where ``qnn_torch.functional.compiled`` provides it).
+    row identity ``rows`` (R,) int64) under the sweep's ``key`` (of a seed and a stage,
+    :func:`~qnn_torch.functional.threefry.sweep_key`, made once per sweep): they do not
+    depend on the layout of the batch, its chunks or the device. ``half_sweep`` runs each
+    half (the compiled :func:`counter_local_half_sweep` where
+    ``qnn_torch.functional.compiled`` provides it).
     Shapes: phi (R, N, Nt). Returns the number of accepted sites.
     """
     R, N, Nt = phi.shape
     split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
-    key = sweep_key(seed, stage, phi.device)
     accepted = phi.new_zeros((), dtype=torch.int64)
     for parity in (0, 1):
         accepted += half_sweep(split, fields, rows, key, parity=parity, width=width)
