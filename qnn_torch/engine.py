@@ -248,6 +248,8 @@ class Moves:
         self.width = config.step_size or natural_step(config.spacing)
         self.counts = {m: [_zero_count(device), 0] for m in config.moves if m != "cluster"}
         self._tune_counts = [_zero_count(device), 0]
+        self._key: tuple[Tensor, Tensor] | None = None  # this sweep's, set by begin()
+        self._offset = 0
 
     def begin(self, sweep: int) -> None:
         """Draw what sweep ``sweep`` shares across its chunks: the local move's counter key
