@@ -200,15 +200,19 @@ class _Rows:
         )
 
     @property
+    def chains(self) -> int:
+        """Chains per network, C."""
+        return self.phi.shape[0] // self.networks.shape[0]
+
+    @property
     def rows(self) -> Tensor:
         """Each row's identity in the whole batch, network·C + chain, (Ba·C,) int64."""
-        chains = self.phi.shape[0] // self.networks.shape[0]
-        offsets = torch.arange(chains, device=self.networks.device)
-        return (self.networks[:, None] * chains + offsets).flatten()
+        offsets = torch.arange(self.chains, device=self.networks.device)
+        return (self.networks[:, None] * self.chains + offsets).flatten()
 
     def keep(self, networks: Tensor) -> None:
         """Keep only the ``networks`` (bool (Ba,)) and their rows."""
-        rows = networks.repeat_interleave(self.phi.shape[0] // self.networks.shape[0])
+        rows = networks.repeat_interleave(self.chains)
         self.networks = self.networks[networks]
         for name in ("phi", "reference", "sums", "squares", "moved", "bins"):
             setattr(self, name, getattr(self, name)[rows])
@@ -493,6 +497,7 @@ class Stops:
         return done
 
 
+@torch.no_grad()
 def run(
     network: CompiledNetwork,
     config: SamplerConfig,
@@ -513,7 +518,7 @@ def run(
     start is a fixed configuration (vacuum, saw, spikes), so chains that have not
     forgotten it are flagged. The other arguments are those of
     :func:`qnn_torch.simulate.run_sampler`, already checked (``conditional`` as (c0, c1,
-    every), ``observed`` as the Jacobians' neuron range; None: all). Runs without autograd.
+    every), ``observed`` as the Jacobians' neuron range; None: all). Runs under no_grad.
     """
     start_time = time.perf_counter()
     device, dtype = torch.device(config.device), config.dtype

@@ -146,7 +146,7 @@ def _sample_bank(
     drive = drive_at_fraction(at, scale, top).float()
     network = independent_outputs(drive[None], *input_spike(n_time, time_extent, lam, n_kinks))
     # One measurement sweep: only the paths are read.
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", engine.StuckChainWarning)
         start = engine.fixed_start(network, config)
         offsets = torch.Generator().manual_seed(config.seed)
