@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from qnn_torch import SamplerConfig
 from qnn_torch.experiments import benchmark_sampler
 from qnn_torch.functional import physics
 
@@ -91,3 +92,13 @@ def test_benchmark_reference_sweep_uses_the_double_well(monkeypatch: pytest.Monk
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert calls and set(calls) == {50.0}
+
+
+def test_the_linked_benchmark_network_has_a_quantum_mlp_s_shape() -> None:
+    """Issue 20's linked network: 64 hidden neurons driven by the input, each exciting the 10
+    outputs; one set of drives per image."""
+    network = benchmark_sampler.mlp_shaped_network(3).compile(SamplerConfig())
+    assert network.drive.shape == (3, 74)
+    assert int(network.excite[0].ne(0).sum()) == 64 * 10
+    hidden = network.drive[:, network.drive[0] > 0]
+    assert hidden.shape == (3, 64) and not torch.equal(hidden[0], hidden[1])

@@ -68,6 +68,10 @@ SECTIONS = ("throughput", "efficiency", "gradient", "margin", "decision", "preci
 OUTPUTS_PER_ROW = 10  # a QuantumNeuronLayer's outputs on MNIST
 ALGORITHMS = ("local", "multilevel", "multilevel+cluster", "local+multilevel+cluster", "auto")
 SIMULATE_SWEEPS = 10  # sweeps of each timed simulate call (throughput)
+# The linked network of issue 20: 64 hidden neurons, each exciting the 10 outputs; images
+# per call, chains and sweeps as it was measured there (282 ms per image, default algorithm).
+LINKED_HIDDEN, LINKED_STRENGTH = 64, 300.0
+LINKED_IMAGES, LINKED_CHAINS, LINKED_SWEEPS = 8, 4, 100
 MARGIN_DRIVES = (1000.0, 2400.0, 4000.0, 6000.0, 7800.0, 11000.0, 15000.0)
 MARGIN_GAP = 0.01  # exact activity difference of the two outputs of a pair
 # The main job's evaluation sampler until its equilibrium start: 4 chains, "spikes" start, 100
@@ -83,6 +87,22 @@ PRECISION_CHAINS = (3, 4, 8, 16)
 
 def relay_batch(drives: torch.Tensor) -> Network:
     return Network().add_input("x").add_neuron("y").excite("x", "y", drives)
+
+
+def mlp_shaped_network(images: int, hidden: int = LINKED_HIDDEN) -> Network:
+    """A quantum MLP's shape: ``hidden`` neurons driven by the input (drives from 2000 to
+    12 000, a different set per image of the batch), each exciting every one of
+    ``OUTPUTS_PER_ROW`` outputs by ``LINKED_STRENGTH``."""
+    net = Network().add_input("x")
+    drives = torch.linspace(2000.0, 12000.0, hidden)
+    shifts = torch.linspace(0.0, 500.0, images)
+    for h in range(hidden):
+        net.add_neuron(f"h{h}").excite("x", f"h{h}", drives[h] + shifts)
+    for o in range(OUTPUTS_PER_ROW):
+        net.add_neuron(f"o{o}")
+        for h in range(hidden):
+            net.excite(f"h{h}", f"o{o}", LINKED_STRENGTH)
+    return net
 
 
 def naive_local_sweep(
@@ -257,6 +277,24 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         user.chains * neurons,
         SIMULATE_SWEEPS,
     )
+    # A quantum MLP's shape, linked, as run_sampler runs it (per image: seconds_per_sweep ·
+    # LINKED_SWEEPS / LINKED_IMAGES).
+    linked = mlp_shaped_network(LINKED_IMAGES)
+    for algorithm in ("auto", "local"):
+        linked_config = replace(
+            config,
+            chains=LINKED_CHAINS,
+            thermalization=0,
+            sweeps=LINKED_SWEEPS,
+            algorithm=algorithm,
+            step_size=width if algorithm == "local" else 0.0,
+        )
+        network = linked.compile(linked_config)
+        moves[f"linked {LINKED_HIDDEN} → {OUTPUTS_PER_ROW}, {algorithm}, run_sampler"] = (
+            lambda network=network, c=linked_config: run_sampler(network, c),
+            LINKED_IMAGES * LINKED_CHAINS * (LINKED_HIDDEN + OUTPUTS_PER_ROW),
+            LINKED_SWEEPS,
+        )
     rows = []
     medians = time_calls({name: entry[0] for name, entry in moves.items()}, device, repeats)
     for name, (_, count, sweeps) in moves.items():
@@ -274,6 +312,8 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
     naive = rows[0]["site_updates_per_second"]
     for row in rows:
         row["speedup_vs_naive"] = row["site_updates_per_second"] / naive
+        if row["move"].startswith("linked"):
+            row["ms_per_image"] = 1e3 * row["seconds_per_sweep"] * LINKED_SWEEPS / LINKED_IMAGES
     return rows
 
 
