@@ -481,6 +481,7 @@ class Stops:
             done = _stopping(
                 state.networks,
                 state.moved.view(-1, C, N),
+                measured,
                 chain_activity,
                 activity,
                 stderr,
@@ -626,7 +627,7 @@ def _output(
     unsettled = torch.zeros_like(out["sweeps"], dtype=torch.bool)
     if fixed:
         unsettled = _unsettled(out["drift"], chains)
-    stuck = _stuck_networks(out["moved"], stderr, unsettled, moves.counts, hardly)
+    stuck = _stuck_networks(out["moved"], out["sweeps"], stderr, unsettled, moves.counts, hardly)
     if bool(stuck.any()):
         stderr, tau = _infinite_rows(stderr, stuck), _infinite_rows(tau, stuck)
         jacobians = {
@@ -746,6 +747,7 @@ def _stopped_results(
 def _stopping(
     networks: Tensor,
     moved: Tensor,
+    measured: int,
     chain_activity: Tensor,
     activity: Tensor,
     stderr: Tensor,
@@ -755,13 +757,13 @@ def _stopping(
 ) -> Tensor:
     """Which networks still measuring may stop after this block, (Ba,) bool.
 
-    ``networks`` (Ba,) are their batch indices, ``moved`` (Ba, C, N) as in
-    :func:`_stuck_parts`, ``chain_activity`` (Ba, C, N) their chains' means, ``activity``
-    and ``stderr`` (Ba, N) their estimates. ``latest`` keeps every network's latest
+    ``networks`` (Ba,) are their batch indices, ``moved`` (Ba, C, N) over ``measured``
+    sweeps as in :func:`_stuck_parts`, ``chain_activity`` (Ba, C, N) their chains' means,
+    ``activity`` and ``stderr`` (Ba, N) their estimates. ``latest`` keeps every network's latest
     "activity", "stderr" (Bf, N) and "chain_activity" (Bf, C, N) for ``stop_when``
     (updated here). Errors of networks whose chains look stuck count as +inf.
     """
-    frozen, agreeing = _stuck_parts(moved, stderr)
+    frozen, agreeing = _stuck_parts(moved, stderr, measured)
     stderr = _infinite_rows(stderr, frozen | agreeing)
     done = torch.zeros_like(networks, dtype=torch.bool)
     if target_stderr > 0:
@@ -803,15 +805,19 @@ def _infinite_rows(t: Tensor, rows: Tensor) -> Tensor:
     return t
 
 
-def _stuck_parts(moved: Tensor, stderr: Tensor) -> tuple[Tensor, Tensor]:
+def _stuck_parts(moved: Tensor, stderr: Tensor, measured: Tensor | int) -> tuple[Tensor, Tensor]:
     """Networks with a chain whose value never changed, and with chains that all agree.
 
-    ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed, ``stderr``
-    (Bf, N) the error from the chains' spread (+inf where they agree to the last bit, see
-    :func:`~qnn_torch.functional.observables.chain_mean_and_error`). Returns two (Bf,)
-    bool tensors.
+    ``moved`` (Bf, C, N) tells whether a chain's measured value ever changed over its
+    ``measured`` sweeps (an int, or (Bf,)), ``stderr`` (Bf, N) the error from the chains'
+    spread (+inf where they agree to the last bit, see
+    :func:`~qnn_torch.functional.observables.chain_mean_and_error`). One measured sweep
+    shows no frozen chain: a chain that mixes keeps its value through a sweep now and then
+    (about one chain in 10⁵ per sweep at the paper's lattice with the default moves).
+    Returns two (Bf,) bool tensors.
     """
-    return ~moved.all(-1).all(-1), stderr.isinf().any(-1)
+    frozen = ~moved.all(-1).all(-1) & (torch.as_tensor(measured, device=moved.device) >= 2)
+    return frozen, stderr.isinf().any(-1)
 
 
 def _drift(bins: Tensor) -> Tensor:
@@ -868,6 +874,7 @@ def _hardly_moving(
 
 def _stuck_networks(
     moved: Tensor,
+    measured: Tensor,
     stderr: Tensor,
     unsettled: Tensor,
     counts: dict[str, list[Tensor | int]],
@@ -875,8 +882,8 @@ def _stuck_networks(
 ) -> Tensor:
     """Networks whose errors cannot be trusted, (Bf,) bool.
 
-    ``moved`` and ``stderr`` as in :func:`_stuck_parts`, ``unsettled`` (Bf,) bool from
-    :func:`_unsettled`, ``counts`` the accepted and proposed moves by type,
+    ``moved``, ``measured`` (Bf,) and ``stderr`` as in :func:`_stuck_parts`, ``unsettled``
+    (Bf,) bool from :func:`_unsettled`, ``counts`` the accepted and proposed moves by type,
     ``hardly_moving`` from :func:`_hardly_moving` (every network when not empty). Warns
     with a :class:`StuckChainWarning`.
     """
@@ -885,7 +892,7 @@ def _stuck_networks(
         for name, (accepted, proposed) in counts.items()
         if int(proposed) > 0 and int(accepted) == 0
     ]
-    frozen, agreeing = _stuck_parts(moved, stderr)
+    frozen, agreeing = _stuck_parts(moved, stderr, measured)
     stuck = frozen | agreeing | unsettled
     if hardly_moving:
         problems.append(hardly_moving)

@@ -135,17 +135,19 @@ def test_healthy_run_is_not_flagged():
 
 
 def test_stuck_networks_are_flagged_one_by_one():
-    # Three networks, two chains, one neuron: network 0 is fine, network 1 has a frozen
-    # chain, network 2 has chains that agree to the last bit (0.1 does not round exactly).
-    moved = torch.tensor([[[True], [True]], [[True], [False]], [[True], [True]]])
-    chain_means = torch.tensor([[[0.3], [0.5]], [[0.2], [0.6]], [[0.1], [0.1]]])
+    # Four networks, two chains, one neuron: network 0 is fine, network 1 has a frozen
+    # chain, network 2 has chains that agree to the last bit (0.1 does not round exactly),
+    # network 3 a chain that kept its value through its one measured sweep (no verdict).
+    moved = torch.tensor([[[True], [True]], [[True], [False]], [[True], [True]], [[False], [True]]])
+    chain_means = torch.tensor([[[0.3], [0.5]], [[0.2], [0.6]], [[0.1], [0.1]], [[0.2], [0.4]]])
     _, stderr = chain_mean_and_error(chain_means.double(), dim=1)
     counts = {"local": [torch.tensor(5), 10]}
-    with pytest.warns(StuckChainWarning, match=r"2 of 3 networks .*\(1\).*agree \(1\)"):
-        stuck = _stuck_networks(moved, stderr, torch.zeros(3, dtype=torch.bool), counts, "")
-    assert stuck.tolist() == [False, True, True]
+    sweeps = torch.tensor([10, 10, 10, 1])
+    with pytest.warns(StuckChainWarning, match=r"2 of 4 networks .*\(1\).*agree \(1\)"):
+        stuck = _stuck_networks(moved, sweeps, stderr, torch.zeros(4, dtype=torch.bool), counts, "")
+    assert stuck.tolist() == [False, True, True, False]
     honest = _infinite_rows(stderr, stuck)
-    assert honest[:, 0].isinf().tolist() == [False, True, True]
+    assert honest[:, 0].isinf().tolist() == [False, True, True, False]
     assert math.isfinite(stderr[1, 0])  # the input is not modified
 
 
@@ -154,7 +156,9 @@ def test_zero_acceptance_of_one_move_is_named():
     stderr = torch.tensor([[0.1]], dtype=torch.float64)
     counts = {"local": [torch.tensor(5), 10], "multilevel": [torch.tensor(0), 8]}
     with pytest.warns(StuckChainWarning, match="multilevel move accepted none of its 8"):
-        stuck = _stuck_networks(moved, stderr, torch.zeros(1, dtype=torch.bool), counts, "")
+        stuck = _stuck_networks(
+            moved, torch.tensor([10]), stderr, torch.zeros(1, dtype=torch.bool), counts, ""
+        )
     assert not stuck.any()  # the local move still samples: the errors stand
 
 
