@@ -32,10 +32,12 @@ from qnn_torch.simulate import run_sampler
 _SEED_STEP = 0x9E3779B97F4A7C15
 
 EVALUATION_CONFIG = SamplerConfig(
-    chains=8, thermalization=0, sweeps=5, max_sweeps=600, init="equilibrium"
+    chains=64, thermalization=0, sweeps=1, max_sweeps=75, init="equilibrium"
 )
-"""Decision mode as the MNIST job evaluates: 8 chains from equilibrium starts, a first block
-of 5 sweeps, at most 600 (see docs/mnist.md for how it was chosen)."""
+"""Decision mode as the MNIST job evaluates: 64 chains from equilibrium starts, a first block
+of 1 sweep, at most 75. Many short chains: the margin's error then has 63 degrees of
+freedom, where with 8 chains' 7 a near tie was decided for the wrong output in 8–24 % of
+its decisions, whichever bar (docs/sampler.md, "Decision mode")."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class _Tallies:
         self.paths[target_rows, :, target_outputs] = out.paths.transpose(1, 2)[valid]
 
     def contenders(
-        self, rows: Tensor, drive: Tensor, measured: int, sigmas: float
+        self, rows: Tensor, drive: Tensor, measured: int, cap: int, sigmas: float
     ) -> tuple[list[tuple[Tensor, Tensor]], list[Tensor]]:
         """Groups of the undecided ``rows`` (drives (b, O)) by their number of contested
         outputs (2, 3–4, 5–8, ...), each as (rows, outputs padded to the group's widest),
@@ -100,12 +102,15 @@ class _Tallies:
         output of the largest mean so far; outputs left behind earlier (fewer than
         ``measured`` sweeps) stay out unless one of them leads again, which brings it back
         from its last paths. Outputs of the leader's drive tied with it to the last bit go
-        on with it, to stay identical."""
+        on with it, to stay identical. The look comes after ``measured`` of the ``cap``
+        sweeps, which raises its bar (``information`` of :func:`contested`)."""
         chains = self.chain_means()[rows]
         leader = chains.mean(1).argmax(-1, keepdim=True)
         current = (self.counts[rows] == measured).scatter(-1, leader, True)
         error = torch.where(self.stuck[rows], torch.inf, 1.0)
-        alive = contested(chains, error, sigmas, valid=current, drive=drive)
+        alive = contested(
+            chains, error, sigmas, valid=current, drive=drive, information=measured / cap
+        )
         keep = alive.sum(-1) > 1
         leader_chains = chains.gather(-1, leader[:, None, :].expand(-1, chains.shape[1], -1))
         alive |= (chains == leader_chains).all(1) & (drive == drive.gather(-1, leader)) & current
@@ -139,7 +144,9 @@ def sequential_top(
     contender, whose results are dropped); each output continues its chains from its last
     paths, and the outputs of a row share their random numbers, as in one run. Judging
     only at the ends of phases, whose lengths double, keeps the number of looks, each a
-    chance of a false decision, logarithmic in ``max_sweeps``. ``config.target_stderr``
+    chance of a false decision, logarithmic in ``max_sweeps``; a look after n of the
+    ``max_sweeps`` sweeps also raises the bar by (n/``max_sweeps``)^(−1/4), where a near
+    tie's gap is the smallest fraction of its error. ``config.target_stderr``
     plays no part. ValueError for a ``drive`` that is not (B, O) or not finite and ≥ 0,
     ``sigmas`` ≤ 0, or ``config.max_sweeps`` ≤ ``config.sweeps``.
     """
@@ -186,7 +193,7 @@ def sequential_top(
         if measured >= cap:
             break
         remaining = torch.cat([rows for rows, _ in groups])
-        groups, valids = state.contenders(remaining, drive[remaining], measured, sigmas)
+        groups, valids = state.contenders(remaining, drive[remaining], measured, cap, sigmas)
         phase += 1
     mean, stderr = chain_mean_and_error(state.chain_means(), dim=1)
     return SequentialResult(

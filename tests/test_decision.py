@@ -8,6 +8,7 @@ from qnn_torch import SamplerConfig
 from qnn_torch.decision import _Tallies, sequential_top
 from qnn_torch.functional.activity_table import driven_activity
 from qnn_torch.functional.layer import contested
+from qnn_torch.functional.observables import student_t_sigmas
 from qnn_torch.functional.physics import kink_path, potential_sum, spike_profile
 from tests.helpers import SMALL
 
@@ -62,6 +63,22 @@ def test_contested_outputs_chain_by_chain_with_padding():
     assert contested(chains, stderr, 3.0).tolist() == [[True, False, True, True]]
 
 
+def test_interim_looks_raise_the_bar_by_the_fourth_root_of_the_information():
+    """A lead of 1.5 Student-t margins decides at the last look (information 1), not after
+    a sixteenth of the sweeps, whose bar is twice as high (16^(1/4)); a lead of 3 does.
+    Information outside (0, 1] is refused."""
+    noise = 0.1 * torch.tensor([1.0, -1.0] * 4, dtype=torch.float64)  # C = 8 chains
+    unit = student_t_sigmas(3.0, 8) * noise.std() / 8**0.5  # the bar at the last look
+    stderr = torch.full((1, 2), 0.01, dtype=torch.float64)
+    for lead, information, decided in [(1.5, 1.0, True), (1.5, 1 / 16, False), (3.0, 1 / 16, True)]:
+        chains = torch.stack([lead * unit + noise, torch.zeros(8, dtype=torch.float64)], -1)
+        got = contested(chains[None], stderr, 3.0, information=information)
+        assert got.tolist() == [[True, not decided]], (lead, information)
+    for information in (0.0, 1.5):
+        with pytest.raises(ValueError, match="information must be in"):
+            contested(chains[None], stderr, 3.0, information=information)
+
+
 def test_an_output_left_behind_that_leads_again_comes_back():
     """Contenders are judged against the output of the largest mean so far; one left
     behind earlier that leads again is brought back, not ignored (without it, the others
@@ -78,7 +95,7 @@ def test_an_output_left_behind_that_leads_again_comes_back():
     means = torch.stack([0.90 + noise, 0.90 - noise, 0.905 + other], -1)[None]
     tallies.sums = means * tallies.counts[:, None, :]
     drive = torch.tensor([[100.0, 101.0, 102.0]])
-    groups, valids = tallies.contenders(torch.tensor([0]), drive, 40, 3.0)
+    groups, valids = tallies.contenders(torch.tensor([0]), drive, 40, 40, 3.0)
     ((rows, index),), (valid,) = groups, valids
     assert rows.tolist() == [0] and sorted(index[valid].tolist()) == [0, 1, 2]
 

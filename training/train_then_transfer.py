@@ -65,7 +65,7 @@ from training.quantum import QuantumEvaluator, quantum_loader, quantum_subset
 from training.transfer import DEFAULT_COUPLING_SCALE, transferred_weight
 
 QUANTUM_TEST_CONFIG = EVALUATION_CONFIG
-"""The quantum test's sampler: equilibrium starts, decision mode in blocks of 5 sweeps."""
+"""The quantum test's sampler: 64 chains from equilibrium starts, 1 to 75 sweeps."""
 CALIBRATION_IMAGES = 200  # training images that fit the fine-tuning's logit scale
 MAX_CPU_PROCESSES = 8
 DPI = 100

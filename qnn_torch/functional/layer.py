@@ -10,6 +10,8 @@ from qnn_torch.functional.observables import student_t_sigmas
 from qnn_torch.functional.physics import real_tensor
 
 READOUTS = ("activity", "softmax", "born")
+BOUNDARY_EXPONENT = 0.25
+"""Interim looks of :func:`contested` raise the bar by information^(−1/4)."""
 
 
 def normalize_weights(weight: Tensor) -> Tensor:
@@ -92,6 +94,7 @@ def contested(
     sigmas: float,
     valid: Tensor | None = None,
     drive: Tensor | None = None,
+    information: float = 1.0,
 ) -> Tensor:
     """The outputs of each row that may still be its top, (B, O) bool.
 
@@ -100,7 +103,12 @@ def contested(
     once its chain-by-chain margin D_c = A_c,top − A_c,j has mean(D) ≥ t·std(D)/√C, where t
     is the Student-t margin with C − 1 degrees of freedom whose one-sided tail is that of
     ``sigmas`` Gaussian standard errors (:func:`~qnn_torch.functional.observables.
-    student_t_sigmas`: 3σ is t = 4.5 with 8 chains, 9.2 with 4). The error of the margin
+    student_t_sigmas`: 3σ is t = 4.5 with 8 chains, 9.2 with 4), raised at an interim look
+    to t·``information``^(−1/4), where ``information`` in (0, 1] is the share of the
+    planned sweeps measured so far (a Wang–Tsiatis boundary, Δ = 1/4, between Pocock's
+    flat bar and O'Brien–Fleming's t^(−1/2): each look is a chance of a false lead, and the
+    early ones, where a near tie's true gap is the smallest fraction of the error, decide
+    for the wrong output almost as often as for the right one). The error of the margin
     comes from the C chains themselves, so it holds whatever the dependence between the
     outputs of a chain (common random numbers of independent
     neurons make it small for close outputs; lateral inhibition anti-correlates them).
@@ -126,7 +134,9 @@ def contested(
     if drive is not None:
         tied &= drive == drive.gather(-1, top)
     lead = margin.mean(1)
-    t_sigmas = student_t_sigmas(sigmas, chains)
+    if not 0 < information <= 1:
+        raise ValueError(f"information must be in (0, 1], got {information!r}")
+    t_sigmas = student_t_sigmas(sigmas, chains) * information**-BOUNDARY_EXPONENT
     ahead = (lead > 0) & (lead >= t_sigmas * margin.std(1) / chains**0.5)
     trusted = stderr.isfinite() & stderr.gather(-1, top).isfinite()
     is_top = torch.zeros_like(valid).scatter_(-1, top, True)
