@@ -78,7 +78,7 @@ MARGIN_GAP = 0.01  # exact activity difference of the two outputs of a pair
 # thermalisation sweeps and 600 measurement sweeps, its cap (what the closest images reach).
 MARGIN_CONFIG = SamplerConfig(chains=4, thermalization=100, sweeps=600, init="spikes")
 DECISION_DRIVES = (12000.0, 12100.0)  # a near tie: the exact activities differ by ~0.005
-DECISION_CHAINS = (4, 8)
+DECISION_CHAINS = (4, 8, 64)  # each with the evaluation sampler's chains × max_sweeps
 DECISION_SIGMAS = 3.0
 PRECISION_LATTICE = {"n_time": 32, "time_extent": 2.0, "lam": 60.0, "n_kinks": 2}
 PRECISION_DRIVE, PRECISION_TARGET, PRECISION_NETWORKS = 50.0, 0.02, 300
@@ -419,18 +419,34 @@ def margin_noise(device: torch.device, chains: int) -> list[dict]:
     return rows
 
 
+def wilson_upper(successes: int, trials: int, z: float = 1.96) -> float:
+    """The upper end of the Wilson score interval of a binomial share (NaN without
+    trials): (p + z²/2n + z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n), p = successes/n."""
+    if trials == 0:
+        return math.nan
+    p, n = successes / trials, trials
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre + spread) / (1 + z * z / n)
+
+
 def decision_errors(device: torch.device, inputs: int) -> list[dict]:
     """Share of decided inputs whose decision is wrong, at a near tie, per chain count.
 
     ``inputs`` rows each hold two unlinked outputs at ``DECISION_DRIVES`` (the second
     higher), sampled in decision mode (:func:`~qnn_torch.decision.sequential_top`,
     ``DECISION_SIGMAS``) with :data:`~qnn_torch.decision.EVALUATION_CONFIG` and
-    ``DECISION_CHAINS`` chains. An input is decided when it stops before the cap; it is
-    wrong when it then picks the first output. The error of the share is binomial.
+    ``DECISION_CHAINS`` chains, each with the cap that keeps the evaluation's budget of
+    chains × ``max_sweeps``. An input is decided when it stops before the cap; it is
+    wrong when it then picks the first output. The share comes with its 95 % Wilson
+    upper bound (which stays honest at 0 wrong of few decided).
     """
     rows = []
+    budget = EVALUATION_CONFIG.chains * EVALUATION_CONFIG.max_sweeps
     for chains in DECISION_CHAINS:
-        config = replace(EVALUATION_CONFIG, chains=chains, device=device)
+        config = replace(
+            EVALUATION_CONFIG, chains=chains, max_sweeps=budget // chains, device=device
+        )
         profile, norm = input_spike(config.n_time, config.time_extent, config.lam, config.n_kinks)
         drive = torch.tensor(DECISION_DRIVES, device=device).expand(inputs, -1).contiguous()
         began = time.perf_counter()
@@ -451,7 +467,8 @@ def decision_errors(device: torch.device, inputs: int) -> list[dict]:
                 "decided": count,
                 "wrong": wrong,
                 "wrong_share": share,
-                "wrong_share_stderr": math.sqrt(share * (1 - share) / count) if count else math.nan,
+                "wrong_share_upper": wilson_upper(wrong, count),
+                "max_sweeps": config.max_sweeps,
                 "mean_sweeps": float(result.sweeps.double().mean()),
                 "seconds": seconds,
             }
@@ -620,15 +637,26 @@ def print_tables(rows: list[dict]) -> None:
     print_table(
         f"Decision mode at a near tie (drives {DECISION_DRIVES[0]:g} and {DECISION_DRIVES[1]:g},"
         f" {DECISION_SIGMAS:g}σ, the MNIST job's evaluation sampler): wrong decisions",
-        ["device", "chains", "inputs", "decided", "wrong", "wrong share", "mean sweeps", "s"],
+        [
+            "device",
+            "chains",
+            "cap",
+            "inputs",
+            "decided",
+            "wrong",
+            "wrong share (95 % bound)",
+            "mean sweeps",
+            "s",
+        ],
         [
             [
                 r["device"],
                 str(r["chains"]),
+                str(r["max_sweeps"]),
                 str(r["inputs"]),
                 str(r["decided"]),
                 str(r["wrong"]),
-                f"{100 * r['wrong_share']:.1f} ± {100 * r['wrong_share_stderr']:.1f} %",
+                f"{100 * r['wrong_share']:.1f} % (≤ {100 * r['wrong_share_upper']:.1f} %)",
                 f"{r['mean_sweeps']:.0f}",
                 f"{r['seconds']:.0f}",
             ]
