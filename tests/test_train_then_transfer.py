@@ -88,7 +88,8 @@ def exit_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--chains", "1"], ["--sampler.chains must be an integer >= 2", "got 1"]),
         (["--chains=1"], ["--sampler.chains must be an integer >= 2", "got 1"]),
         (["--thermalization", "-3"], ["--sampler.thermalization", "got -3"]),
-        (["--max-sweeps", "3"], ["--sampler.max_sweeps must be 0", "got 3"]),
+        (["--sampler.sweeps", "5", "--max-sweeps", "3"], ["--sampler.max_sweeps must be", "got 3"]),
+        (["--max-sweeps", "1"], ["--sampler: decision_sigmas=3 needs", "max_sweeps=1, sweeps=1"]),
         (["--init", "bogus"], ["--sampler.init must be one of", "'bogus'"]),
         (["--finetune-sweeps", "0"], ["--finetune_sampler.sweeps", "got 0"]),
         (["--finetune_sampler.chains", "1"], ["--finetune_sampler.chains", "got 1"]),
@@ -194,9 +195,10 @@ def test_a_quantum_test_of_one_batch_is_split_between_two_devices() -> None:
     (fewer batches than processes); the images are now split between the processes (the
     two-process smoke run below runs such a split: 40 images in batches of 10 on 2)."""
     cli = command_line()
-    settings = cli.parse(["--quantum_test_size", "500", "--devices", "2"]).settings
+    parsed = cli.parse(["--quantum_test_size", "500", "--devices", "2"])
+    settings = parsed.settings
     assert (settings.quantum_test_size, settings.quantum_batch_size) == (500, 500)
-    assert train_then_transfer.check_machine(cli, settings)[0] == 2
+    assert train_then_transfer.check_machine(cli, settings, parsed.samplers["sampler"])[0] == 2
     subset = quantum_subset(Numbered(10_000), settings.quantum_test_size, settings.seed)
     shards = [
         list(IndexedBatches(subset, settings.quantum_batch_size, rank=rank, world_size=2))

@@ -45,6 +45,7 @@ from qnn_torch.config import SEED_LIMIT, SamplerConfig, check_int
 from qnn_torch.decision import EVALUATION_CONFIG
 from qnn_torch.experiments.cli import CommandLine
 from qnn_torch.experiments.plotting import new_figure, savefig_atomic
+from qnn_torch.functional.layer import check_decision
 from qnn_torch.io import check_output_folder, clear_outputs, save_atomic, write_atomic
 from qnn_torch.module.layer import ESTIMATORS
 from training.classical import ClassicalTwin
@@ -425,9 +426,16 @@ def finetune(
     )
 
 
-def check_machine(cli: CommandLine, settings: PipelineSettings) -> tuple[int, int]:
+def check_machine(
+    cli: CommandLine, settings: PipelineSettings, sampler: SamplerConfig
+) -> tuple[int, int]:
     """Processes and threads (:func:`machine_share`), or a command-line error if the batches
-    cannot be split between the processes."""
+    cannot be split between the processes or the quantum test's ``sampler`` cannot run in
+    decision mode."""
+    try:
+        check_decision(settings.decision_sigmas, num_classes, sampler)
+    except ValueError as err:
+        cli.error(f"--sampler: {err}")
     devices, threads = machine_share(settings.accelerator, settings.devices, settings.threads)
     names = ("batch_size", "finetune_batch_size")[: 2 if settings.finetune_epochs else 1]
     for name in names:
@@ -447,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli = command_line()
     parsed = cli.parse(argv)
     settings = parsed.settings
-    devices, threads = check_machine(cli, settings)
+    devices, threads = check_machine(cli, settings, parsed.samplers["sampler"])
     try:
         loaded = None if settings.weights is None else load_twin_weight(settings.weights)
     except ValueError as err:
