@@ -19,7 +19,8 @@ Four measurements, on CPU and (where present) CUDA:
    what limits the main job's decisions once fine-tuning raises the activities.
 5. Decision mode at a near tie: how often it decides for the wrong output of two whose
    drives differ by < 1 % (``DECISION_DRIVES``), with the evaluation sampler of the MNIST
-   job (``qnn_torch.decision.EVALUATION_CONFIG``) at 4 and 8 chains.
+   job (``qnn_torch.decision.EVALUATION_CONFIG``) and its budget of chains × sweeps spent
+   as 4, 8 or 64 chains.
 6. Precision on demand: how honest the error of a ``target_stderr`` run is, per chain
    count: the spread of many identical networks against their mean reported error (on the
    tests' small lattice, where it is cheap; ``PRECISION_*``).

@@ -106,11 +106,11 @@ def contested(
     student_t_sigmas`: 3σ is t = 4.5 with 8 chains, 9.2 with 4), raised at an interim look
     to t·``information``^(−1/4), where ``information`` in (0, 1] is the share of the
     planned sweeps measured so far (a Wang–Tsiatis boundary, Δ = 1/4, between Pocock's
-    flat bar and O'Brien–Fleming's t^(−1/2): each look is a chance of a false lead, and the
-    early ones, where a near tie's true gap is the smallest fraction of the error, decide
-    for the wrong output almost as often as for the right one). The error of the margin
-    comes from the C chains themselves, so it holds whatever the dependence between the
-    outputs of a chain (common random numbers of independent
+    flat bar and O'Brien–Fleming's information^(−1/2): each look is a chance of a false
+    lead, and the early ones, where a near tie's true gap is the smallest fraction of the
+    error, decide for the wrong output almost as often as for the right one). The error of
+    the margin comes from the C chains themselves, so it holds whatever the dependence
+    between the outputs of a chain (common random numbers of independent
     neurons make it small for close outputs; lateral inhibition anti-correlates them).
     Outputs whose chains equal the top's to the last bit (identical drives under common
     random numbers) are a tie that no sweep can break: they count as the top, not as
