@@ -83,15 +83,16 @@ class _Tallies:
         if self.paths is not None:
             initial = self.paths[rows[:, None], :, index].transpose(1, 2)  # (b, C, K, Nt)
         out = run_sampler(network, config, initial_paths=initial)
-        if self.paths is None:
-            self.paths = out.paths.clone()
         target_rows = rows[:, None].expand_as(index)[valid]
         target_outputs = index[valid]
         chain_means = out.chain_activity.transpose(1, 2)[valid]  # (v, C), float64
         self.sums[target_rows, :, target_outputs] += chain_means * config.sweeps
         self.counts[target_rows, target_outputs] += config.sweeps
         self.stuck[target_rows, target_outputs] |= out.stderr.isinf()[valid]
-        self.paths[target_rows, :, target_outputs] = out.paths.transpose(1, 2)[valid]
+        if self.paths is None:  # the first phase, every output of every input in order
+            self.paths = out.paths  # the run's own tensor: copying it would only cost time
+        else:
+            self.paths[target_rows, :, target_outputs] = out.paths.transpose(1, 2)[valid]
 
     def contenders(
         self, rows: Tensor, drive: Tensor, measured: int, cap: int, sigmas: float
