@@ -145,8 +145,9 @@ def run_sampler(
         if initial_paths is None:
             start = starting_paths(network, config, offsets)
         else:
-            start = initial_paths.to(device=config.device, dtype=config.dtype)
-            start = start.reshape(-1, *shape[2:]).clone(memory_format=torch.contiguous_format)
+            # One copy (the run updates it in place), whatever the layout, device and dtype.
+            start = torch.empty(shape, device=config.device, dtype=config.dtype)
+            start = start.copy_(initial_paths).view(-1, *shape[2:])
         return engine.run(
             network,
             config,
