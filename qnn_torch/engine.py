@@ -816,7 +816,7 @@ def _stuck_parts(moved: Tensor, stderr: Tensor, measured: Tensor | int) -> tuple
     (about one chain in 10⁵ per sweep at the paper's lattice with the default moves).
     Returns two (Bf,) bool tensors.
     """
-    frozen = ~moved.all(-1).all(-1) & (torch.as_tensor(measured, device=moved.device) >= 2)
+    frozen = ~moved.all(-1).all(-1) & (measured >= 2)
     return frozen, stderr.isinf().any(-1)
 
 

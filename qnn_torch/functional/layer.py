@@ -123,6 +123,8 @@ def contested(
     output contested). ``valid`` (B, O) bool, if given, leaves out padding slots (never
     contested, never the top; each row needs one valid output).
     """
+    if not 0 < information <= 1:
+        raise ValueError(f"information must be in (0, 1], got {information!r}")
     chains = chain_activity.shape[1]
     if valid is None:
         valid = torch.ones_like(stderr, dtype=torch.bool)
@@ -134,8 +136,6 @@ def contested(
     if drive is not None:
         tied &= drive == drive.gather(-1, top)
     lead = margin.mean(1)
-    if not 0 < information <= 1:
-        raise ValueError(f"information must be in (0, 1], got {information!r}")
     t_sigmas = student_t_sigmas(sigmas, chains) * information**-BOUNDARY_EXPONENT
     ahead = (lead > 0) & (lead >= t_sigmas * margin.std(1) / chains**0.5)
     trusted = stderr.isfinite() & stderr.gather(-1, top).isfinite()
