@@ -217,7 +217,7 @@ def local_half_sweep(
     """
     shape = noise_shape(cur.shape, shared_noise, 1)
     v, u = uniform_pair(shape, width / spacing, like=cur, generator=generator)
-    return metropolis_update(cur, v, u, neighbours, A, K, C, spacing=spacing)
+    return metropolis_update(cur, v, u, neighbours, A, K, C, spacing=spacing, out=cur)[1]
 
 
 def metropolis_update(
@@ -230,30 +230,36 @@ def metropolis_update(
     C: Tensor | None,
     *,
     spacing: float,
-) -> Tensor:
-    """Accept φ → φ + a·v where −ΔS − log u > 0 (in place on ``cur`` (R, n, M), ΔS from
-    :func:`local_log_ratio`), steps v and uniforms u (0, 1) broadcastable to it; returns
-    the number of accepted sites (0-d int64). Overwrites ``u``."""
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Accept φ → φ + a·v where −ΔS − log u > 0 (ΔS from :func:`local_log_ratio`) at the
+    sites ``cur`` (R, n, M), with steps v and uniforms u (0, 1) broadcastable to it.
+
+    Returns the new sites, written to ``out`` (``cur`` itself for an update in place;
+    None: a fresh tensor), and the number of accepted sites (0-d int64).
+    """
     q = local_log_ratio(cur, v, neighbours, A, K, C, spacing=spacing)
-    log_u = u.log_()
     # The 0/1 acceptance as a float, max(sign(−ΔS − log u), 0): cheaper than a bool mask.
-    accept = q.sub_(log_u).sign_().clamp_min_(0.0)
-    cur.addcmul_(v, accept, value=spacing)
+    accept = q.sub_(u.log()).sign_().clamp_min_(0.0)
+    new = torch.addcmul(cur, v, accept, value=spacing, out=out)
     # Summed per row first: compiled, the row sums share the update's loop nest.
-    return accept.sum(-1, dtype=torch.float64).sum().to(torch.int64)
+    return new, accept.sum(-1, dtype=torch.float64).sum().to(torch.int64)
 
 
 def counter_local_half_sweep(
-    split: Tensor,
+    cur: Tensor,
+    other: Tensor,
     fields: LatticeFields,
     rows: Tensor,
     key: tuple[Tensor, Tensor],
     *,
     parity: int,
     width: float,
-) -> Tensor:
-    """One half of :func:`counter_local_sweep`: the ``parity`` slices of every colour range
-    (in place on ``split`` (R, N, 2, Nt/2)); returns the accepted sites (0-d int64).
+) -> tuple[Tensor, Tensor]:
+    """One half of :func:`counter_local_sweep`, a pure function: the ``parity`` slices
+    ``cur`` (R, N, Nt/2) updated, every colour range in turn, beside the other parity's
+    ``other`` (R, N, Nt/2). Returns the new slices (a fresh tensor) and the accepted
+    sites (0-d int64).
 
     Site (row r, neuron n, slice t) draws the Threefry2x32-20 words of the counter
     (n·Nt + t, ``rows``[r]) (int32) under the sweep's ``key`` (two int32 words, 0-d or one
@@ -262,29 +268,28 @@ def counter_local_half_sweep(
     (:mod:`qnn_torch.functional.threefry`). Written in plain tensor operations, so that
     ``torch.compile`` fuses it into one loop nest over (row, slice) per colour range.
     """
-    M = split.shape[-1]
-    other = split[:, :, 1 - parity]
+    N, M = cur.shape[1:]
     # Even slice 2k sees odd slices k−1 and k; odd slice 2k+1 sees even k and k+1.
-    shifted = torch.roll(other, 1 if parity == 0 else -1, -1)
-    neighbours = other + shifted
+    neighbours = other + torch.roll(other, 1 if parity == 0 else -1, -1)
     profile = fields.profile.view(M, 2)[:, parity]
-    slices = torch.arange(M, device=split.device, dtype=torch.int32).mul(2).add(parity)
+    slices = torch.arange(M, device=cur.device, dtype=torch.int32).mul(2).add(parity)
     row_words = rows.to(torch.int32)[:, None, None]
-    accepted = torch.zeros((), dtype=torch.int64, device=split.device)
+    accepted = torch.zeros((), dtype=torch.int64, device=cur.device)
     for c0, c1 in fields.color_bounds:
-        A, K, C = neuron_fields(fields, split[:, :, parity], profile, c0, c1)
+        A, K, C = neuron_fields(fields, cur, profile, c0, c1)
         sites = slices
         if not fields.shared_noise:
-            neurons = torch.arange(c0, c1, device=split.device, dtype=torch.int32)
+            neurons = torch.arange(c0, c1, device=cur.device, dtype=torch.int32)
             sites = slices + neurons[:, None] * (2 * M)
         w0, w1 = threefry2x32((sites, row_words), key)
-        v = symmetric_step(w1, width / fields.spacing, split.dtype)
-        u = uniform_open(w0, split.dtype)
-        cur = split[:, c0:c1, parity]
-        accepted += metropolis_update(
-            cur, v, u, neighbours[:, c0:c1], A, K, C, spacing=fields.spacing
+        v = symmetric_step(w1, width / fields.spacing, cur.dtype)
+        u = uniform_open(w0, cur.dtype)
+        new, count = metropolis_update(
+            cur[:, c0:c1], v, u, neighbours[:, c0:c1], A, K, C, spacing=fields.spacing
         )
-    return accepted
+        cur = new if c1 - c0 == N else torch.cat((cur[:, :c0], new, cur[:, c1:]), 1)
+        accepted += count
+    return cur, accepted
 
 
 def counter_local_sweep(
@@ -294,9 +299,10 @@ def counter_local_sweep(
     width: float,
     key: tuple[Tensor, Tensor],
     rows: Tensor,
-    half_sweep: Callable[..., Tensor] = counter_local_half_sweep,
+    half_sweep: Callable[..., tuple[Tensor, Tensor]] = counter_local_half_sweep,
 ) -> Tensor:
-    """The checkerboard sweep of :func:`local_sweep` with counter-based random numbers.
+    """The checkerboard sweep of :func:`local_sweep` with counter-based random numbers
+    (in place).
 
     Every site draws its numbers from Threefry2x32-20 at the counter (neuron and slice,
     row identity ``rows`` (R,) int64) under the sweep's ``key`` (of a seed and a stage,
@@ -307,7 +313,8 @@ def counter_local_sweep(
     Shapes: phi (R, N, Nt). Returns the number of accepted sites.
     """
     R, N, Nt = phi.shape
-    split = phi.view(R, N, Nt // 2, 2).transpose(-1, -2).contiguous()  # (R, N, 2, Nt/2)
+    pairs = phi.view(R, N, Nt // 2, 2)
+    even, odd = pairs[..., 0].contiguous(), pairs[..., 1].contiguous()  # (R, N, Nt/2)
     # The same key for every row, read per row: inductor realises Threefry's rounds in
     # parts, and a part that read only the previous one and 0-d keys would get a flat loop
     # of its own, storing its words; per-row keys keep every part in the (row, slice) loop
@@ -316,11 +323,11 @@ def counter_local_sweep(
         key[0].expand(R).contiguous()[:, None, None],
         key[1].expand(R).contiguous()[:, None, None],
     )
-    accepted = phi.new_zeros((), dtype=torch.int64)
-    for parity in (0, 1):
-        accepted += half_sweep(split, fields, rows, row_key, parity=parity, width=width)
-    phi.copy_(split.transpose(-1, -2).reshape(R, N, Nt))
-    return accepted
+    even, accepted = half_sweep(even, odd, fields, rows, row_key, parity=0, width=width)
+    odd, accepted_odd = half_sweep(odd, even, fields, rows, row_key, parity=1, width=width)
+    pairs[..., 0].copy_(even)
+    pairs[..., 1].copy_(odd)
+    return accepted + accepted_odd
 
 
 def local_sweep(
