@@ -92,18 +92,27 @@ def neuron_fields(
     ``phi`` (R, N, T') holds every neuron at those slices and ``profile`` (T') the spike
     profile there. Returns A (R, c1−c0, T'), K (same shape, or the float Λ/4 without
     outgoing excitation) and C (same shape, or None without inhibition).
+
+    With x = φ² and w = (x − 1)², the links add A_j += Σ_m e_mj·w_m, K_j += Σ_m e_jm·x_m
+    and C_j += Σ_m i_jm·w_m², summed over the neurons m outside [c0, c1) alone: a colour
+    range has no links within it (a quantum MLP's 64 hidden neurons then multiply by the
+    10 outputs' paths, not by all 74).
     """
     A = fields.drive[:, c0:c1, None] * profile
     K: Tensor | float = 0.25 * fields.lam
     C: Tensor | None = None
     if fields.excite is not None or fields.inhibit is not None:
-        x = phi * phi
-        w = (x - 1.0) ** 2
-        if fields.excite is not None:
-            A = A + torch.matmul(fields.excite[:, :, c0:c1].transpose(1, 2), w)
-            K = K + torch.matmul(fields.excite[:, c0:c1, :], x)
-        if fields.inhibit is not None:
-            C = torch.matmul(fields.inhibit[:, c0:c1, :], w * w)
+        for m0, m1 in ((0, c0), (c1, phi.shape[1])):
+            if m1 == m0:
+                continue
+            x = phi[:, m0:m1] * phi[:, m0:m1]
+            w = (x - 1.0) ** 2
+            if fields.excite is not None:
+                A = A + torch.matmul(fields.excite[:, m0:m1, c0:c1].transpose(1, 2), w)
+                K = K + torch.matmul(fields.excite[:, c0:c1, m0:m1], x)
+            if fields.inhibit is not None:
+                links = torch.matmul(fields.inhibit[:, c0:c1, m0:m1], w * w)
+                C = links if C is None else C + links
     if fields.input_inhibition is not None:
         C_in = fields.input_inhibition[:, c0:c1, None] * (profile * profile)
         C = C_in if C is None else C + C_in
