@@ -134,34 +134,6 @@ def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, monkeypatch
     torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.slow
-def test_the_compiled_half_sweep_does_not_tie_the_row_count_to_the_slices(monkeypatch):
-    """Rows as many as slices, then fewer: one graph. With duck sizing, dynamo gave equal
-    sizes one symbol, and the next chunk of another size compiled a second graph."""
-    from torch._dynamo.utils import counters
-
-    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
-    n_time = SMALL["n_time"]
-    # float64 relays without inhibition or shared numbers: a graph no other test compiles.
-    fields = dataclasses.replace(
-        fields_of(relays(torch.tensor([60.0]), torch.zeros(1)), n_time, torch.float64),
-        input_inhibition=None,
-        shared_noise=False,
-    )
-    half = torch.rand(2, n_time, 1, n_time // 2, generator=torch.Generator().manual_seed(0))
-    half = half.double()
-    key = sweep_key(7, 0)
-    graphs = []
-    for rows in (n_time, 5):
-        compiled.local_half_sweep(
-            half[0, :rows], half[1, :rows], fields.rows(0, rows), torch.arange(rows), key,
-            parity=0, width=0.3,
-        )  # fmt: skip
-        graphs.append(counters["stats"]["unique_graphs"])
-    assert not compiled.local_half_sweep.failed, "torch.compile was not available"
-    assert graphs[1] == graphs[0]
-
-
 def local_run(network: Network, **settings) -> SamplerOutput:
     defaults = {"chains": 4, "thermalization": 10, "sweeps": 20, "algorithm": "local"}
     config = SamplerConfig(**{**SMALL, **defaults, **settings})

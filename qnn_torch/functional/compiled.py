@@ -4,9 +4,8 @@
 by pass), anything else (the default) compiles them with ``torch.compile`` at first use
 (inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
 unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
-as dynamic, without duck sizing, so batch compaction, a last smaller chunk and decision
-mode's changing batches do not recompile; a new dtype, device or colouring of the neurons
-does. Inductor keeps what it compiled on disk
+as dynamic, so batch compaction and decision mode's changing batches do not recompile; a
+new dtype, device or colouring of the neurons does. Inductor keeps what it compiled on disk
 (``TORCHINDUCTOR_CACHE_DIR``), so later processes start faster. :data:`compile_seconds`
 records how long the first call of each compiled function took.
 """
@@ -20,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.fx.experimental import _config as shape_config
 
 from qnn_torch.functional.sampler import counter_local_half_sweep
 
@@ -57,7 +55,7 @@ class CompiledOrEager:
             self.compiled = torch.compile(self.fn, dynamic=True)
             began = time.perf_counter()
             try:
-                result = self._call_compiled(*args, **kwargs)
+                result = self.compiled(*args, **kwargs)
             except BackendCompilerFailed as err:  # no compiler: eager
                 # Compilation fails before the compiled code runs, so the arguments are as
                 # they were; a failure inside the function itself is raised, not hidden.
@@ -71,14 +69,7 @@ class CompiledOrEager:
                 return self.fn(*args, **kwargs)
             compile_seconds[self.name] = time.perf_counter() - began
             return result
-        return self._call_compiled(*args, **kwargs)
-
-    def _call_compiled(self, *args: Any, **kwargs: Any) -> Any:
-        # Without duck sizing: dynamo would give equal sizes one symbol (the engine's
-        # 512-row chunks and 512 slices), and the next chunk of another size would compile
-        # a second graph (PyTorch's own advice for that specialisation).
-        with shape_config.patch(use_duck_shape=False):
-            return self.compiled(*args, **kwargs)
+        return self.compiled(*args, **kwargs)
 
 
 local_half_sweep = CompiledOrEager(counter_local_half_sweep)
