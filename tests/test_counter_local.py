@@ -59,6 +59,19 @@ def linked_pair() -> Network:
 RELAYS = relays(torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0]))
 
 
+@pytest.fixture
+def compiling(monkeypatch):
+    """Compiled moves, with room for every variant the tests compile: dynamo keeps 8 graphs
+    of a function by default, and past them runs it eagerly, which these tests would not
+    notice."""
+    import torch._dynamo.config as dynamo_config
+
+    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
+    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    with dynamo_config.patch(**{limit: 64}):
+        yield
+
+
 def sweep(phi, fields, stage, rows=None, half=counter_local_half_sweep) -> torch.Tensor:
     rows = torch.arange(phi.shape[0]) if rows is None else rows
     width = 1.5 * math.sqrt(fields.spacing / 2)
@@ -118,10 +131,9 @@ def test_neurons_without_links_share_their_numbers():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("linked", [False, True])
-def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, monkeypatch):
+def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, compiling):
     """The compiled sweep is the same source: equal paths to rounding (float64), and equal
     acceptance counts."""
-    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
     fields = fields_of(linked_pair() if linked else RELAYS, 4, torch.float64)
     rows = fields.drive.shape[0]
     start = torch.rand(rows, fields.drive.shape[1], SMALL["n_time"], dtype=torch.float64)
@@ -162,7 +174,9 @@ def test_the_sampler_s_local_numbers_follow_rows_not_chunks_or_stopped_neighbour
 
 @pytest.mark.slow
 @pytest.mark.parametrize("linked", [False, True])
-def test_the_sampler_s_local_move_is_the_same_compiled_and_eager(linked: bool, monkeypatch):
+def test_the_sampler_s_local_move_is_the_same_compiled_and_eager(
+    linked: bool, monkeypatch, compiling
+):
     network = linked_pair() if linked else RELAYS
     monkeypatch.setenv(compiled.COMPILE_ENV, "0")
     eager = local_run(network, dtype=torch.float64)
@@ -174,8 +188,7 @@ def test_the_sampler_s_local_move_is_the_same_compiled_and_eager(linked: bool, m
 
 
 @pytest.mark.slow
-def test_the_sampler_s_compiled_local_move_samples_the_exact_activity(monkeypatch):
-    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
+def test_the_sampler_s_compiled_local_move_samples_the_exact_activity(compiling):
     drives, inhibitions = torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0])
     out = local_run(
         RELAYS, dtype=torch.float64, chains=32, thermalization=600, sweeps=1000, init="vacuum"
