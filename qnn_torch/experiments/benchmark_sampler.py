@@ -207,7 +207,11 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
 
         return run, phi.shape[0] * phi.shape[1], 1
 
-    def counter_sweep(part: LatticeFields, phi: torch.Tensor, half: Callable[..., torch.Tensor]):
+    def counter_sweep(
+        part: LatticeFields,
+        phi: torch.Tensor,
+        half: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    ):
         """The counter-based local sweep over every row of ``phi`` (chunks of 4096 rows),
         a new stage each call."""
         rows, size, stage = phi.shape[0], 4096, [0]
