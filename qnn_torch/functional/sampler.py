@@ -245,11 +245,11 @@ def metropolis_update(
     sites ``cur`` (R, n, M), with steps v and uniforms u (0, 1) broadcastable to it.
 
     Returns the new sites, written to ``out`` (``cur`` itself for an update in place;
-    None: a fresh tensor), and the number of accepted sites (0-d int64).
+    None: a fresh tensor), and the number of accepted sites (0-d int64). Overwrites ``u``.
     """
     q = local_log_ratio(cur, v, neighbours, A, K, C, spacing=spacing)
     # The 0/1 acceptance as a float, max(sign(−ΔS − log u), 0): cheaper than a bool mask.
-    accept = q.sub_(u.log()).sign_().clamp_min_(0.0)
+    accept = q.sub_(u.log_()).sign_().clamp_min_(0.0)
     new = torch.addcmul(cur, v, accept, value=spacing, out=out)
     # Summed per row first: compiled, the row sums share the update's loop nest.
     return new, accept.sum(-1, dtype=torch.float64).sum().to(torch.int64)
@@ -296,6 +296,8 @@ def counter_local_half_sweep(
         new, count = metropolis_update(
             cur[:, c0:c1], v, u, neighbours[:, c0:c1], A, K, C, spacing=fields.spacing
         )
+        # Later ranges see this one's update. Compiled, the concatenation beat updating a
+        # copy in place: 270–299 against 327–386 ms per image of the 64 → 10 network.
         cur = new if c1 - c0 == N else torch.cat((cur[:, :c0], new, cur[:, c1:]), 1)
         accepted += count
     return cur, accepted
@@ -328,10 +330,7 @@ def counter_local_sweep(
     # parts, and a part that read only the previous one and 0-d keys would get a flat loop
     # of its own, storing its words; per-row keys keep every part in the (row, slice) loop
     # nest of the whole half-sweep (1.4× as many site updates per second at 512 rows).
-    row_key = (
-        key[0].expand(R).contiguous()[:, None, None],
-        key[1].expand(R).contiguous()[:, None, None],
-    )
+    row_key = (key[0].expand(R, 1, 1).contiguous(), key[1].expand(R, 1, 1).contiguous())
     even, accepted = half_sweep(even, odd, fields, rows, row_key, parity=0, width=width)
     odd, accepted_odd = half_sweep(odd, even, fields, rows, row_key, parity=1, width=width)
     pairs[..., 0].copy_(even)
