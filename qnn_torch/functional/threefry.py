@@ -89,7 +89,7 @@ def uniform_open(word: Tensor, dtype: torch.dtype) -> Tensor:
     return top.to(dtype).add(2.0 ** (bits - 1) + 0.5).mul(2.0**-bits)
 
 
-def symmetric_step(word: Tensor, half_width: float, dtype: torch.dtype) -> Tensor:
+def symmetric_step(word: Tensor, half_width: float | Tensor, dtype: torch.dtype) -> Tensor:
     """x = half_width·(k + 1/2)/2¹⁵ from the low 16 bits of a word read as a signed k: a
     grid exactly symmetric in (−half_width, half_width), as a Metropolis proposal needs."""
     k = word.bitwise_and(0xFFFF).sub(0x8000)
