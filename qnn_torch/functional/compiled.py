@@ -51,8 +51,12 @@ class CompiledOrEager:
         self.compiled: Callable[..., Any] | None = None
         self.failed = False
 
+    def active(self) -> bool:
+        """Whether calls run compiled: requested, and not failed to compile."""
+        return compile_requested() and not self.failed
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not compile_requested() or self.failed:
+        if not self.active():
             return self.fn(*args, **kwargs)
         for position, dim in self.static_dims.items():
             torch._dynamo.mark_static(args[position], dim)
