@@ -133,7 +133,7 @@ def test_neurons_without_links_share_their_numbers():
 @pytest.mark.parametrize("linked", [False, True])
 def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, compiling):
     """The compiled sweep is the same source: equal paths to rounding (float64), and equal
-    acceptance counts."""
+    acceptance counts; other row counts run the graphs already compiled."""
     fields = fields_of(linked_pair() if linked else RELAYS, 4, torch.float64)
     rows = fields.drive.shape[0]
     start = torch.rand(rows, fields.drive.shape[1], SMALL["n_time"], dtype=torch.float64)
@@ -144,6 +144,12 @@ def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, compiling):
         assert int(accepted) == int(accepted_fused)
     assert not compiled.local_half_sweep.failed, "torch.compile was not available"
     torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-12)
+    # Row counts of two or more that equal no other size reuse them; dynamo specialises a
+    # size of 1, so a chunk of one row compiles its own graph, once.
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for part in (slice(0, 3), slice(1, rows)):
+        sweep(fused[part], fields.rows(part.start, part.stop), 3, half=compiled.local_half_sweep)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
 def local_run(network: Network, **settings) -> SamplerOutput:
