@@ -144,8 +144,8 @@ def test_compiled_and_eager_sweeps_give_the_same_paths(linked: bool, compiling):
         assert int(accepted) == int(accepted_fused)
     assert not compiled.local_half_sweep.failed, "torch.compile was not available"
     torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-12)
-    # Row counts of two or more that equal no other size reuse them; dynamo specialises a
-    # size of 1, so a chunk of one row compiles its own graph, once.
+    # Other row counts reuse them, even one equal to another tensor's size (no duck
+    # sizing); dynamo specialises a size of 1, so a chunk of one row compiles its own graph.
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     for part in (slice(0, 3), slice(1, rows)):
         sweep(fused[part], fields.rows(part.start, part.stop), 3, half=compiled.local_half_sweep)

@@ -5,8 +5,9 @@ by pass), anything else (the default) compiles them with ``torch.compile`` at fi
 (inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
 unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
 as dynamic, without duck sizing, so batch compaction, a last smaller chunk and decision
-mode's changing batches do not recompile; a new dtype, device or colouring of the neurons
-does, and so does a chunk of one row (dynamo specialises sizes 0 and 1), once. Inductor
+mode's changing batches do not recompile; a new dtype, device, count of slices (compiled
+static) or colouring of the neurons does, and so does a chunk of one row (dynamo
+specialises sizes 0 and 1), once. Inductor
 keeps what it compiled on disk
 (``TORCHINDUCTOR_CACHE_DIR``), so later processes start faster. :data:`compile_seconds`
 records how long the first call of each compiled function took.
