@@ -53,9 +53,10 @@ from qnn_torch.network import CompiledNetwork
 
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
 _CPU_CHUNK_SITES = 2**18  # sites updated at once on CPU: keeps the working set in cache
-# ... by the compiled local move alone, one pass over memory per half-sweep: fewer, larger
-# calls spread each call's cost (simulate with local moves: 1.3-1.5x the sites per second
-# of 2**18 on 2 threads; the numbers do not depend on the chunks).
+# Sites per call when the compiled local move is the only move, one pass over memory per
+# half-sweep: fewer, larger calls spread each call's cost (simulate with local moves:
+# 1.28x the sites per second of 2**18 on 2 threads, one process; the numbers do not depend
+# on the chunks). A run whose first compile fails goes on eagerly with these chunks.
 _CPU_COMPILED_CHUNK_SITES = 2**21
 # The local proposal width follows log w ← log w + _TUNE_GAIN·(rate − target), by at most
 # a factor e^±2 (e^±1.5 at the default target 0.5), after each of the first _TUNE_FAST

@@ -5,16 +5,18 @@ by pass), anything else (the default) compiles them with ``torch.compile`` at fi
 (inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
 unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
 as dynamic, without duck sizing, so batch compaction, a last smaller chunk and decision
-mode's changing batches do not recompile; a new dtype, device, count of slices (compiled
+mode's changing batches do not recompile. A new dtype, device, count of slices (compiled
 static) or colouring of the neurons does, and so does a chunk of one row (dynamo
-specialises sizes 0 and 1), once. Inductor
-keeps what it compiled on disk
+specialises sizes 0 and 1): two graphs each, one per parity. Past dynamo's limit of
+graphs per function (8 by default, ``torch._dynamo.config.recompile_limit``) it runs the
+rest eagerly, with dynamo's warning. Inductor keeps what it compiled on disk
 (``TORCHINDUCTOR_CACHE_DIR``), so later processes start faster. :data:`compile_seconds`
 records how long the first call of each compiled function took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -92,7 +94,13 @@ class CompiledOrEager:
         # graph (PyTorch's own advice for that specialisation). The patch costs each call
         # about 65 µs (165–180 against 100–115 µs for 4 rows): about 1 % of a half-sweep at
         # the engine's chunks for the compiled move (2**21 sites).
-        with shape_config.patch(use_duck_shape=False):
+        # (torch < 2.5 has no such setting: duck sizing stays.)
+        patch = (
+            shape_config.patch(use_duck_shape=False)
+            if hasattr(shape_config, "use_duck_shape")
+            else contextlib.nullcontext()
+        )
+        with patch:
             return self.compiled(*args, **kwargs)
 
 

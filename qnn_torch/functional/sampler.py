@@ -263,7 +263,7 @@ def counter_local_half_sweep(
     key: tuple[Tensor, Tensor],
     *,
     parity: int,
-    width: Tensor,
+    step: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """One half of :func:`counter_local_sweep`, a pure function: the ``parity`` slices
     ``cur`` (R, N, Nt/2) updated, every colour range in turn, beside the other parity's
@@ -273,10 +273,10 @@ def counter_local_half_sweep(
     Site (row r, neuron n, slice t) draws the Threefry2x32-20 words of the counter
     (n·Nt + t, ``rows``[r]) (int32) under the sweep's ``key`` (two int32 words, 0-d or one
     per row (R, 1, 1)) (n = 0 for every neuron under ``shared_noise``): the uniform from
-    word 0, the proposal, of half-width ``width`` (0-d or one per row (R, 1, 1)), from the
-    low 16 bits of word 1 (:mod:`qnn_torch.functional.threefry`). Written in plain tensor
-    operations, so that ``torch.compile`` fuses it into one loop nest over (row, slice)
-    per colour range.
+    word 0, the proposal from the low 16 bits of word 1, in units of the spacing a, of
+    half-width ``step`` (0-d or one per row (R, 1, 1))
+    (:mod:`qnn_torch.functional.threefry`). Written in plain tensor operations, so that
+    ``torch.compile`` fuses it into one loop nest over (row, slice) per colour range.
     """
     N, M = cur.shape[1:]
     # Even slice 2k sees odd slices k−1 and k; odd slice 2k+1 sees even k and k+1.
@@ -292,7 +292,7 @@ def counter_local_half_sweep(
             neurons = torch.arange(c0, c1, device=cur.device, dtype=torch.int32)
             sites = slices + neurons[:, None] * (2 * M)
         w0, w1 = threefry2x32((sites, row_words), key)
-        v = symmetric_step(w1, width / fields.spacing, cur.dtype)
+        v = symmetric_step(w1, step, cur.dtype)
         u = uniform_open(w0, cur.dtype)
         new, count = metropolis_update(
             cur[:, c0:c1], v, u, neighbours[:, c0:c1], A, K, C, spacing=fields.spacing
@@ -327,15 +327,15 @@ def counter_local_sweep(
     R, N, Nt = phi.shape
     pairs = phi.view(R, N, Nt // 2, 2)
     even, odd = pairs[..., 0].contiguous(), pairs[..., 1].contiguous()  # (R, N, Nt/2)
-    # The same key and width for every row, read per row: inductor realises Threefry's
+    # The same key and step for every row, read per row: inductor realises Threefry's
     # rounds in parts, and a part that read only contiguous words and 0-d scalars would get
     # a flat loop of its own, storing its words; per-row values keep every part in the
     # (row, slice) loop nest of the whole half-sweep (1.4× as many site updates per second
-    # at 512 rows from the key; 1.1× on the odd half from the width, at 2048 rows).
+    # at 512 rows from the key; 1.1× on the odd half from the step, at 2048 rows).
     row_key = (key[0].expand(R, 1, 1).contiguous(), key[1].expand(R, 1, 1).contiguous())
-    row_width = torch.full((R, 1, 1), width, dtype=phi.dtype, device=phi.device)
-    even, accepted = half_sweep(even, odd, fields, rows, row_key, parity=0, width=row_width)
-    odd, accepted_odd = half_sweep(odd, even, fields, rows, row_key, parity=1, width=row_width)
+    step = torch.full((R, 1, 1), width / fields.spacing, dtype=phi.dtype, device=phi.device)
+    even, accepted = half_sweep(even, odd, fields, rows, row_key, parity=0, step=step)
+    odd, accepted_odd = half_sweep(odd, even, fields, rows, row_key, parity=1, step=step)
     pairs[..., 0].copy_(even)
     pairs[..., 1].copy_(odd)
     return accepted + accepted_odd
