@@ -16,7 +16,6 @@ records how long the first call of each compiled function took.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import warnings
@@ -29,6 +28,8 @@ from torch.fx.experimental import _config as shape_config
 from qnn_torch.functional.sampler import counter_local_half_sweep
 
 COMPILE_ENV = "QNN_TORCH_COMPILE"
+# The shape setting of compiled calls (torch < 2.5 has none: duck sizing stays there).
+_WITHOUT_DUCK_SIZING = {"use_duck_shape": False} if hasattr(shape_config, "use_duck_shape") else {}
 compile_seconds: dict[str, float] = {}
 """Seconds of the first call of each compiled function (compilation included), by name."""
 
@@ -94,13 +95,7 @@ class CompiledOrEager:
         # graph (PyTorch's own advice for that specialisation). The patch costs each call
         # about 65 µs (165–180 against 100–115 µs for 4 rows): about 1 % of a half-sweep at
         # the engine's chunks for the compiled move (2**21 sites).
-        # (torch < 2.5 has no such setting: duck sizing stays.)
-        patch = (
-            shape_config.patch(use_duck_shape=False)
-            if hasattr(shape_config, "use_duck_shape")
-            else contextlib.nullcontext()
-        )
-        with patch:
+        with shape_config.patch(**_WITHOUT_DUCK_SIZING):
             return self.compiled(*args, **kwargs)
 
 
