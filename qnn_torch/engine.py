@@ -241,10 +241,11 @@ class Moves:
     (:mod:`qnn_torch.functional.compiled`), so its numbers do not depend on the chunks, the
     compaction of stopped networks or the device; on CUDA, rows without links run the
     fused Triton kernel instead (:mod:`~qnn_torch.functional.fused_local`). The other moves
-    draw from one torch generator seeded with ``config.seed``; the multilevel blocks'
-    offsets from ``offsets`` (CPU), which no state affects. ``counts`` holds each
-    Metropolis move's accepted and proposed updates (the cluster move is rejection-free);
-    ``width`` is the local proposal width.
+    draw from one torch generator seeded with ``config.seed``, and the multilevel and
+    cluster moves then run compiled from those numbers where ``QNN_TORCH_COMPILE`` allows;
+    the multilevel blocks' offsets come from ``offsets`` (CPU), which no state affects.
+    ``counts`` holds each Metropolis move's accepted and proposed updates (the cluster move
+    is rejection-free); ``width`` is the local proposal width.
     """
 
     def __init__(
@@ -294,7 +295,12 @@ class Moves:
                 self._tune_counts[1] += x.numel()
         if "multilevel" in config.moves:
             accepted, proposed = bisection_pass(
-                x, part, levels=config.levels, offset=self._offset, generator=self.generator
+                x,
+                part,
+                levels=config.levels,
+                offset=self._offset,
+                generator=self.generator,
+                blocks=compiled.bisection_blocks,
             )
             self._count("multilevel", accepted, proposed)
         if "shift" in config.moves:
@@ -304,7 +310,11 @@ class Moves:
             self._count("shift", accepted, proposed)
         if "cluster" in config.moves and sweep % config.cluster_every == 0:
             sign_cluster_move(
-                x, spacing=config.spacing, generator=self.generator, shared_noise=part.shared_noise
+                x,
+                spacing=config.spacing,
+                generator=self.generator,
+                shared_noise=part.shared_noise,
+                flips=compiled.sign_cluster_flips,
             )
 
     def _count(self, move: str, accepted: Tensor, proposed: int | Tensor) -> None:

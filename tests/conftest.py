@@ -1,5 +1,6 @@
-"""pytest hooks: a table cache of this session, torch threads per xdist worker, and the
-``cuda`` marker's skip. Helpers shared by the tests are in tests/helpers.py."""
+"""pytest hooks: a table cache of this session, torch threads per xdist worker, the
+``cuda`` marker's skip, and the ``compiling`` fixture. Helpers shared by the tests are in
+tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -52,3 +53,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def compiling(monkeypatch):
+    """Compiled moves, with room for every variant the tests compile: dynamo keeps 8 graphs
+    of a function by default, and past them runs it eagerly, which these tests would not
+    notice."""
+    import torch._dynamo.config as dynamo_config
+
+    from qnn_torch.functional import compiled
+
+    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
+    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    with dynamo_config.patch(**{limit: 64}):
+        yield

@@ -199,8 +199,8 @@ def test_bisection_final_stage_is_the_reference_potential_difference(seed, offse
         ).sum(-1)
         # The bridge samples the kinetic action exactly: the last stage holds the rest.
         expected = (total - kinetic).permute(2, 0, 1)  # (R, n, m)
-        assert len(stages) == levels
-        torch.testing.assert_close(stages[-1], expected, rtol=1e-10, atol=1e-10)
+        assert stages.shape[-1] == levels
+        torch.testing.assert_close(stages[..., -1], expected, rtol=1e-10, atol=1e-10)
         # Each block is either the proposal or unchanged.
         final = phi[:, c0:c1, blocks]
         assert torch.all(torch.eq(final, new).all(-1) | torch.eq(final, cur).all(-1)), (

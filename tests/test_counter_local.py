@@ -59,19 +59,6 @@ def linked_pair() -> Network:
 RELAYS = relays(torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0]))
 
 
-@pytest.fixture
-def compiling(monkeypatch):
-    """Compiled moves, with room for every variant the tests compile: dynamo keeps 8 graphs
-    of a function by default, and past them runs it eagerly, which these tests would not
-    notice."""
-    import torch._dynamo.config as dynamo_config
-
-    monkeypatch.setenv(compiled.COMPILE_ENV, "1")
-    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-    with dynamo_config.patch(**{limit: 64}):
-        yield
-
-
 def sweep(phi, fields, stage, rows=None, half=counter_local_half_sweep) -> torch.Tensor:
     rows = torch.arange(phi.shape[0]) if rows is None else rows
     width = 1.5 * math.sqrt(fields.spacing / 2)

@@ -26,7 +26,6 @@ numbers (the joint distribution would be wrong otherwise).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -440,38 +439,23 @@ def bisection_stage_actions(
     C: Tensor | None,
     *,
     spacing: float,
-) -> list[Tensor]:
+) -> Tensor:
     """Staged potential actions ΔS_h of bisection proposals, coarsest first (pure).
 
     ``new`` and ``old`` (..., m, L) are m blocks of L = 2**levels slices p = 0 … L − 1,
     whose first slice p = 0 is the block's fixed end (equal in both); A, K, C their fields
-    (broadcastable). With a·ΔU_p the change of a·U at slice p, ΔS_h = h·Σ_{p ≡ 0 (mod h),
-    p > 0} a·ΔU_p for h = L/2, …, 1, each (..., m); the last, ΔS_1, is the exact change of
-    the potential action.
+    (broadcastable). With a·ΔU_p the change of a·U at slice p, ΔS_h = h·Σ_{p ≡ 0 (mod h)}
+    a·ΔU_p for h = L/2, …, 1, shape (..., m, levels); the last, ΔS_1, is the exact change
+    of the potential action. Every stage is odd under new ↔ old, as required.
     """
-    L = new.shape[-1]
     delta = potential_change(new, old, A, K, C)  # ΔU_p, 0 at p = 0
-    # The coarse stages in one product: weight[p, k] = h_k·a where h_k divides p > 0. The
-    # last stage, the exact ΔS that detailed balance needs, is a plain sum: exact whatever
-    # precision matmuls run at (TF32). Every stage is odd under new ↔ old, as required.
-    if L > 2:
-        weight = _coarse_stage_weights(L, spacing, delta.dtype, delta.device)
-        coarse = list(torch.matmul(delta, weight).unbind(-1))
-    else:
-        coarse = []
-    return [*coarse, delta.sum(-1).mul_(spacing)]
+    L = delta.shape[-1]
+    return torch.stack([delta[..., ::h].sum(-1) * (h * spacing) for h in _halvings(L)], -1)
 
 
-@functools.lru_cache(maxsize=32)
-def _coarse_stage_weights(
-    L: int, spacing: float, dtype: torch.dtype, device: torch.device
-) -> Tensor:
-    """weight[p, k] = h_k·a where h_k = L/2, …, 2 divides p > 0, shape (L, log2(L) − 1):
-    the same for every pass of a run, so built once (several small kernels on a GPU)."""
-    step = L // 2 ** torch.arange(1, L.bit_length() - 1, device=device)  # L/2 … 2
-    position = torch.arange(L, device=device)[:, None]
-    inner = (position % step == 0) & (position > 0)
-    return inner.to(dtype) * (step.to(dtype) * spacing)
+def _halvings(L: int) -> list[int]:
+    """L/2, L/4, …, 1."""
+    return [L >> k for k in range(1, L.bit_length())]
 
 
 def bisection_pass(
@@ -481,6 +465,7 @@ def bisection_pass(
     levels: int,
     offset: int,
     generator: torch.Generator,
+    blocks: Callable[..., tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, int]:
     """Multilevel Metropolis (Ceperley 1995, V.H) on non-overlapping segments (in place).
 
@@ -494,64 +479,95 @@ def bisection_pass(
     :func:`bisection_stage_actions`); a block moves only if all stages accept. The last
     stage uses the exact potential, so the move satisfies detailed balance.
 
-    The proposals of all blocks are grown in one path of m·L + 1 slices (block j's right
-    end, slice (j + 1)·L, is block j + 1's fixed left end), so that every step works on
-    long contiguous rows. Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed
-    blocks).
+    The random numbers come from ``generator``, colour range by colour range: the bridge's
+    normals, then one uniform per block and stage; :func:`bisection_blocks` (or ``blocks``,
+    its compiled version from :mod:`qnn_torch.functional.compiled`) makes the move from
+    them. Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed blocks).
     """
     R, N, Nt = phi.shape
     L = 2**levels
     m = Nt // L
-    span = m * L
-    rotated = torch.cat((phi[..., offset:], phi[..., :offset]), dim=-1)  # time t ↦ t − offset
-    profile = fields.profile.roll(-offset, 0)[:span]
-    accepted = phi.new_zeros((), dtype=torch.int64)
+    draws = []
     for c0, c1 in fields.color_bounds:
-        n = c1 - c0
-        A, K, C = neuron_fields(fields, rotated[..., :span], profile, c0, c1)
-        old = rotated[:, c0:c1, :span]  # a view into ``rotated``
-        new = torch.empty(R, n, span + 1, dtype=phi.dtype, device=phi.device)
-        new[..., :span:L] = old[..., ::L]
-        new[..., span] = rotated[:, c0:c1, span % Nt]
-        # Level by level (h = L/2 first), m·L/(2h) midpoints of all blocks at once.
+        shape = noise_shape((R, c1 - c0, m), fields.shared_noise, 1)
         noise = torch.randn(
-            noise_shape((R, n, m * (L - 1)), fields.shared_noise, 1),
-            dtype=phi.dtype,
-            device=phi.device,
-            generator=generator,
+            (*shape[:-1], m * (L - 1)), dtype=phi.dtype, device=phi.device, generator=generator
         )
+        uniforms = torch.empty((levels, *shape), dtype=phi.dtype, device=phi.device)
+        draws.append((noise, uniforms.uniform_(generator=generator).movedim(0, -1)))
+    rotated = torch.cat((phi[..., offset:], phi[..., :offset]), dim=-1)  # time t ↦ t − offset
+    profile = torch.cat((fields.profile[offset:], fields.profile[:offset]))
+    new, accepted = (blocks or bisection_blocks)(rotated, profile, fields, draws)
+    phi[..., offset:] = new[..., : Nt - offset]
+    phi[..., :offset] = new[..., Nt - offset :]
+    return accepted, R * N * m
+
+
+def bisection_blocks(
+    rotated: Tensor,
+    profile: Tensor,
+    fields: LatticeFields,
+    draws: list[tuple[Tensor, Tensor]],
+) -> tuple[Tensor, Tensor]:
+    """The move of :func:`bisection_pass` from its random numbers, a pure function, on the
+    paths ``rotated`` (R, N, Nt) and the spike ``profile`` (Nt,) rotated by its offset:
+    the new paths (a fresh tensor, rotated alike) and the accepted blocks (0-d int64).
+
+    ``draws`` holds, for each colour range [c0, c1) of ``fields.color_bounds``, the bridge's
+    normals (R, n, m·(L − 1)) (n = c1 − c0, or 1 under ``shared_noise``), level by level
+    (h = L/2 first, the m·L/(2h) midpoints of all blocks in order), and the stages'
+    uniforms (R, n, m, levels), coarsest first. The bridge in closed form: with the block's
+    ends φ_0 and φ_L and the normal ξ_h of the level-h midpoint q whose interval
+    [q − h, q + h] holds p, φ_p = φ_0 + (φ_L − φ_0)·p/L + Σ_h √(h·a/2)·ξ_h·(1 − |p − q|/h),
+    which is the midpoint rule's result (each level adds a tent, linear between the
+    points known before). Views and static strides only, so that ``torch.compile`` fuses
+    it into few loop nests.
+    """
+    N, Nt = rotated.shape[1:]
+    levels = draws[0][1].shape[-1]
+    L = 2**levels
+    m = Nt // L
+    span = m * L
+    p = torch.arange(span, device=rotated.device)  # the slices of all blocks, j·L + (p mod L)
+    ramp = torch.arange(L, dtype=rotated.dtype, device=rotated.device) / L  # (p mod L)/L
+    accepted = torch.zeros((), dtype=torch.int64, device=rotated.device)
+    for (c0, c1), (noise, uniforms) in zip(fields.color_bounds, draws, strict=True):
+        n = c1 - c0
+        old = rotated[:, c0:c1, :span]
+        ends = torch.cat((old[..., ::L], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
+        left, right = spread(ends[..., :-1], L), spread(ends[..., 1:], L)
+        proposal = right.sub_(left).mul_(ramp.repeat(m)).add_(left)
         used, h = 0, L // 2
         while h >= 1:
-            count = span // (2 * h)
-            mid = new[..., 0 : span - h : 2 * h] + new[..., 2 * h :: 2 * h]
-            mid.mul_(0.5).add_(
-                noise[..., used : used + count], alpha=math.sqrt(0.5 * h * fields.spacing)
+            tent = (1.0 - ((p % (2 * h)).to(rotated.dtype) - h).abs() / h) * math.sqrt(
+                0.5 * h * fields.spacing
             )
-            new[..., h : span : 2 * h] = mid
+            count = span // (2 * h)
+            proposal += spread(noise[..., used : used + count], 2 * h).mul_(tent)
             used += count
             h //= 2
+        A, K, C = neuron_fields(fields, rotated[..., :span], profile[:span], c0, c1)
 
         def blocks(t: Tensor | float | None) -> Tensor | float | None:
             return t.unflatten(-1, (m, L)) if isinstance(t, Tensor) else t
 
-        proposal, current = blocks(new[..., :span]), blocks(old)
         stages = bisection_stage_actions(
-            proposal, current, blocks(A), blocks(K), blocks(C), spacing=fields.spacing
+            blocks(proposal), blocks(old), blocks(A), blocks(K), blocks(C), spacing=fields.spacing
         )
-        accept = torch.ones(stages[0].shape, dtype=torch.bool, device=phi.device)
-        coarser = torch.zeros_like(accept, dtype=phi.dtype)
-        for level in stages:
-            u = torch.empty((*noise.shape[:-1], m), dtype=phi.dtype, device=phi.device)
-            threshold = -u.uniform_(generator=generator).log_()
-            accept &= (level - coarser) < threshold
-            coarser = level
-        # lerp with weight 0 or 1 is exactly current or proposal; torch.where is far
-        # slower on CPU.
-        current.lerp_(proposal, accept[..., None].to(phi.dtype))
+        stage_changes = torch.cat((stages[..., :1], stages.diff(dim=-1)), -1)
+        accept = (stage_changes < -torch.log(uniforms)).all(-1)  # (R, n, m)
+        # lerp with weight 0 or 1 is exactly old or proposal; torch.where is far slower
+        # on CPU eagerly.
+        new = torch.lerp(old, proposal, spread(accept.to(rotated.dtype), L))
+        colour = torch.cat((new, rotated[:, c0:c1, span:]), -1) if span < Nt else new
+        rotated = torch.cat((rotated[:, :c0], colour, rotated[:, c1:]), 1) if n < N else colour
         accepted += accept.sum()
-    phi[..., offset:] = rotated[..., : Nt - offset]
-    phi[..., :offset] = rotated[..., Nt - offset :]
-    return accepted, R * N * m
+    return rotated, accepted
+
+
+def spread(t: Tensor, k: int) -> Tensor:
+    """Each value of ``t`` (..., M) k times in a row: (..., M·k), a view made contiguous."""
+    return t[..., None].expand(*t.shape, k).flatten(-2)
 
 
 def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
@@ -561,14 +577,16 @@ def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
     so a segment flip costs the sum of this over its two boundary bonds. Shapes: phi
     (..., Nt) → (..., Nt), bond t in place t.
     """
-    coupling = torch.empty_like(phi)
-    torch.mul(phi[..., :-1], phi[..., 1:], out=coupling[..., :-1])
-    torch.mul(phi[..., -1:], phi[..., :1], out=coupling[..., -1:])
-    return coupling.mul_(-2.0 / spacing)
+    return (phi * phi.roll(-1, -1)).mul_(-2.0 / spacing)
 
 
 def sign_cluster_move(
-    phi: Tensor, *, spacing: float, generator: torch.Generator, shared_noise: bool = False
+    phi: Tensor,
+    *,
+    spacing: float,
+    generator: torch.Generator,
+    shared_noise: bool = False,
+    flips: Callable[..., Tensor] | None = None,
 ) -> None:
     """Swendsen–Wang update of the signs of every path (in place, rejection-free).
 
@@ -592,9 +610,17 @@ def sign_cluster_move(
     uniforms (..., 1, Nt) and coins (..., 1, 1).
     """
     shape = noise_shape(phi.shape, shared_noise, -2)
+    u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
+    overall = torch.empty_like(u[..., :1]).uniform_(generator=generator)
+    phi.copy_((flips or sign_cluster_flips)(phi, u, overall, spacing=spacing))
+
+
+def sign_cluster_flips(phi: Tensor, u: Tensor, overall: Tensor, *, spacing: float) -> Tensor:
+    """The move of :func:`sign_cluster_move` from its uniforms, a pure function: the new
+    paths (a fresh tensor). ``u`` (..., N or 1, Nt) decides each bond, ``overall``
+    (..., N or 1, 1) each path's overall sign."""
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
     free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
-    u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
     # Everything in ±1 and 0/1 floats, whose products are exact (bool tensors convert
     # slowly). coin: −1 where u < e^{−2J}/2 (copysign: u − p = +0 counts as ≥).
     one = phi.new_ones(())
@@ -603,15 +629,11 @@ def sign_cluster_move(
     flips = parity * coin  # Π_{k < t}: the flip of site t relative to site 0
     # first: 1 on the sites of the first cluster (bonds 0 … t − 1 all frozen, u ≥ e^{−2J}):
     # the product of the bonds' 0/1 flags min(sign(u − e^{−2J}) + 1, 1).
-    first = torch.empty_like(flips)
-    first[..., :1] = 1.0
-    frozen = torch.sub(u[..., :-1], free[..., :-1], out=first[..., 1:])
-    frozen.sign_().add_(1.0).clamp_max_(1.0)
-    first = first.cumprod(-1)
+    frozen = torch.sub(u[..., :-1], free[..., :-1]).sign_().add_(1.0).clamp_max_(1.0)
+    first = torch.cat((torch.ones_like(frozen[..., :1]), frozen), -1).cumprod_(-1)
     # Frozen periodic bond with odd coin parity: flip the first cluster's side too; and the
     # same flips seen from a random overall sign (±1 per path).
-    overall = torch.empty_like(u[..., :1]).uniform_(generator=generator).sub_(0.5)
-    overall = torch.copysign(one, overall)
+    overall = torch.copysign(one, overall - 0.5)
     frozen_last = u[..., -1:] >= free[..., -1:]
     correct = (parity[..., -1:] < 0) & frozen_last
-    phi.mul_(flips.mul_(torch.addcmul(overall, first, overall * correct, value=-2.0)))
+    return phi * flips.mul_(torch.addcmul(overall, first, overall * correct, value=-2.0))

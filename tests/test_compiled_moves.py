@@ -1,0 +1,80 @@
+"""The multilevel and sign-cluster moves compiled: the same paths as the eager source, and
+the closed-form bridge equal to the midpoint rule it replaces."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from qnn_torch import SamplerConfig
+from qnn_torch.functional import compiled
+from qnn_torch.functional.sampler import LatticeFields, bisection_blocks
+from qnn_torch.simulate import run_sampler
+from tests.helpers import SMALL
+from tests.test_counter_local import RELAYS, linked_pair
+
+
+def midpoint_bridge(old: torch.Tensor, right: torch.Tensor, noise: torch.Tensor, L: int, a: float):
+    """The proposal grown level by level, h = L/2 first: each midpoint of the points known
+    so far gets their mean plus √(h·a/2) times the next normal (old (R, n, m·L), right ends
+    (R, n), noise (R, n, m·(L − 1)) level-major)."""
+    span = old.shape[-1]
+    new = torch.empty(*old.shape[:-1], span + 1, dtype=old.dtype)
+    new[..., :span:L] = old[..., ::L]
+    new[..., span] = right
+    used, h = 0, L // 2
+    while h >= 1:
+        count = span // (2 * h)
+        mid = (new[..., 0 : span - h : 2 * h] + new[..., 2 * h :: 2 * h]) / 2
+        new[..., h : span : 2 * h] = mid + noise[..., used : used + count] * math.sqrt(h * a / 2)
+        used += count
+        h //= 2
+    return new[..., :span]
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int):
+    """With every block accepted (no potential: A = K = 0), the move returns the bridge
+    itself, which must equal the midpoint construction from the same normals."""
+    torch.manual_seed(levels)
+    R, n, Nt, a = 3, 2, 20, 0.01  # Nt not a multiple of L = 8: a tail of fixed slices
+    L = 2**levels
+    m = Nt // L
+    rotated = torch.randn(R, n, Nt, dtype=torch.float64)
+    fields = LatticeFields(
+        lam=0.0,
+        spacing=a,
+        profile=torch.zeros(Nt, dtype=torch.float64),
+        drive=torch.zeros(R, n, dtype=torch.float64),
+        input_inhibition=None,
+        excite=None,
+        inhibit=None,
+        color_bounds=((0, n),),
+    )
+    noise = torch.randn(R, n, m * (L - 1), dtype=torch.float64)
+    uniforms = torch.full((R, n, m, levels), 0.5, dtype=torch.float64)
+    new, accepted = bisection_blocks(rotated, fields.profile, fields, [(noise, uniforms)])
+    assert int(accepted) == R * n * m
+    expected = midpoint_bridge(rotated[..., : m * L], rotated[..., m * L % Nt], noise, L, a)
+    torch.testing.assert_close(new[..., : m * L], expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(new[..., m * L :], rotated[..., m * L :])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("linked", [False, True])
+def test_the_default_moves_are_the_same_compiled_and_eager(linked: bool, monkeypatch, compiling):
+    """Multilevel and cluster moves (the default algorithm) draw the same numbers compiled
+    and eager, so the runs agree to rounding (float64), acceptance included."""
+    network = linked_pair() if linked else RELAYS
+    config = SamplerConfig(**SMALL, chains=4, thermalization=10, sweeps=20, dtype=torch.float64)
+    assert set(config.moves) == {"multilevel", "cluster"}
+    runs = {}
+    for setting in ("0", "1"):
+        monkeypatch.setenv(compiled.COMPILE_ENV, setting)
+        runs[setting] = run_sampler(network.compile(config), config)
+    for move in (compiled.bisection_blocks, compiled.sign_cluster_flips):
+        assert not move.failed, "torch.compile was not available"
+    torch.testing.assert_close(runs["1"].paths, runs["0"].paths, rtol=1e-12, atol=1e-12)
+    assert runs["1"].acceptance == runs["0"].acceptance
