@@ -252,18 +252,28 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         moves[local] = chunked(
             lambda x, f: local_sweep(x, f, width=width, generator=generator), part, phi
         )
-        moves[f"multilevel{suffix}"] = chunked(
-            lambda x, f: bisection_pass(x, f, levels=config.levels, offset=3, generator=generator),
-            part,
-            phi,
-        )
-        moves[f"cluster{suffix}"] = chunked(
-            lambda x, f: sign_cluster_move(
-                x, spacing=config.spacing, generator=generator, shared_noise=f.shared_noise
-            ),
-            part,
-            phi,
-        )
+        for name, blocks, flips in (
+            ("compiled", compiled_moves.bisection_blocks, compiled_moves.sign_cluster_flips),
+            ("eager", None, None),
+        ):
+            moves[f"multilevel, {name}{suffix}"] = chunked(
+                lambda x, f, blocks=blocks: bisection_pass(
+                    x, f, levels=config.levels, offset=3, generator=generator, blocks=blocks
+                ),
+                part,
+                phi,
+            )
+            moves[f"cluster, {name}{suffix}"] = chunked(
+                lambda x, f, flips=flips: sign_cluster_move(
+                    x,
+                    spacing=config.spacing,
+                    generator=generator,
+                    shared_noise=f.shared_noise,
+                    flips=flips,
+                ),
+                part,
+                phi,
+            )
         for name, half in (
             ("compiled", compiled_moves.local_half_sweep),
             ("eager", counter_local_half_sweep),
@@ -271,7 +281,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
             moves[f"local, Threefry counters, {name}{suffix}"] = counter_sweep(part, phi, half)
         for _ in range(20):  # leave the vacuum start behind
             moves[local][0]()
-            moves[f"multilevel{suffix}"][0]()
+            moves[f"multilevel, eager{suffix}"][0]()
     # As a user runs it: simulate's own loop (chunks, acceptance counts, checks) with the
     # local move alone, measuring the activity every sweep, on chains × neurons rows.
     user = replace(
