@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from qnn_torch import Network
 from qnn_torch.functional.exact import single_neuron_activity
 from qnn_torch.functional.physics import kink_path
 
@@ -59,3 +60,17 @@ class Numbered(Dataset):
         if not 0 <= index < self.size:
             raise IndexError(index)
         return torch.tensor([float(index)]), index % 10
+
+
+def relays(drives: torch.Tensor, inhibitions: torch.Tensor) -> Network:
+    net = Network().add_input("x").add_neuron("y")
+    return net.excite("x", "y", drives).inhibit("x", "y", inhibitions)
+
+
+def linked_pair() -> Network:
+    net = Network().add_input("x").add_neuron("a").add_neuron("b")
+    return net.excite("x", "a", 60.0).excite("a", "b", 30.0).inhibit("a", "b", 5.0)
+
+
+# Networks of the compiled tests, alike so that the compiled moves are reused.
+RELAYS = relays(torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0]))

@@ -10,10 +10,9 @@ import torch
 
 from qnn_torch import SamplerConfig
 from qnn_torch.functional import compiled
-from qnn_torch.functional.sampler import LatticeFields, bisection_blocks
+from qnn_torch.functional.sampler import LatticeFields, bisection_blocks, bridge_tents
 from qnn_torch.simulate import run_sampler
-from tests.helpers import SMALL
-from tests.test_counter_local import RELAYS, linked_pair
+from tests.helpers import RELAYS, SMALL, linked_pair
 
 
 def midpoint_bridge(old: torch.Tensor, right: torch.Tensor, noise: torch.Tensor, L: int, a: float):
@@ -34,12 +33,17 @@ def midpoint_bridge(old: torch.Tensor, right: torch.Tensor, noise: torch.Tensor,
     return new[..., :span]
 
 
-@pytest.mark.parametrize("levels", [1, 3])
-def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int):
+@pytest.mark.parametrize(
+    ("levels", "shared"),
+    [(1, False), (3, False), (3, True), (4, False)],
+)
+def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int, shared: bool):
     """With every block accepted (no potential: A = K = 0), the move returns the bridge
-    itself, which must equal the midpoint construction from the same normals."""
+    itself, which must equal the midpoint construction from the same normals. Nt = 20
+    holds m = 10, 2 and 1 blocks of L = 2, 8 and 16 slices: the last block ends on the
+    wrapped slice 0 (L = 2), or a tail of Nt − m·L slices stays fixed."""
     torch.manual_seed(levels)
-    R, n, Nt, a = 3, 2, 20, 0.01  # Nt not a multiple of L = 8: a tail of fixed slices
+    R, n, Nt, a = 3, 2, 20, 0.01
     L = 2**levels
     m = Nt // L
     rotated = torch.randn(R, n, Nt, dtype=torch.float64)
@@ -52,10 +56,12 @@ def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int):
         excite=None,
         inhibit=None,
         color_bounds=((0, n),),
+        shared_noise=shared,
     )
-    noise = torch.randn(R, n, m * (L - 1), dtype=torch.float64)
-    uniforms = torch.full((R, n, m, levels), 0.5, dtype=torch.float64)
-    new, accepted = bisection_blocks(rotated, fields.profile, fields, [(noise, uniforms)])
+    noise = torch.randn(R, 1 if shared else n, m * (L - 1), dtype=torch.float64)
+    uniforms = torch.full((R, 1 if shared else n, m, levels), 0.5, dtype=torch.float64)
+    tents = bridge_tents(levels, a, torch.float64, torch.device("cpu"))
+    new, accepted = bisection_blocks(rotated, fields.profile, tents, fields, [(noise, uniforms)])
     assert int(accepted) == R * n * m
     expected = midpoint_bridge(rotated[..., : m * L], rotated[..., m * L % Nt], noise, L, a)
     torch.testing.assert_close(new[..., : m * L], expected, rtol=1e-12, atol=1e-12)
@@ -76,5 +82,6 @@ def test_the_default_moves_are_the_same_compiled_and_eager(linked: bool, monkeyp
         runs[setting] = run_sampler(network.compile(config), config)
     for move in (compiled.bisection_blocks, compiled.sign_cluster_flips):
         assert not move.failed, "torch.compile was not available"
+        assert move.compiled is not None, f"{move.name} did not run compiled"
     torch.testing.assert_close(runs["1"].paths, runs["0"].paths, rtol=1e-12, atol=1e-12)
     assert runs["1"].acceptance == runs["0"].acceptance

@@ -20,7 +20,7 @@ from qnn_torch.functional.sampler import (
 )
 from qnn_torch.functional.threefry import sweep_key
 from qnn_torch.simulate import run_sampler
-from tests.helpers import SMALL, assert_within, exact_activity
+from tests.helpers import RELAYS, SMALL, assert_within, exact_activity, linked_pair, relays
 
 
 def fields_of(network: Network, chains: int, dtype: torch.dtype) -> LatticeFields:
@@ -43,20 +43,6 @@ def fields_of(network: Network, chains: int, dtype: torch.dtype) -> LatticeField
         color_bounds=c.color_bounds,
         shared_noise=independent,
     )
-
-
-def relays(drives: torch.Tensor, inhibitions: torch.Tensor) -> Network:
-    net = Network().add_input("x").add_neuron("y")
-    return net.excite("x", "y", drives).inhibit("x", "y", inhibitions)
-
-
-def linked_pair() -> Network:
-    net = Network().add_input("x").add_neuron("a").add_neuron("b")
-    return net.excite("x", "a", 60.0).excite("a", "b", 30.0).inhibit("a", "b", 5.0)
-
-
-# Networks of the compiled tests, alike so that the compiled half-sweeps are reused.
-RELAYS = relays(torch.tensor([0.0, 60.0, 120.0]), torch.tensor([0.0, 0.0, 20.0]))
 
 
 def sweep(phi, fields, stage, rows=None, half=counter_local_half_sweep) -> torch.Tensor:

@@ -8,14 +8,15 @@ by pass), anything else (the default) compiles them with ``torch.compile`` at fi
 (inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
 unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
 as dynamic, without duck sizing, so batch compaction, a last smaller chunk and decision
-mode's changing batches do not recompile. A new dtype, device, count of slices (compiled
-static), multilevel block length, lattice spacing or Λ (constants of the multilevel and
-cluster moves) or colouring of the neurons does, and so does a chunk of one row (dynamo
-specialises sizes 0 and 1). Past dynamo's limit of
+mode's changing batches do not recompile. A new dtype, device, count of slices or
+multilevel block length (compiled static), colouring of the neurons, or presence of links,
+input inhibition or shared noise does, and so does a chunk of one row (dynamo specialises
+sizes 0 and 1); the local half-sweep compiles one graph per parity. Past dynamo's limit of
 graphs per function (8 by default, ``torch._dynamo.config.recompile_limit``) it runs the
 rest eagerly, with dynamo's warning. Inductor keeps what it compiled on disk
 (``TORCHINDUCTOR_CACHE_DIR``), so later processes start faster. :data:`compile_seconds`
-records how long the first call of each compiled function took."""
+records how long the first call of each compiled function took.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from torch.fx.experimental import _config as shape_config
 from torch.utils._pytree import tree_leaves
 
 from qnn_torch.functional import sampler
-from qnn_torch.functional.sampler import counter_local_half_sweep
 
 COMPILE_ENV = "QNN_TORCH_COMPILE"
 # The shape setting of compiled calls (torch < 2.5 has none: duck sizing stays there).
@@ -54,22 +54,13 @@ class CompiledOrEager:
     ``static_dims`` maps positional arguments (tensors, or lists and tuples of them) to one
     dimension each that is compiled as a constant (a new size recompiles): the slices of a
     lattice, so that index arithmetic on them, such as the periodic neighbour's modulo,
-    folds into shifts and masks. ``constant_floats`` compiles float arguments and
-    attributes (the spacing, Λ) as constants (a new value recompiles); otherwise they are
-    inputs, and what is derived from them, such as a square root, is computed at every
-    site.
+    folds into shifts and masks.
     """
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        static_dims: dict[int, int] | None = None,
-        constant_floats: bool = False,
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], static_dims: dict[int, int] | None = None) -> None:
         self.fn = fn
         self.name = fn.__name__
         self.static_dims = static_dims or {}
-        self.constant_floats = constant_floats
         self.compiled: Callable[..., Any] | None = None
         self.failed = False
 
@@ -111,29 +102,22 @@ class CompiledOrEager:
         # graph (PyTorch's own advice for that specialisation). The patch costs each call
         # about 65 µs (165–180 against 100–115 µs for 4 rows): about 1 % of a half-sweep at
         # the engine's chunks for the compiled move (2**21 sites).
-        with (
-            shape_config.patch(**_WITHOUT_DUCK_SIZING),
-            torch._dynamo.config.patch(specialize_float=self.constant_floats),
-        ):
+        with shape_config.patch(**_WITHOUT_DUCK_SIZING):
             return self.compiled(*args, **kwargs)
 
 
-local_half_sweep = CompiledOrEager(counter_local_half_sweep, static_dims={0: 2, 1: 2})
+local_half_sweep = CompiledOrEager(sampler.counter_local_half_sweep, static_dims={0: 2, 1: 2})
 """The counter-based local half-sweep, compiled where possible, for each count of slices
 (a static count: 1.2–1.5× the site updates per second of a dynamic one, whose periodic
 neighbours took an integer division each)."""
 
 
-bisection_blocks = CompiledOrEager(
-    sampler.bisection_blocks, static_dims={0: 2, 1: 0, 3: -1}, constant_floats=True
-)
+bisection_blocks = CompiledOrEager(sampler.bisection_blocks, static_dims={0: 2, 1: 0, 2: 0, 4: -1})
 """The multilevel move from its random numbers, compiled where possible, for each count of
 slices and block length (static) and lattice (constant floats): 1.5–2.3× the site updates
 per second of the eager move on the MNIST layer's rows, one thread."""
 
 
-sign_cluster_flips = CompiledOrEager(
-    sampler.sign_cluster_flips, static_dims={0: -1, 1: -1}, constant_floats=True
-)
+sign_cluster_flips = CompiledOrEager(sampler.sign_cluster_flips, static_dims={0: -1, 1: -1})
 """The sign-cluster move from its uniforms, compiled where possible, for each count of
 slices (static)."""

@@ -26,6 +26,7 @@ numbers (the joint distribution would be wrong otherwise).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -458,6 +459,78 @@ def _halvings(L: int) -> list[int]:
     return [L >> k for k in range(1, L.bit_length())]
 
 
+def bisection_blocks(
+    rotated: Tensor,
+    profile: Tensor,
+    tents: Tensor,
+    fields: LatticeFields,
+    draws: list[tuple[Tensor, Tensor]],
+) -> tuple[Tensor, Tensor]:
+    """The move of :func:`bisection_pass` from its random numbers, a pure function, on the
+    paths ``rotated`` (R, N, Nt) and the spike ``profile`` (Nt,) rotated by its offset:
+    the new paths (a fresh tensor, rotated alike) and the accepted blocks (0-d int64).
+
+    ``draws`` holds, for each colour range [c0, c1) of ``fields.color_bounds``, the bridge's
+    normals (R, n, m·(L − 1)) (n = c1 − c0, or 1 under ``shared_noise``), level by level
+    (h = L/2 first, the m·L/(2h) midpoints of all blocks in order), and the stages'
+    uniforms (R, n, m, levels), coarsest first. The bridge in closed form: with the block's
+    ends φ_0 and φ_L and the normal ξ_h of the level-h midpoint q whose interval
+    [q − h, q + h] holds p, φ_p = φ_0 + (φ_L − φ_0)·p/L + Σ_h ξ_h·tent_h(p), with
+    ``tents`` (levels, L) = √(h·a/2)·(1 − |p − q|/h) at p = 0 … L − 1
+    (:func:`bridge_tents`): the midpoint rule's result (each level adds a tent, linear
+    between the points known before), in few passes that ``torch.compile`` fuses into
+    one loop nest.
+    """
+    N, Nt = rotated.shape[1:]
+    L = 2 ** tents.shape[0]
+    m = Nt // L
+    span = m * L
+    ramp = torch.arange(L, dtype=rotated.dtype, device=rotated.device) / L  # p/L
+    accepted = torch.zeros((), dtype=torch.int64, device=rotated.device)
+    for (c0, c1), (noise, uniforms) in zip(fields.color_bounds, draws, strict=True):
+        n = c1 - c0
+        old = rotated[:, c0:c1, :span].unflatten(-1, (m, L))
+        ends = torch.cat((old[..., 0], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
+        proposal = torch.lerp(ends[..., :-1, None], ends[..., 1:, None], ramp)
+        used = 0
+        for level, h in enumerate(_halvings(L)):
+            count = span // (2 * h)
+            bump = noise[..., used : used + count, None].expand(*noise.shape[:-1], count, 2 * h)
+            proposal.addcmul_(bump.reshape(*noise.shape[:-1], m, L), tents[level])
+            used += count
+        A, K, C = neuron_fields(fields, rotated[..., :span], profile[:span], c0, c1)
+
+        def by_block(t: Tensor | float | None) -> Tensor | float | None:
+            return t.unflatten(-1, (m, L)) if isinstance(t, Tensor) else t
+
+        stages = bisection_stage_actions(
+            proposal, old, by_block(A), by_block(K), by_block(C), spacing=fields.spacing
+        )
+        stage_changes = torch.cat((stages[..., :1], stages.diff(dim=-1)), -1)
+        accept = (stage_changes < -torch.log(uniforms)).all(-1)  # (R, n, m)
+        # lerp with weight 0 or 1 is exactly old or proposal; torch.where is far slower
+        # on CPU eagerly.
+        new = torch.lerp(old, proposal, accept[..., None].to(rotated.dtype)).flatten(-2)
+        colour = torch.cat((new, rotated[:, c0:c1, span:]), -1) if span < Nt else new
+        rotated = torch.cat((rotated[:, :c0], colour, rotated[:, c1:]), 1) if n < N else colour
+        accepted += accept.sum()
+    return rotated, accepted
+
+
+@functools.lru_cache(maxsize=32)
+def bridge_tents(levels: int, spacing: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """tents[k, p] = √(h·a/2)·(1 − |p mod 2h − h|/h) for h = L/2, …, 1 (k = 0 …
+    levels − 1) and p = 0 … L − 1, L = 2**levels: the weight of the level-h normal at
+    slice p of a block in :func:`bisection_blocks`, shape (levels, L). The same for every
+    pass of a run, so built once (several small kernels and a copy on a GPU)."""
+    L = 2**levels
+    p = torch.arange(L, dtype=torch.float64)
+    rows = [
+        (1.0 - ((p % (2 * h)) - h).abs() / h) * math.sqrt(0.5 * h * spacing) for h in _halvings(L)
+    ]
+    return torch.stack(rows).to(dtype=dtype, device=device)
+
+
 def bisection_pass(
     phi: Tensor,
     fields: LatticeFields,
@@ -465,7 +538,7 @@ def bisection_pass(
     levels: int,
     offset: int,
     generator: torch.Generator,
-    blocks: Callable[..., tuple[Tensor, Tensor]] | None = None,
+    blocks: Callable[..., tuple[Tensor, Tensor]] = bisection_blocks,
 ) -> tuple[Tensor, int]:
     """Multilevel Metropolis (Ceperley 1995, V.H) on non-overlapping segments (in place).
 
@@ -480,8 +553,8 @@ def bisection_pass(
     stage uses the exact potential, so the move satisfies detailed balance.
 
     The random numbers come from ``generator``, colour range by colour range: the bridge's
-    normals, then one uniform per block and stage; :func:`bisection_blocks` (or ``blocks``,
-    its compiled version from :mod:`qnn_torch.functional.compiled`) makes the move from
+    normals, then one uniform per block and stage; ``blocks`` (:func:`bisection_blocks`,
+    or its compiled version from :mod:`qnn_torch.functional.compiled`) makes the move from
     them. Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed blocks).
     """
     R, N, Nt = phi.shape
@@ -497,77 +570,11 @@ def bisection_pass(
         draws.append((noise, uniforms.uniform_(generator=generator).movedim(0, -1)))
     rotated = torch.cat((phi[..., offset:], phi[..., :offset]), dim=-1)  # time t ↦ t − offset
     profile = torch.cat((fields.profile[offset:], fields.profile[:offset]))
-    new, accepted = (blocks or bisection_blocks)(rotated, profile, fields, draws)
+    tents = bridge_tents(levels, fields.spacing, phi.dtype, phi.device)
+    new, accepted = blocks(rotated, profile, tents, fields, draws)
     phi[..., offset:] = new[..., : Nt - offset]
     phi[..., :offset] = new[..., Nt - offset :]
     return accepted, R * N * m
-
-
-def bisection_blocks(
-    rotated: Tensor,
-    profile: Tensor,
-    fields: LatticeFields,
-    draws: list[tuple[Tensor, Tensor]],
-) -> tuple[Tensor, Tensor]:
-    """The move of :func:`bisection_pass` from its random numbers, a pure function, on the
-    paths ``rotated`` (R, N, Nt) and the spike ``profile`` (Nt,) rotated by its offset:
-    the new paths (a fresh tensor, rotated alike) and the accepted blocks (0-d int64).
-
-    ``draws`` holds, for each colour range [c0, c1) of ``fields.color_bounds``, the bridge's
-    normals (R, n, m·(L − 1)) (n = c1 − c0, or 1 under ``shared_noise``), level by level
-    (h = L/2 first, the m·L/(2h) midpoints of all blocks in order), and the stages'
-    uniforms (R, n, m, levels), coarsest first. The bridge in closed form: with the block's
-    ends φ_0 and φ_L and the normal ξ_h of the level-h midpoint q whose interval
-    [q − h, q + h] holds p, φ_p = φ_0 + (φ_L − φ_0)·p/L + Σ_h √(h·a/2)·ξ_h·(1 − |p − q|/h),
-    which is the midpoint rule's result (each level adds a tent, linear between the
-    points known before). Views and static strides only, so that ``torch.compile`` fuses
-    it into few loop nests.
-    """
-    N, Nt = rotated.shape[1:]
-    levels = draws[0][1].shape[-1]
-    L = 2**levels
-    m = Nt // L
-    span = m * L
-    p = torch.arange(span, device=rotated.device)  # the slices of all blocks, j·L + (p mod L)
-    ramp = torch.arange(L, dtype=rotated.dtype, device=rotated.device) / L  # (p mod L)/L
-    accepted = torch.zeros((), dtype=torch.int64, device=rotated.device)
-    for (c0, c1), (noise, uniforms) in zip(fields.color_bounds, draws, strict=True):
-        n = c1 - c0
-        old = rotated[:, c0:c1, :span]
-        ends = torch.cat((old[..., ::L], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
-        left, right = spread(ends[..., :-1], L), spread(ends[..., 1:], L)
-        proposal = right.sub_(left).mul_(ramp.repeat(m)).add_(left)
-        used, h = 0, L // 2
-        while h >= 1:
-            tent = (1.0 - ((p % (2 * h)).to(rotated.dtype) - h).abs() / h) * math.sqrt(
-                0.5 * h * fields.spacing
-            )
-            count = span // (2 * h)
-            proposal += spread(noise[..., used : used + count], 2 * h).mul_(tent)
-            used += count
-            h //= 2
-        A, K, C = neuron_fields(fields, rotated[..., :span], profile[:span], c0, c1)
-
-        def blocks(t: Tensor | float | None) -> Tensor | float | None:
-            return t.unflatten(-1, (m, L)) if isinstance(t, Tensor) else t
-
-        stages = bisection_stage_actions(
-            blocks(proposal), blocks(old), blocks(A), blocks(K), blocks(C), spacing=fields.spacing
-        )
-        stage_changes = torch.cat((stages[..., :1], stages.diff(dim=-1)), -1)
-        accept = (stage_changes < -torch.log(uniforms)).all(-1)  # (R, n, m)
-        # lerp with weight 0 or 1 is exactly old or proposal; torch.where is far slower
-        # on CPU eagerly.
-        new = torch.lerp(old, proposal, spread(accept.to(rotated.dtype), L))
-        colour = torch.cat((new, rotated[:, c0:c1, span:]), -1) if span < Nt else new
-        rotated = torch.cat((rotated[:, :c0], colour, rotated[:, c1:]), 1) if n < N else colour
-        accepted += accept.sum()
-    return rotated, accepted
-
-
-def spread(t: Tensor, k: int) -> Tensor:
-    """Each value of ``t`` (..., M) k times in a row: (..., M·k), a view made contiguous."""
-    return t[..., None].expand(*t.shape, k).flatten(-2)
 
 
 def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
