@@ -54,11 +54,13 @@ from qnn_torch.functional.activity_table import activity_table
 from qnn_torch.functional.physics import double_well, input_spike
 from qnn_torch.functional.sampler import (
     LatticeFields,
+    bisection_blocks,
     bisection_pass,
     counter_local_half_sweep,
     counter_local_sweep,
     local_sweep,
     natural_step,
+    sign_cluster_flips,
     sign_cluster_move,
 )
 from qnn_torch.functional.threefry import sweep_key
@@ -254,7 +256,7 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         )
         for name, blocks, flips in (
             ("compiled", compiled_moves.bisection_blocks, compiled_moves.sign_cluster_flips),
-            ("eager", None, None),
+            ("eager", bisection_blocks, sign_cluster_flips),
         ):
             moves[f"multilevel, {name}{suffix}"] = chunked(
                 lambda x, f, blocks=blocks: bisection_pass(

@@ -587,13 +587,37 @@ def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
     return (phi * phi.roll(-1, -1)).mul_(-2.0 / spacing)
 
 
+def sign_cluster_flips(phi: Tensor, u: Tensor, overall: Tensor, *, spacing: float) -> Tensor:
+    """The move of :func:`sign_cluster_move` from its uniforms, a pure function: the new
+    paths (a fresh tensor). ``u`` (..., N or 1, Nt) decides each bond, ``overall``
+    (..., N or 1, 1) each path's overall sign."""
+    # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
+    free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
+    # Everything in ±1 and 0/1 floats, whose products are exact (bool tensors convert
+    # slowly). coin: −1 where u < e^{−2J}/2 (copysign: u − p = +0 counts as ≥).
+    one = phi.new_ones(())
+    coin = torch.copysign(one, torch.sub(u, free, alpha=0.5))
+    parity = coin.cumprod(-1)  # Π_{k ≤ t} coin_k: −1 where bonds 0 … t hold an odd count
+    flips = parity * coin  # Π_{k < t}: the flip of site t relative to site 0
+    # first: 1 on the sites of the first cluster (bonds 0 … t − 1 all frozen, u ≥ e^{−2J}):
+    # the product of the bonds' 0/1 flags min(sign(u − e^{−2J}) + 1, 1).
+    frozen = torch.sub(u[..., :-1], free[..., :-1]).sign_().add_(1.0).clamp_max_(1.0)
+    first = torch.cat((torch.ones_like(frozen[..., :1]), frozen), -1).cumprod_(-1)
+    # Frozen periodic bond with odd coin parity: flip the first cluster's side too; and the
+    # same flips seen from a random overall sign (±1 per path).
+    overall = torch.copysign(one, overall - 0.5)
+    frozen_last = u[..., -1:] >= free[..., -1:]
+    correct = (parity[..., -1:] < 0) & frozen_last
+    return phi * flips.mul_(torch.addcmul(overall, first, overall * correct, value=-2.0))
+
+
 def sign_cluster_move(
     phi: Tensor,
     *,
     spacing: float,
     generator: torch.Generator,
     shared_noise: bool = False,
-    flips: Callable[..., Tensor] | None = None,
+    flips: Callable[..., Tensor] = sign_cluster_flips,
 ) -> None:
     """Swendsen–Wang update of the signs of every path (in place, rejection-free).
 
@@ -619,28 +643,4 @@ def sign_cluster_move(
     shape = noise_shape(phi.shape, shared_noise, -2)
     u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
     overall = torch.empty_like(u[..., :1]).uniform_(generator=generator)
-    phi.copy_((flips or sign_cluster_flips)(phi, u, overall, spacing=spacing))
-
-
-def sign_cluster_flips(phi: Tensor, u: Tensor, overall: Tensor, *, spacing: float) -> Tensor:
-    """The move of :func:`sign_cluster_move` from its uniforms, a pure function: the new
-    paths (a fresh tensor). ``u`` (..., N or 1, Nt) decides each bond, ``overall``
-    (..., N or 1, 1) each path's overall sign."""
-    # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
-    free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
-    # Everything in ±1 and 0/1 floats, whose products are exact (bool tensors convert
-    # slowly). coin: −1 where u < e^{−2J}/2 (copysign: u − p = +0 counts as ≥).
-    one = phi.new_ones(())
-    coin = torch.copysign(one, torch.sub(u, free, alpha=0.5))
-    parity = coin.cumprod(-1)  # Π_{k ≤ t} coin_k: −1 where bonds 0 … t hold an odd count
-    flips = parity * coin  # Π_{k < t}: the flip of site t relative to site 0
-    # first: 1 on the sites of the first cluster (bonds 0 … t − 1 all frozen, u ≥ e^{−2J}):
-    # the product of the bonds' 0/1 flags min(sign(u − e^{−2J}) + 1, 1).
-    frozen = torch.sub(u[..., :-1], free[..., :-1]).sign_().add_(1.0).clamp_max_(1.0)
-    first = torch.cat((torch.ones_like(frozen[..., :1]), frozen), -1).cumprod_(-1)
-    # Frozen periodic bond with odd coin parity: flip the first cluster's side too; and the
-    # same flips seen from a random overall sign (±1 per path).
-    overall = torch.copysign(one, overall - 0.5)
-    frozen_last = u[..., -1:] >= free[..., -1:]
-    correct = (parity[..., -1:] < 0) & frozen_last
-    return phi * flips.mul_(torch.addcmul(overall, first, overall * correct, value=-2.0))
+    phi.copy_(flips(phi, u, overall, spacing=spacing))
