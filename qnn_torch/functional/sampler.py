@@ -506,7 +506,7 @@ def bisection_blocks(
         stages = bisection_stage_actions(
             proposal, old, by_block(A), by_block(K), by_block(C), spacing=fields.spacing
         )
-        stage_changes = torch.cat((stages[..., :1], stages.diff(dim=-1)), -1)
+        stage_changes = stages.diff(dim=-1, prepend=torch.zeros_like(stages[..., :1]))
         accept = (stage_changes < -torch.log(uniforms)).all(-1)  # (R, n, m)
         # lerp with weight 0 or 1 is exactly old or proposal; torch.where is far slower
         # on CPU eagerly.
@@ -568,8 +568,8 @@ def bisection_pass(
         )
         uniforms = torch.empty((levels, *shape), dtype=phi.dtype, device=phi.device)
         draws.append((noise, uniforms.uniform_(generator=generator).movedim(0, -1)))
-    rotated = torch.cat((phi[..., offset:], phi[..., :offset]), dim=-1)  # time t ↦ t − offset
-    profile = torch.cat((fields.profile[offset:], fields.profile[:offset]))
+    rotated = phi.roll(-offset, -1)  # time t ↦ t − offset
+    profile = fields.profile.roll(-offset, 0)
     tents = bridge_tents(levels, fields.spacing, phi.dtype, phi.device)
     new, accepted = blocks(rotated, profile, tents, fields, draws)
     phi[..., offset:] = new[..., : Nt - offset]
