@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from qnn_torch.functional.threefry import (
+    normal_box_muller,
     signed_word,
+    stage_keys,
     sweep_key,
     symmetric_step,
     threefry2x32,
@@ -109,3 +111,35 @@ def test_sweep_keys_differ_by_seed_and_stage_and_refuse_bad_values():
             sweep_key(bad, 0)
         with pytest.raises(ValueError, match="stage must be an integer"):
             sweep_key(0, bad)
+
+
+def test_stage_keys_are_the_sweep_keys_of_each_stage():
+    stages = [0, 7, 2**32 + 7, 3 * 2**32 + 1, 2**64 - 1]
+    k0, k1 = stage_keys(11, stages)
+    assert k0.shape == k1.shape == (len(stages),)
+    for i, stage in enumerate(stages):
+        assert (int(k0[i]), int(k1[i])) == tuple(int(k) for k in sweep_key(11, stage))
+    with pytest.raises(ValueError, match="stage must be an integer"):
+        stage_keys(11, [1, -1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_box_muller_gives_standard_normals(dtype):
+    """Kolmogorov–Smirnov distance to Φ below its 0.1 % critical value 1.95/√n, with the
+    mean, variance and fourth moment within 5 standard errors."""
+    n = 2**18
+    w0, w1 = threefry2x32((torch.arange(n, dtype=torch.int32), torch.tensor(2)), sweep_key(5, 6))
+    z = normal_box_muller(w0, w1, dtype).double()
+    assert z.dtype == torch.float64 and bool(torch.isfinite(z).all())
+    ordered = z.sort().values
+    cdf = 0.5 * (1 + torch.erf(ordered / math.sqrt(2)))
+    ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
+    distance = float(torch.maximum(ranks - cdf, cdf - (ranks - 1 / n)).max())
+    assert distance < 1.95 / math.sqrt(n)
+    assert abs(float(z.mean())) < 5 / math.sqrt(n)
+    assert abs(float(z.var()) - 1) < 5 * math.sqrt(2 / n)
+    assert abs(float((z**4).mean()) - 3) < 5 * math.sqrt(96 / n)
+    # Extreme words stay finite: |z| below √(−2 ln u_min).
+    extremes = torch.tensor([-(2**31), 0, 2**31 - 1], dtype=torch.int32)
+    grid = normal_box_muller(extremes[:, None], extremes[None, :], dtype)
+    assert bool(torch.isfinite(grid).all()) and float(grid.abs().max()) < 7.0
