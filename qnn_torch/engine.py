@@ -48,7 +48,7 @@ from qnn_torch.functional.sampler import (
     shift_move,
     sign_cluster_move,
 )
-from qnn_torch.functional.threefry import sweep_key
+from qnn_torch.functional.threefry import stage_keys
 from qnn_torch.network import CompiledNetwork
 
 _SERIES_BUDGET = 2**24  # stored (row, neuron, bin) values for autocorrelation times
@@ -66,6 +66,10 @@ _CPU_COMPILED_CHUNK_SITES = 2**21
 _TUNE_GAIN = 3.0
 _TUNE_FAST = 20
 _TUNE_EVERY = 10
+# The moves with counter-based numbers, in the order of their keys (move i: stage
+# sweep + i·2³²); keys are made for _KEY_BLOCK sweeps at once (about 1 ms eagerly, as for one).
+_KEYED_MOVES = ("local", "multilevel", "shift", "cluster")
+_KEY_BLOCK = 64
 # Chains from a fixed start (vacuum, saw, spikes) are flagged when their activity drifts
 # between the halves of the measurement by more than this (in Gaussian standard errors, as
 # a Student-t margin for the chains' degrees of freedom). (τ_int cannot serve: Sokal's
@@ -235,15 +239,15 @@ class Moves:
     """The sweep stage: every move of ``config.moves`` on a chunk of rows, with acceptance
     counts, and the local step's tuning during thermalisation.
 
-    The local move draws counter-based numbers (:func:`~qnn_torch.functional.sampler.
-    counter_local_sweep`: Threefry at the site, the row's identity, ``config.seed`` and
-    the sweep), compiled where ``QNN_TORCH_COMPILE`` allows
-    (:mod:`qnn_torch.functional.compiled`), so its numbers do not depend on the chunks, the
-    compaction of stopped networks or the device; on CUDA, rows without links run the
-    fused Triton kernel instead (:mod:`~qnn_torch.functional.fused_local`). The other moves
-    draw from one torch generator seeded with ``config.seed``, and the multilevel and
-    cluster moves then run compiled from those numbers where ``QNN_TORCH_COMPILE`` allows;
-    the multilevel blocks' offsets come from ``offsets`` (CPU), which no state affects.
+    Every move draws counter-based numbers: Threefry at the site and the row's identity,
+    under a key of ``config.seed``, the sweep and the move
+    (:func:`~qnn_torch.functional.sampler.site_counters`), so its numbers do not depend on
+    the chunks, the compaction of stopped networks or the device. The local, multilevel
+    and cluster moves run compiled where ``QNN_TORCH_COMPILE`` allows
+    (:mod:`qnn_torch.functional.compiled`); on CUDA, the local move of rows without links
+    runs the fused Triton kernel instead (:mod:`~qnn_torch.functional.fused_local`), which
+    draws from a torch generator seeded with ``config.seed``. The multilevel blocks'
+    offsets come from ``offsets`` (CPU), which no state affects.
     ``counts`` holds each Metropolis move's accepted and proposed updates (the cluster move
     is rejection-free); ``width`` is the local proposal width.
     """
@@ -258,14 +262,26 @@ class Moves:
         self.width = config.step_size or natural_step(config.spacing)
         self.counts = {m: [_zero_count(device), 0] for m in config.moves if m != "cluster"}
         self._tune_counts = [_zero_count(device), 0]
-        self._key: tuple[Tensor, Tensor] | None = None  # this sweep's, set by begin()
+        self._keys: dict[str, tuple[Tensor, Tensor]] = {}  # this sweep's, set by begin()
+        self._key_block: tuple[int, Tensor, Tensor] | None = None
         self._offset = 0
 
     def begin(self, sweep: int) -> None:
-        """Draw what sweep ``sweep`` shares across its chunks: the local move's counter key
-        and the multilevel blocks' offset (drawn every sweep)."""
-        if "local" in self.config.moves:
-            self._key = sweep_key(self.config.seed, sweep, self.device)
+        """Draw what sweep ``sweep`` shares across its chunks: each move's counter key and
+        the multilevel blocks' offset (drawn every sweep). Move i's key is that of stage
+        sweep + i·2³² (:func:`~qnn_torch.functional.threefry.sweep_key`; the local move's
+        is the sweep's own), made for _KEY_BLOCK sweeps at once."""
+        block, index = divmod(sweep, _KEY_BLOCK)
+        if self._key_block is None or self._key_block[0] != block:
+            stages = [
+                s + (move << 32)
+                for s in range(block * _KEY_BLOCK, (block + 1) * _KEY_BLOCK)
+                for move in range(len(_KEYED_MOVES))
+            ]
+            k0, k1 = stage_keys(self.config.seed, stages, self.device)
+            self._key_block = (block, k0.view(_KEY_BLOCK, -1), k1.view(_KEY_BLOCK, -1))
+        _, k0, k1 = self._key_block
+        self._keys = {move: (k0[index, i], k1[index, i]) for i, move in enumerate(_KEYED_MOVES)}
         self._offset = int(torch.randint(2**self.config.levels, (1,), generator=self.offsets))
 
     def sweep(
@@ -285,7 +301,7 @@ class Moves:
                     x,
                     part,
                     width=self.width,
-                    key=self._key,
+                    key=self._keys["local"],
                     rows=rows,
                     half_sweep=compiled.local_half_sweep,
                 )
@@ -299,22 +315,26 @@ class Moves:
                 part,
                 levels=config.levels,
                 offset=self._offset,
-                generator=self.generator,
+                key=self._keys["multilevel"],
+                rows=rows,
                 blocks=compiled.bisection_blocks,
+                words=compiled.counter_words,
             )
             self._count("multilevel", accepted, proposed)
         if "shift" in config.moves:
             accepted, proposed = shift_move(
-                x, part, width=config.shift_width, generator=self.generator
+                x, part, width=config.shift_width, key=self._keys["shift"], rows=rows
             )
             self._count("shift", accepted, proposed)
         if "cluster" in config.moves and sweep % config.cluster_every == 0:
             sign_cluster_move(
                 x,
                 spacing=config.spacing,
-                generator=self.generator,
+                key=self._keys["cluster"],
+                rows=rows,
                 shared_noise=part.shared_noise,
                 flips=compiled.sign_cluster_flips,
+                words=compiled.counter_words,
             )
 
     def _count(self, move: str, accepted: Tensor, proposed: int | Tensor) -> None:

@@ -172,10 +172,12 @@ def test_bisection_final_stage_is_the_reference_potential_difference(seed, offse
     start = random_paths(fields, seed)
     calls = capture(monkeypatch, "bisection_stage_actions")
     phi = start.clone()
-    generator = torch.Generator().manual_seed(seed)
     levels = 2
     L = 2**levels
-    sampler.bisection_pass(phi, fields, levels=levels, offset=offset, generator=generator)
+    rows = torch.arange(phi.shape[0])
+    sampler.bisection_pass(
+        phi, fields, levels=levels, offset=offset, key=sweep_key(seed, 5), rows=rows
+    )
 
     Nt = phi.shape[-1]
     m = Nt // L

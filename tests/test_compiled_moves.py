@@ -11,6 +11,7 @@ import torch
 from qnn_torch import SamplerConfig
 from qnn_torch.functional import compiled
 from qnn_torch.functional.sampler import LatticeFields, bisection_blocks, bridge_tents
+from qnn_torch.functional.threefry import normal_box_muller
 from qnn_torch.simulate import run_sampler
 from tests.helpers import RELAYS, SMALL, linked_pair
 
@@ -39,7 +40,8 @@ def midpoint_bridge(old: torch.Tensor, right: torch.Tensor, noise: torch.Tensor,
 )
 def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int, shared: bool):
     """With every block accepted (no potential: A = K = 0), the move returns the bridge
-    itself, which must equal the midpoint construction from the same normals. Nt = 20
+    itself, which must equal the midpoint construction from the same normals (each from a
+    pair of random words). Nt = 20
     holds m = 10, 2 and 1 blocks of L = 2, 8 and 16 slices: the last block ends on the
     wrapped slice 0 (L = 2), or a tail of Nt − m·L slices stays fixed."""
     torch.manual_seed(levels)
@@ -58,10 +60,12 @@ def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int, shared: bool):
         color_bounds=((0, n),),
         shared_noise=shared,
     )
-    noise = torch.randn(R, 1 if shared else n, m * (L - 1), dtype=torch.float64)
-    uniforms = torch.full((R, 1 if shared else n, m, levels), 0.5, dtype=torch.float64)
+    drawn = 1 if shared else n
+    words = torch.randint(-(2**31), 2**31, (2, R, drawn, m * (L - 1)), dtype=torch.int32)
+    noise = normal_box_muller(words[0], words[1], torch.float64)
+    stage = torch.randint(-(2**31), 2**31, (2, R, drawn, m, (levels + 1) // 2), dtype=torch.int32)
     tents = bridge_tents(levels, a, torch.float64, torch.device("cpu"))
-    new, accepted = bisection_blocks(rotated, fields.profile, tents, fields, [(noise, uniforms)])
+    new, accepted = bisection_blocks(rotated, fields.profile, tents, fields, [(words, stage)])
     assert int(accepted) == R * n * m
     expected = midpoint_bridge(rotated[..., : m * L], rotated[..., m * L % Nt], noise, L, a)
     torch.testing.assert_close(new[..., : m * L], expected, rtol=1e-12, atol=1e-12)

@@ -131,17 +131,23 @@ def local_run(network: Network, **settings) -> SamplerOutput:
     return run_sampler(network.compile(config), config)
 
 
-def test_the_sampler_s_local_numbers_follow_rows_not_chunks_or_stopped_neighbours():
-    """run_sampler's local move: the same paths whatever the chunks, and a network's chains
-    go on with the same numbers when other networks of the batch stop early."""
-    whole = local_run(RELAYS)
+@pytest.mark.parametrize("algorithm", ["local", "auto", "multilevel+shift+cluster"])
+@pytest.mark.parametrize("linked", [False, True])
+def test_the_sampler_s_numbers_follow_rows_not_chunks_or_stopped_neighbours(algorithm, linked):
+    """Every move draws counter-based numbers: the same paths whatever the chunks, and a
+    network's chains go on with the same numbers when other networks of the batch stop
+    early."""
+    network = linked_pair() if linked else RELAYS
+    whole = local_run(network, algorithm=algorithm)
     for chunk_rows in (1, 5):
-        chunked = local_run(RELAYS, chunk_rows=chunk_rows)
+        chunked = local_run(network, chunk_rows=chunk_rows, algorithm=algorithm)
         assert torch.equal(chunked.paths, whole.paths)
         assert torch.equal(chunked.chain_activity, whole.chain_activity)
+    if linked:
+        return  # one network: none stops before another
     # Networks 0 and 1 stop after the first block of 10; network 2 measures all 20.
     stop_early = SamplerConfig(
-        **SMALL, chains=4, thermalization=10, sweeps=10, max_sweeps=20, algorithm="local"
+        **SMALL, chains=4, thermalization=10, sweeps=10, max_sweeps=20, algorithm=algorithm
     )
     network = RELAYS.compile(stop_early)
     first_two = torch.tensor([True, True, False])

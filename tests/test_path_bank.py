@@ -29,8 +29,9 @@ def measured(init: str) -> tuple[torch.Tensor, torch.Tensor]:
 def test_equilibrium_start_needs_no_thermalisation_at_the_paper_lattice():
     """Without a single discarded sweep, every activity is within 5σ of the exact one and
     their mean deviation within 4σ (chain errors with 7 degrees of freedom: variance 7/5);
-    the spiking path, the former start, is far off, and says so: a ColdStartWarning, and
-    the estimates furthest off carry infinite errors."""
+    the spiking path, the former start, is far off (root mean square deviation above 4σ),
+    and says so: a ColdStartWarning, and the estimates furthest off carry infinite
+    errors."""
     exact = driven_activity(DRIVES, **PAPER)
     activity, stderr = measured("equilibrium")
     z = (activity - exact) / stderr
@@ -40,7 +41,9 @@ def test_equilibrium_start_needs_no_thermalisation_at_the_paper_lattice():
     with pytest.warns(ColdStartWarning, match="init='spikes' with thermalization=0"):
         spikes, spikes_stderr = measured("spikes")
     off = (spikes - exact) / stderr  # in the errors of the equilibrium start
-    assert off.abs().max() > 5.0 and abs(float(off.mean() / (7 / 5 / off.numel()) ** 0.5)) > 4.0
+    # Far off in both directions (too active at low drives, too quiet at high ones): its
+    # root mean square, not its mean, whose signs cancel.
+    assert off.abs().max() > 5.0 and float(off.square().mean().sqrt()) > 4.0
     assert spikes_stderr[off.abs() == off.abs().max()].isinf().all()
 
 

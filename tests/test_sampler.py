@@ -10,6 +10,7 @@ from qnn_torch import Network, SamplerConfig, simulate
 from qnn_torch.functional.exact import two_neuron_reference
 from qnn_torch.functional.physics import kink_path, potential_sum
 from qnn_torch.functional.sampler import LatticeFields, sign_cluster_move
+from qnn_torch.functional.threefry import sweep_key
 from tests.helpers import PAPER, SMALL, assert_within, exact_activity
 
 # "auto" is "multilevel+cluster" on SMALL (a·√(2Λ) = 0.68 < 1): not run twice.
@@ -161,10 +162,11 @@ def test_sign_cluster_move_samples_the_embedded_ising_chain_exactly():
     magnitude = torch.tensor([0.9, 0.1, 0.8, 0.5, 0.2, 0.7], dtype=torch.float64)
     n = magnitude.numel()
     rows = 20000
-    phi = magnitude.repeat(rows, 1)
-    generator = torch.Generator().manual_seed(3)
-    for _ in range(30):  # from all signs +: burn in, then one sample per independent row
-        sign_cluster_move(phi, spacing=spacing, generator=generator)
+    phi = magnitude.repeat(rows, 1, 1)  # (rows, 1, n)
+    identities = torch.arange(rows)
+    for sweep in range(30):  # from all signs +: burn in, then one sample per independent row
+        sign_cluster_move(phi, spacing=spacing, key=sweep_key(3, sweep), rows=identities)
+    phi = phi[:, 0]
     bits = 2 ** torch.arange(n)
     counts = torch.bincount(((phi > 0).long() * bits).sum(-1), minlength=2**n).double()
     configs = torch.tensor([[1.0 if c >> t & 1 else -1.0 for t in range(n)] for c in range(2**n)])

@@ -58,6 +58,7 @@ from qnn_torch.functional.sampler import (
     bisection_pass,
     counter_local_half_sweep,
     counter_local_sweep,
+    counter_words,
     local_sweep,
     natural_step,
     sign_cluster_flips,
@@ -197,15 +198,16 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         layouts[f", {OUTPUTS_PER_ROW} outputs/row"] = (layer_fields, paths)
 
     def chunked(move, part: LatticeFields, phi: torch.Tensor):
-        """The move over every row of ``phi`` in cache-sized chunks, its neuron count and its
-        sweeps per call (one)."""
+        """The move over every row of ``phi`` in cache-sized chunks (with the chunk's paths,
+        physics and row identities), its neuron count and its sweeps per call (one)."""
         rows = phi.shape[0]
         size = 2**17 // (phi.shape[1] * config.n_time) if device.type == "cpu" else rows
         bounds = [(i, min(i + max(size, 1), rows)) for i in range(0, rows, max(size, 1))]
+        identities = torch.arange(rows, device=device)
 
         def run() -> None:
             for i, j in bounds:
-                move(phi[i:j], part.rows(i, j))
+                move(phi[i:j], part.rows(i, j), identities[i:j])
 
         return run, phi.shape[0] * phi.shape[1], 1
 
@@ -252,26 +254,41 @@ def throughput(neurons: int, device: torch.device, repeats: int) -> list[dict]:
         kernel = " (fused kernel)" if fused_local.supports(phi, part) else ""
         local = f"local, torch generator{kernel}{suffix}"
         moves[local] = chunked(
-            lambda x, f: local_sweep(x, f, width=width, generator=generator), part, phi
+            lambda x, f, _: local_sweep(x, f, width=width, generator=generator), part, phi
         )
-        for name, blocks, flips in (
-            ("compiled", compiled_moves.bisection_blocks, compiled_moves.sign_cluster_flips),
-            ("eager", bisection_blocks, sign_cluster_flips),
+        key = sweep_key(1, 2, device)
+        for name, blocks, flips, words in (
+            (
+                "compiled",
+                compiled_moves.bisection_blocks,
+                compiled_moves.sign_cluster_flips,
+                compiled_moves.counter_words,
+            ),
+            ("eager", bisection_blocks, sign_cluster_flips, counter_words),
         ):
             moves[f"multilevel, {name}{suffix}"] = chunked(
-                lambda x, f, blocks=blocks: bisection_pass(
-                    x, f, levels=config.levels, offset=3, generator=generator, blocks=blocks
+                lambda x, f, ids, blocks=blocks, words=words, key=key: bisection_pass(
+                    x,
+                    f,
+                    levels=config.levels,
+                    offset=3,
+                    key=key,
+                    rows=ids,
+                    blocks=blocks,
+                    words=words,
                 ),
                 part,
                 phi,
             )
             moves[f"cluster, {name}{suffix}"] = chunked(
-                lambda x, f, flips=flips: sign_cluster_move(
+                lambda x, f, ids, flips=flips, words=words, key=key: sign_cluster_move(
                     x,
                     spacing=config.spacing,
-                    generator=generator,
+                    key=key,
+                    rows=ids,
                     shared_noise=f.shared_noise,
                     flips=flips,
+                    words=words,
                 ),
                 part,
                 phi,

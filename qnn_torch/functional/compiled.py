@@ -1,8 +1,9 @@
 """Compiled versions of the moves, and the switch between compiled and eager.
 
-Three step functions are compiled: the counter-based local half-sweep, and the multilevel
-and sign-cluster moves from their random numbers (drawn eagerly from the run's torch
-generator, so that compiled and eager runs draw the same numbers).
+Four functions are compiled: the counter-based local half-sweep with its generator
+inside; the multilevel and sign-cluster moves from their random words; and the
+counter-based generator of those words (Threefry2x32-20 at given counters), one small
+graph shared by both moves. Compiled and eager runs draw the same numbers.
 ``QNN_TORCH_COMPILE`` chooses: ``"0"`` runs the moves eagerly (the same Python source, pass
 by pass), anything else (the default) compiles them with ``torch.compile`` at first use
 (inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
@@ -51,13 +52,15 @@ class CompiledOrEager:
     (warned: no C++ compiler, an unsupported platform; other errors are raised). Both run
     the same source, so they give the same numbers up to floating-point rounding.
 
-    ``static_dims`` maps positional arguments (tensors, or lists and tuples of them) to one
-    dimension each that is compiled as a constant (a new size recompiles): the slices of a
-    lattice, so that index arithmetic on them, such as the periodic neighbour's modulo,
-    folds into shifts and masks.
+    ``static_dims`` maps positional arguments (tensors, or lists and tuples of them) to the
+    dimensions (one, or a tuple) that are compiled as constants (a new size recompiles):
+    the slices of a lattice, so that index arithmetic on them, such as the periodic
+    neighbour's modulo, folds into shifts and masks.
     """
 
-    def __init__(self, fn: Callable[..., Any], static_dims: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], static_dims: dict[int, int | tuple[int, ...]] | None = None
+    ) -> None:
         self.fn = fn
         self.name = fn.__name__
         self.static_dims = static_dims or {}
@@ -71,9 +74,10 @@ class CompiledOrEager:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.active():
             return self.fn(*args, **kwargs)
-        for position, dim in self.static_dims.items():
+        for position, dims in self.static_dims.items():
             for leaf in tree_leaves(args[position]):
-                torch._dynamo.mark_static(leaf, dim % leaf.dim())
+                for dim in dims if isinstance(dims, tuple) else (dims,):
+                    torch._dynamo.mark_static(leaf, dim % leaf.dim())
         if self.compiled is None:
             from torch._dynamo.exc import BackendCompilerFailed  # 1 s to import: at first use
 
@@ -112,12 +116,21 @@ local_half_sweep = CompiledOrEager(sampler.counter_local_half_sweep, static_dims
 neighbours took an integer division each)."""
 
 
-bisection_blocks = CompiledOrEager(sampler.bisection_blocks, static_dims={0: 2, 1: 0, 2: 0, 4: -1})
+bisection_blocks = CompiledOrEager(
+    sampler.bisection_blocks, static_dims={0: 2, 1: 0, 2: 0, 4: (0, -2, -1)}
+)
 """The multilevel move from its random numbers, compiled where possible, for each count of
 slices and block length (static): 1.4–2.3× the site updates per second of the same move
 eagerly (docs/benchmarks.md)."""
 
 
-sign_cluster_flips = CompiledOrEager(sampler.sign_cluster_flips, static_dims={0: -1, 1: -1})
+sign_cluster_flips = CompiledOrEager(sampler.sign_cluster_flips, static_dims={0: -1, 1: (0, -1)})
 """The sign-cluster move from its uniforms, compiled where possible, for each count of
 slices (static): 0.8–1.3× the same move eagerly (its two scans stay aten calls)."""
+
+
+counter_words = CompiledOrEager(sampler.counter_words)
+"""Threefry2x32-20's words at given counters, compiled where possible: one graph for the
+multilevel and sign-cluster moves' numbers, whatever their shapes and dtype (a graph
+holding Threefry's twenty rounds takes inductor about 40 s to compile at first, a few
+seconds from its cache)."""

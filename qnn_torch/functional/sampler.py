@@ -36,6 +36,7 @@ from torch import Tensor
 
 from qnn_torch.functional import fused_local
 from qnn_torch.functional.threefry import (
+    normal_box_muller,
     symmetric_step,
     threefry2x32,
     uniform_open,
@@ -126,6 +127,33 @@ def noise_shape(shape: tuple[int, ...], shared: bool, neuron_axis: int) -> tuple
         return tuple(shape)
     axis = neuron_axis % len(shape)
     return (*shape[:axis], 1, *shape[axis + 1 :])
+
+
+def site_counters(times: Tensor, c0: int, c1: int, shared: bool, n_time: int) -> Tensor:
+    """The first counter word n·Nt + t (int32) of neuron n ∈ [c0, c1) at the slices
+    ``times`` (int32, any shape), shape (c1 − c0, *times.shape), or (1, *times.shape) with
+    n = 0 for every neuron when they share their numbers (``shared``, module doc). Every
+    move draws Threefry2x32-20 at the counter (this word, the row's identity) under its
+    own key of seed, sweep and move, so a site's numbers do not depend on the batch's
+    layout. Words stay below 2³¹ while N·Nt does; their complements ~(n·Nt + t) are a
+    second set of counters, disjoint from the first."""
+    if shared:
+        return times[None]
+    neurons = torch.arange(c0, c1, device=times.device, dtype=torch.int32)
+    return neurons.view(-1, *(1,) * times.dim()) * n_time + times
+
+
+def row_words(rows: Tensor, dim: int) -> Tensor:
+    """The rows' identities (R,) as the second counter word, int32 of shape (R, 1, …, 1)
+    with ``dim`` dimensions."""
+    return rows.to(torch.int32).view(-1, *(1,) * (dim - 1))
+
+
+def counter_words(counters: Tensor, rows: Tensor, key: tuple[Tensor, Tensor]) -> Tensor:
+    """The two words of Threefry2x32-20 at the counters (``counters``[k], ``rows``[r])
+    under ``key`` (two 0-d int32 words): (2, R, K) int32 for counters (K,) and rows (R,)
+    int32. Flat, so that one compiled graph serves every move, shape and dtype."""
+    return torch.stack(threefry2x32((counters, rows[:, None]), key))
 
 
 def natural_step(spacing: float) -> float:
@@ -283,15 +311,11 @@ def counter_local_half_sweep(
     neighbours = other + torch.roll(other, 1 if parity == 0 else -1, -1)
     profile = fields.profile.view(M, 2)[:, parity]
     slices = torch.arange(M, device=cur.device, dtype=torch.int32).mul(2).add(parity)
-    row_words = rows.to(torch.int32)[:, None, None]
     accepted = torch.zeros((), dtype=torch.int64, device=cur.device)
     for c0, c1 in fields.color_bounds:
         A, K, C = neuron_fields(fields, cur, profile, c0, c1)
-        sites = slices
-        if not fields.shared_noise:
-            neurons = torch.arange(c0, c1, device=cur.device, dtype=torch.int32)
-            sites = slices + neurons[:, None] * (2 * M)
-        w0, w1 = threefry2x32((sites, row_words), key)
+        sites = site_counters(slices, c0, c1, fields.shared_noise, 2 * M)
+        w0, w1 = threefry2x32((sites, row_words(rows, 3)), key)
         v = symmetric_step(w1, step, cur.dtype)
         u = uniform_open(w0, cur.dtype)
         new, count = metropolis_update(
@@ -405,26 +429,33 @@ def potential_change(
 
 
 def shift_move(
-    phi: Tensor, fields: LatticeFields, *, width: float, generator: torch.Generator
+    phi: Tensor, fields: LatticeFields, *, width: float, key: tuple[Tensor, Tensor], rows: Tensor
 ) -> tuple[Tensor, int]:
     """Whole-path Metropolis: φ_{n,t} → φ_{n,t} + δ_n at every slice at once (in place).
 
     The kinetic term depends on differences of neighbouring slices only, so it does not
     change: ΔS = a·Σ_t ΔU_{n,t} (:func:`potential_change`), exact for a neuron whose links
     go to other colours. δ is uniform on a grid symmetric in (−width, width)
-    (:func:`uniform_pair`), one per neuron and row (per row with ``shared_noise``);
-    accepted where −ΔS > log u. This moves the path's level, the mode that local and
-    bisection moves change only by ~√a per sweep and that dominates when the time extent
-    is short (T·√(2Λ) ≲ 1: the kinetic term then holds the path nearly constant).
-    Shapes: phi (R, N, Nt). Returns (accepted paths (0-d int64), proposed paths).
+    (:func:`~qnn_torch.functional.threefry.symmetric_step`), one per neuron and row (per
+    row with ``shared_noise``), accepted where −ΔS > log u. This moves the path's level,
+    the mode that local and bisection moves change only by ~√a per sweep and that
+    dominates when the time extent is short (T·√(2Λ) ≲ 1: the kinetic term then holds the
+    path nearly constant).
+
+    δ and u come from the two words of Threefry2x32-20 at the counter of the neuron's slice
+    0 (:func:`site_counters`) and the row's identity ``rows`` (R,), under the move's
+    ``key`` (two 0-d int32 words). Shapes: phi (R, N, Nt). Returns (accepted paths (0-d
+    int64), proposed paths).
     """
     R, N, _ = phi.shape
     accepted = phi.new_zeros((), dtype=torch.int64)
+    first = torch.zeros(1, dtype=torch.int32, device=phi.device)
     for c0, c1 in fields.color_bounds:
         old = phi[:, c0:c1]
         A, K, C = neuron_fields(fields, phi, fields.profile, c0, c1)
-        shape = noise_shape((R, c1 - c0, 1), fields.shared_noise, 1)
-        step, u = uniform_pair(shape, width, like=phi, generator=generator)
+        counter = site_counters(first, c0, c1, fields.shared_noise, phi.shape[-1])
+        w0, w1 = threefry2x32((counter, row_words(rows, 3)), key)  # (R, n or 1, 1)
+        step, u = symmetric_step(w1, width, phi.dtype), uniform_open(w0, phi.dtype)
         change = potential_change(old + step, old, A, K, C).sum(-1, keepdim=True)
         accept = change.mul_(-fields.spacing).sub_(u.log_()).sign_().clamp_min_(0.0)
         old.addcmul_(step, accept)
@@ -466,20 +497,24 @@ def bisection_blocks(
     fields: LatticeFields,
     draws: list[tuple[Tensor, Tensor]],
 ) -> tuple[Tensor, Tensor]:
-    """The move of :func:`bisection_pass` from its random numbers, a pure function, on the
+    """The move of :func:`bisection_pass` from its random words, a pure function, on the
     paths ``rotated`` (R, N, Nt) and the spike ``profile`` (Nt,) rotated by its offset:
     the new paths (a fresh tensor, rotated alike) and the accepted blocks (0-d int64).
 
-    ``draws`` holds, for each colour range [c0, c1) of ``fields.color_bounds``, the bridge's
-    normals (R, n, m·(L − 1)) (n = c1 − c0, or 1 under ``shared_noise``), level by level
-    (h = L/2 first, the m·L/(2h) midpoints of all blocks in order), and the stages'
-    uniforms (R, n, m, levels), coarsest first. The bridge in closed form: with the block's
-    ends φ_0 and φ_L and the normal ξ_h of the level-h midpoint q whose interval
-    [q − h, q + h] holds p, φ_p = φ_0 + (φ_L − φ_0)·p/L + Σ_h ξ_h·tent_h(p), with
-    ``tents`` (levels, L) = √(h·a/2)·(1 − |p − q|/h) at p = 0 … L − 1
-    (:func:`bridge_tents`): the midpoint rule's result (each level adds a tent, linear
-    between the points known before), in few passes that ``torch.compile`` fuses into
-    one loop nest.
+    ``draws`` holds, for each colour range [c0, c1) of ``fields.color_bounds``, 32-bit
+    words (int32) in two planes: the bridge's (2, R, n, m·(L − 1)) (n = c1 − c0, or 1
+    under ``shared_noise``), level by level (h = L/2 first, the m·L/(2h) midpoints of all
+    blocks in order), each pair a normal
+    (:func:`~qnn_torch.functional.threefry.normal_box_muller`), and the stages'
+    (2, R, n, m, ⌈levels/2⌉), where word k mod 2 at slice ⌊k/2⌋ is stage k's uniform,
+    coarsest first (:func:`~qnn_torch.functional.threefry.uniform_open`).
+
+    The bridge in closed form: with the block's ends φ_0 and φ_L and the normal ξ_h of the
+    level-h midpoint q whose interval [q − h, q + h] holds p,
+    φ_p = φ_0 + (φ_L − φ_0)·p/L + Σ_h ξ_h·tent_h(p), with ``tents`` (levels, L) =
+    √(h·a/2)·(1 − |p − q|/h) at p = 0 … L − 1 (:func:`bridge_tents`): the midpoint rule's
+    result (each level adds a tent, linear between the points known before), in few
+    passes that ``torch.compile`` fuses into one loop nest.
     """
     N, Nt = rotated.shape[1:]
     L = 2 ** tents.shape[0]
@@ -487,8 +522,11 @@ def bisection_blocks(
     span = m * L
     ramp = torch.arange(L, dtype=rotated.dtype, device=rotated.device) / L  # p/L
     accepted = torch.zeros((), dtype=torch.int64, device=rotated.device)
-    for (c0, c1), (noise, uniforms) in zip(fields.color_bounds, draws, strict=True):
+    levels = tents.shape[0]
+    for (c0, c1), (bridge, stage) in zip(fields.color_bounds, draws, strict=True):
         n = c1 - c0
+        noise = normal_box_muller(bridge[0], bridge[1], rotated.dtype)
+        uniforms = uniform_open(stage.movedim(0, -1).flatten(-2)[..., :levels], rotated.dtype)
         old = rotated[:, c0:c1, :span].unflatten(-1, (m, L))
         ends = torch.cat((old[..., 0], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
         proposal = torch.lerp(ends[..., :-1, None], ends[..., 1:, None], ramp)
@@ -537,8 +575,10 @@ def bisection_pass(
     *,
     levels: int,
     offset: int,
-    generator: torch.Generator,
+    key: tuple[Tensor, Tensor],
+    rows: Tensor,
     blocks: Callable[..., tuple[Tensor, Tensor]] = bisection_blocks,
+    words: Callable[..., Tensor] = counter_words,
 ) -> tuple[Tensor, int]:
     """Multilevel Metropolis (Ceperley 1995, V.H) on non-overlapping segments (in place).
 
@@ -552,22 +592,34 @@ def bisection_pass(
     :func:`bisection_stage_actions`); a block moves only if all stages accept. The last
     stage uses the exact potential, so the move satisfies detailed balance.
 
-    The random numbers come from ``generator``, colour range by colour range: the bridge's
-    normals, then one uniform per block and stage; ``blocks`` (:func:`bisection_blocks`,
-    or its compiled version from :mod:`qnn_torch.functional.compiled`) makes the move from
-    them. Shapes: phi (R, N, Nt). Returns (accepted blocks, proposed blocks).
+    The random numbers are counter-based (:func:`site_counters`): under the move's ``key``
+    (two 0-d int32 words, of the seed, the sweep and the move) with the rows' identities
+    ``rows`` (R,), the midpoint at slice t draws its normal from the two words at the
+    counter n·Nt + t, and the block's stage k (coarsest first) its uniform from word
+    k mod 2 at ~(n·Nt + t) for the block's slice ⌊k/2⌋, all in one call of ``words``
+    (:func:`counter_words`); they do not depend on the batch's layout. ``blocks``
+    (:func:`bisection_blocks`) makes the move from them. Both may be the compiled
+    versions of :mod:`qnn_torch.functional.compiled`. Shapes: phi (R, N, Nt). Returns
+    (accepted blocks, proposed blocks).
     """
     R, N, Nt = phi.shape
     L = 2**levels
     m = Nt // L
-    draws = []
+    block_times = torch.arange(Nt, dtype=torch.int32, device=phi.device).roll(-offset)
+    block_times = block_times[: m * L].view(m, L)  # the slices of the rotated blocks
+    # The midpoints' slices level by level (h = L/2 first), block by block: (m·(L − 1),).
+    midpoints = torch.cat([block_times[:, h :: 2 * h].flatten() for h in _halvings(L)])
+    stage_slices = block_times[:, : (levels + 1) // 2]  # (m, ⌈levels/2⌉)
+    counters = []  # per colour range: the bridge's (n, m·(L − 1)), the stages' (n, m, ·)
     for c0, c1 in fields.color_bounds:
-        shape = noise_shape((R, c1 - c0, m), fields.shared_noise, 1)
-        noise = torch.randn(
-            (*shape[:-1], m * (L - 1)), dtype=phi.dtype, device=phi.device, generator=generator
-        )
-        uniforms = torch.empty((levels, *shape), dtype=phi.dtype, device=phi.device)
-        draws.append((noise, uniforms.uniform_(generator=generator).movedim(0, -1)))
+        counters.append(site_counters(midpoints, c0, c1, fields.shared_noise, Nt))
+        counters.append(site_counters(stage_slices, c0, c1, fields.shared_noise, Nt).bitwise_not())
+    # One call for every colour range: one compiled call's overhead, or eagerly one pass
+    # of Threefry's ~140 operations.
+    drawn = words(torch.cat([c.flatten() for c in counters]), row_words(rows, 1), key)
+    parts = drawn.split([c.numel() for c in counters], -1)
+    planes = [part.view(2, R, *c.shape) for part, c in zip(parts, counters, strict=True)]
+    draws = list(zip(planes[::2], planes[1::2], strict=True))
     rotated = phi.roll(-offset, -1)  # time t ↦ t − offset
     profile = fields.profile.roll(-offset, 0)
     tents = bridge_tents(levels, fields.spacing, phi.dtype, phi.device)
@@ -587,10 +639,13 @@ def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
     return (phi * phi.roll(-1, -1)).mul_(-2.0 / spacing)
 
 
-def sign_cluster_flips(phi: Tensor, u: Tensor, overall: Tensor, *, spacing: float) -> Tensor:
-    """The move of :func:`sign_cluster_move` from its uniforms, a pure function: the new
-    paths (a fresh tensor). ``u`` (..., N or 1, Nt) decides each bond, ``overall``
-    (..., N or 1, 1) each path's overall sign."""
+def sign_cluster_flips(phi: Tensor, words: Tensor, *, spacing: float) -> Tensor:
+    """The move of :func:`sign_cluster_move` from its random words, a pure function: the
+    new paths (a fresh tensor). ``words`` (2, ..., N or 1, Nt) int32: word 0 at slice t
+    is the uniform u (:func:`~qnn_torch.functional.threefry.uniform_open`) deciding bond
+    t → t + 1, word 1 at slice 0 the path's overall sign."""
+    u = uniform_open(words[0], phi.dtype)
+    overall = uniform_open(words[1, ..., :1], phi.dtype)
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
     free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
     # Everything in ±1 and 0/1 floats, whose products are exact (bool tensors convert
@@ -615,9 +670,11 @@ def sign_cluster_move(
     phi: Tensor,
     *,
     spacing: float,
-    generator: torch.Generator,
+    key: tuple[Tensor, Tensor],
+    rows: Tensor,
     shared_noise: bool = False,
     flips: Callable[..., Tensor] = sign_cluster_flips,
+    words: Callable[..., Tensor] = counter_words,
 ) -> None:
     """Swendsen–Wang update of the signs of every path (in place, rejection-free).
 
@@ -637,10 +694,17 @@ def sign_cluster_move(
     first); otherwise flipping the first cluster's side restores it, which keeps the flips
     uniform.
 
-    Shapes: phi (..., N, Nt); with ``shared_noise`` the N paths of a row draw the same
-    uniforms (..., 1, Nt) and coins (..., 1, 1).
+    The uniforms are counter-based (:func:`site_counters`): under the move's ``key`` (two
+    0-d int32 words, of the seed, the sweep and the move) with the rows' identities
+    ``rows`` (R,), bond t → t + 1 of neuron n takes word 0 at the counter n·Nt + t, and
+    the path's overall sign word 1 at t = 0 (``words``: :func:`counter_words`).
+    ``flips`` (:func:`sign_cluster_flips`) makes the move from them; both may be the
+    compiled versions of :mod:`qnn_torch.functional.compiled`.
+    Shapes: phi (R, N, Nt); with ``shared_noise`` the N paths of a row draw the same
+    uniforms (R, 1, Nt) and coins (R, 1, 1).
     """
-    shape = noise_shape(phi.shape, shared_noise, -2)
-    u = torch.empty(shape, dtype=phi.dtype, device=phi.device).uniform_(generator=generator)
-    overall = torch.empty_like(u[..., :1]).uniform_(generator=generator)
-    phi.copy_(flips(phi, u, overall, spacing=spacing))
+    R, N, Nt = phi.shape
+    times = torch.arange(Nt, dtype=torch.int32, device=phi.device)
+    counters = site_counters(times, 0, N, shared_noise, Nt)
+    drawn = words(counters.flatten(), row_words(rows, 1), key).view(2, R, *counters.shape)
+    phi.copy_(flips(phi, drawn, spacing=spacing))
