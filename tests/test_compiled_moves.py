@@ -89,3 +89,13 @@ def test_the_default_moves_are_the_same_compiled_and_eager(linked: bool, monkeyp
         assert move.compiled is not None, f"{move.name} did not run compiled"
     torch.testing.assert_close(runs["1"].paths, runs["0"].paths, rtol=1e-12, atol=1e-12)
     assert runs["1"].acceptance == runs["0"].acceptance
+
+
+def test_the_compile_setting_names_functions_or_is_refused(monkeypatch):
+    monkeypatch.setenv(compiled.COMPILE_ENV, "counter_words")
+    assert compiled.counter_words.active() and not compiled.bisection_blocks.active()
+    monkeypatch.setenv(compiled.COMPILE_ENV, "0")
+    assert not compiled.counter_words.active()
+    monkeypatch.setenv(compiled.COMPILE_ENV, "counter_words,warp_drive")
+    with pytest.raises(ValueError, match="QNN_TORCH_COMPILE must be 0, 1 or names"):
+        compiled.counter_words.active()

@@ -5,8 +5,10 @@ inside; the multilevel and sign-cluster moves from their random words; and the
 counter-based generator of those words (Threefry2x32-20 at given counters), one small
 graph shared by both moves. Compiled and eager runs draw the same numbers.
 ``QNN_TORCH_COMPILE`` chooses: ``"0"`` runs the moves eagerly (the same Python source, pass
-by pass), anything else (the default) compiles them with ``torch.compile`` at first use
-(inductor: C++/OpenMP on CPU, Triton on CUDA). Where compiling fails (no C++ compiler, an
+by pass); ``"1"`` or unset (the default) compiles them with ``torch.compile`` at first use
+(inductor: C++/OpenMP on CPU, Triton on CUDA); names from :data:`COMPILED_NAMES` joined by
+commas compile those alone (``counter_words``: the generator alone, one graph, which the
+test suite compiles while it runs every move eagerly). Where compiling fails (no C++ compiler, an
 unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
 as dynamic, without duck sizing, so batch compaction, a last smaller chunk and decision
 mode's changing batches do not recompile. A new dtype, device, count of slices or
@@ -40,9 +42,20 @@ compile_seconds: dict[str, float] = {}
 """Seconds of the first call of each compiled function (compilation included), by name."""
 
 
-def compile_requested() -> bool:
-    """Whether ``QNN_TORCH_COMPILE`` asks for compiled moves (anything but ``"0"``)."""
-    return os.environ.get(COMPILE_ENV, "1") != "0"
+def compile_requested(name: str) -> bool:
+    """Whether ``QNN_TORCH_COMPILE`` asks to compile the function ``name`` (module doc);
+    a ValueError names the setting if it is none of "0", "1" or names of
+    :data:`COMPILED_NAMES` joined by commas."""
+    setting = os.environ.get(COMPILE_ENV, "1").strip()
+    if setting in ("0", "1"):
+        return setting == "1"
+    names = {part.strip() for part in setting.split(",")}
+    if not names <= set(COMPILED_NAMES):
+        raise ValueError(
+            f"{COMPILE_ENV} must be 0, 1 or names of {COMPILED_NAMES} joined by commas, "
+            f"got {setting!r}"
+        )
+    return name in names
 
 
 class CompiledOrEager:
@@ -69,7 +82,7 @@ class CompiledOrEager:
 
     def active(self) -> bool:
         """Whether calls run compiled: requested, and not failed to compile."""
-        return compile_requested() and not self.failed
+        return compile_requested(self.name) and not self.failed
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.active():
@@ -134,3 +147,12 @@ counter_words = CompiledOrEager(sampler.counter_words)
 multilevel and sign-cluster moves' numbers, whatever their shapes and dtype (a graph
 holding Threefry's twenty rounds takes inductor about 40 s to compile at first, a few
 seconds from its cache)."""
+
+
+COMPILED_NAMES = (
+    local_half_sweep.name,
+    bisection_blocks.name,
+    sign_cluster_flips.name,
+    counter_words.name,
+)
+"""The compiled functions, as ``QNN_TORCH_COMPILE`` names them."""
