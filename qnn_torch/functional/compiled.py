@@ -132,14 +132,16 @@ neighbours took an integer division each)."""
 bisection_blocks = CompiledOrEager(
     sampler.bisection_blocks, static_dims={0: 2, 1: 0, 2: 0, 4: (0, -2, -1)}
 )
-"""The multilevel move from its random numbers, compiled where possible, for each count of
-slices and block length (static): 1.4–2.3× the site updates per second of the same move
-eagerly (docs/benchmarks.md)."""
+"""The multilevel move from its random words, compiled where possible, for each count of
+slices and block length (static; with the words' planes and counts): 1.4–2.3× the site
+updates per second of the same move eagerly, measured when it took torch's normals
+(docs/benchmarks.md)."""
 
 
 sign_cluster_flips = CompiledOrEager(sampler.sign_cluster_flips, static_dims={0: -1, 1: (0, -1)})
-"""The sign-cluster move from its uniforms, compiled where possible, for each count of
-slices (static): 0.8–1.3× the same move eagerly (its two scans stay aten calls)."""
+"""The sign-cluster move from its random words, compiled where possible, for each count of
+slices (static): 0.8–1.3× the same move eagerly when it took torch's uniforms (its two
+scans stay aten calls)."""
 
 
 counter_words = CompiledOrEager(sampler.counter_words)
