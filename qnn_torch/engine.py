@@ -278,6 +278,8 @@ class Moves:
         the multilevel blocks' offset (drawn every sweep). Move i's key is that of stage
         sweep + i·2³² (:func:`~qnn_torch.functional.threefry.sweep_key`; the local move's
         is the sweep's own), made for _KEY_BLOCK sweeps at once."""
+        if sweep >= 2**32:  # move i's stages would meet move i + 1's
+            raise ValueError(f"a run has at most 2**32 sweeps, got sweep {sweep}")
         block, index = divmod(sweep, _KEY_BLOCK)
         if self._key_block is None or self._key_block[0] != block:
             stages = [

@@ -570,31 +570,20 @@ def bridge_tents(levels: int, spacing: float, dtype: torch.dtype, device: torch.
 
 
 @functools.lru_cache(maxsize=256)
-def bisection_counters(
-    n_time: int,
-    levels: int,
-    offset: int,
-    color_bounds: tuple[tuple[int, int], ...],
-    shared: bool,
-    device: torch.device,
-) -> tuple[Tensor, list[tuple[int, ...]]]:
-    """The first counter words of a multilevel pass at ``offset`` (:func:`bisection_pass`),
-    flat (K,) int32, and the shapes of its parts: for each colour range [c0, c1), the
-    bridge's n·Nt + t at the midpoints t, level by level (h = L/2 first) and block by block
-    (n, m·(L − 1)), then the stages' ~(n·Nt + t) at the first ⌈levels/2⌉ slices of each
-    block (n, m, ⌈levels/2⌉) (n = c1 − c0, or 1 when ``shared``). The same for every pass
-    at that offset, so built once (a score of small operations each time otherwise)."""
+def bisection_times(
+    n_time: int, levels: int, offset: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The slices t of a multilevel pass at ``offset`` (:func:`bisection_pass`) whose
+    counters it draws at (int32): the bridge's midpoints, level by level (h = L/2 first)
+    and block by block (m·(L − 1),), and the first ⌈levels/2⌉ slices of each block (m,
+    ⌈levels/2⌉), for the stages. The same for every pass at that offset, so built once (a
+    score of small operations each time otherwise); Nt values, whatever the neurons."""
     L = 2**levels
     m = n_time // L
     block_times = torch.arange(n_time, dtype=torch.int32, device=device).roll(-offset)
     block_times = block_times[: m * L].view(m, L)  # the slices of the rotated blocks
     midpoints = torch.cat([block_times[:, h :: 2 * h].flatten() for h in _halvings(L)])
-    stage_slices = block_times[:, : (levels + 1) // 2]
-    parts = []
-    for c0, c1 in color_bounds:
-        parts.append(site_counters(midpoints, c0, c1, shared, n_time))
-        parts.append(site_counters(stage_slices, c0, c1, shared, n_time).bitwise_not())
-    return torch.cat([part.flatten() for part in parts]), [tuple(p.shape) for p in parts]
+    return midpoints, block_times[:, : (levels + 1) // 2].contiguous()
 
 
 def bisection_pass(
@@ -632,14 +621,16 @@ def bisection_pass(
     """
     R, N, Nt = phi.shape
     m = Nt // 2**levels
-    counters, shapes = bisection_counters(
-        Nt, levels, offset, fields.color_bounds, fields.shared_noise, phi.device
-    )
+    midpoints, stage_slices = bisection_times(Nt, levels, offset, phi.device)
+    counters = []  # per colour range: the bridge's (n, m·(L − 1)), the stages' (n, m, ·)
+    for c0, c1 in fields.color_bounds:
+        counters.append(site_counters(midpoints, c0, c1, fields.shared_noise, Nt))
+        counters.append(site_counters(stage_slices, c0, c1, fields.shared_noise, Nt).bitwise_not())
     # One call for every colour range: one compiled call's overhead, or eagerly one pass
     # of Threefry's ~140 operations.
-    drawn = words(counters, row_words(rows, 1), key)
-    parts = drawn.split([math.prod(shape) for shape in shapes], -1)
-    planes = [part.view(2, R, *shape) for part, shape in zip(parts, shapes, strict=True)]
+    drawn = words(torch.cat([c.flatten() for c in counters]), row_words(rows, 1), key)
+    parts = drawn.split([c.numel() for c in counters], -1)
+    planes = [part.view(2, R, *c.shape) for part, c in zip(parts, counters, strict=True)]
     draws = list(zip(planes[::2], planes[1::2], strict=True))
     rotated = phi.roll(-offset, -1)  # time t ↦ t − offset
     profile = fields.profile.roll(-offset, 0)
