@@ -450,11 +450,12 @@ def shift_move(
     R, N, _ = phi.shape
     accepted = phi.new_zeros((), dtype=torch.int64)
     first = torch.zeros(1, dtype=torch.int32, device=phi.device)
+    counters = site_counters(first, 0, N, fields.shared_noise, phi.shape[-1]).flatten()
+    words = counter_words(counters, row_words(rows, 1), key)[..., None]  # (2, R, N or 1, 1)
     for c0, c1 in fields.color_bounds:
         old = phi[:, c0:c1]
         A, K, C = neuron_fields(fields, phi, fields.profile, c0, c1)
-        counter = site_counters(first, c0, c1, fields.shared_noise, phi.shape[-1])
-        w0, w1 = threefry2x32((counter, row_words(rows, 3)), key)  # (R, n or 1, 1)
+        w0, w1 = words if fields.shared_noise else words[:, :, c0:c1]
         step, u = symmetric_step(w1, width, phi.dtype), uniform_open(w0, phi.dtype)
         change = potential_change(old + step, old, A, K, C).sum(-1, keepdim=True)
         accept = change.mul_(-fields.spacing).sub_(u.log_()).sign_().clamp_min_(0.0)
