@@ -40,13 +40,17 @@ from qnn_torch.functional.observables import (
 )
 from qnn_torch.functional.physics import double_well, potential_sum
 from qnn_torch.functional.sampler import (
+    Draw,
     LatticeFields,
     bisection_pass,
+    counter_draw,
     counter_local_sweep,
     natural_step,
     neuron_fields,
+    row_words,
     shift_move,
     sign_cluster_move,
+    site_counters,
 )
 from qnn_torch.functional.threefry import stage_keys
 from qnn_torch.network import CompiledNetwork
@@ -77,6 +81,12 @@ _TUNE_EVERY = 10
 # sweep + i·2³²); keys are made for _KEY_BLOCK sweeps at once (about 1 ms eagerly, as for one).
 _KEYED_MOVES = ("local", "multilevel", "shift", "cluster")
 _KEY_BLOCK = 64
+# Small runs draw a move's words for up to _KEY_BLOCK sweeps in one generator call, in banks
+# of at most _BANK_BYTES for all rows (eagerly, one call of Threefry's ~140 operations
+# costs about as much for one sweep of a small lattice as for 64), when that covers at
+# least _MIN_BANK_SWEEPS sweeps; larger runs draw each sweep's words as they go.
+_BANK_BYTES = 2**25
+_MIN_BANK_SWEEPS = 8
 # Chains from a fixed start (vacuum, saw, spikes) are flagged when their activity drifts
 # between the halves of the measurement by more than this (in Gaussian standard errors, as
 # a Student-t margin for the chains' degrees of freedom). (τ_int cannot serve: Sokal's
@@ -242,6 +252,28 @@ class _Rows:
         }
 
 
+class _WordBank:
+    """One move's random words for one chunk of rows over a run of sweeps, drawn in one
+    generator call: the words (2, S, r, K) of Threefry at the sorted ``counters`` (K,)
+    int32 and the rows' identities ``rows`` (r,), under the move's keys of sweeps
+    ``first`` … ``first`` + S − 1 (two int32 tensors (S,))."""
+
+    def __init__(self, counters: Tensor, rows: Tensor, keys: tuple[Tensor, Tensor], first: int):
+        self.counters, self.rows, self.first = counters, rows, first
+        self.words = compiled.counter_words(counters, row_words(rows, 1), keys)
+
+    def covers(self, rows: Tensor | None, sweep: int) -> bool:
+        """Whether the bank holds sweep ``sweep`` (of these ``rows``; None: any)."""
+        held = self.first <= sweep < self.first + self.words.shape[1]
+        return held and (rows is None or rows is self.rows)
+
+    def draw(self, sweep: int) -> Draw:
+        """The :data:`~qnn_torch.functional.sampler.Draw` of sweep ``sweep``: its words
+        at counters of the bank's set, looked up."""
+        words = self.words[:, sweep - self.first]
+        return lambda counters: words.index_select(-1, torch.searchsorted(self.counters, counters))
+
+
 class Moves:
     """The sweep stage: every move of ``config.moves`` on a chunk of rows, with acceptance
     counts, and the local step's tuning during thermalisation.
@@ -249,18 +281,26 @@ class Moves:
     Every move draws counter-based numbers: Threefry at the site and the row's identity,
     under a key of ``config.seed``, the sweep and the move
     (:func:`~qnn_torch.functional.sampler.site_counters`), so its numbers do not depend on
-    the chunks, the compaction of stopped networks or the device. The local, multilevel
-    and cluster moves run compiled where ``QNN_TORCH_COMPILE`` allows
-    (:mod:`qnn_torch.functional.compiled`); on CUDA, the local move of rows without links
-    runs the fused Triton kernel instead (:mod:`~qnn_torch.functional.fused_local`), which
-    draws from a torch generator seeded with ``config.seed``. The multilevel blocks'
-    offsets come from ``offsets`` (CPU), which no state affects.
+    the chunks, the compaction of stopped networks or the device. A run of ``rows`` rows
+    of ``neurons`` neurons small enough draws each move's words for many sweeps at once
+    (:class:`_WordBank`: the same words). The local, multilevel and cluster moves run
+    compiled where ``QNN_TORCH_COMPILE`` allows (:mod:`qnn_torch.functional.compiled`); on
+    CUDA, the local move of rows without links runs the fused Triton kernel instead
+    (:mod:`~qnn_torch.functional.fused_local`), which draws from a torch generator seeded
+    with ``config.seed``. The multilevel blocks' offsets come from ``offsets`` (CPU),
+    which no state affects.
     ``counts`` holds each Metropolis move's accepted and proposed updates (the cluster move
     is rejection-free); ``width`` is the local proposal width.
     """
 
     def __init__(
-        self, config: SamplerConfig, device: torch.device, offsets: torch.Generator
+        self,
+        config: SamplerConfig,
+        device: torch.device,
+        offsets: torch.Generator,
+        *,
+        rows: int,
+        neurons: int,
     ) -> None:
         self.config = config
         self.device = device
@@ -272,6 +312,15 @@ class Moves:
         self._keys: dict[str, tuple[Tensor, Tensor]] = {}  # this sweep's, set by begin()
         self._key_block: tuple[int, Tensor, Tensor] | None = None
         self._offset = 0
+        self._sweep = 0
+        # The words each move draws per row and sweep (K counters, two words each).
+        Nt = config.n_time
+        counters = {"local": neurons * Nt, "multilevel": 2 * neurons * Nt, "shift": neurons}
+        counters["cluster"] = neurons * Nt
+        per_sweep = 8 * rows * sum(counters[move] for move in config.moves)
+        sweeps = min(_KEY_BLOCK, _BANK_BYTES // max(per_sweep, 1))
+        self.bank_sweeps = sweeps if sweeps >= _MIN_BANK_SWEEPS else 0
+        self._banks: dict[tuple[str, int], _WordBank] = {}
 
     def begin(self, sweep: int) -> None:
         """Draw what sweep ``sweep`` shares across its chunks: each move's counter key and
@@ -292,6 +341,34 @@ class Moves:
         _, k0, k1 = self._key_block
         self._keys = {move: (k0[index, i], k1[index, i]) for i, move in enumerate(_KEYED_MOVES)}
         self._offset = int(torch.randint(2**self.config.levels, (1,), generator=self.offsets))
+        self._sweep = sweep
+        self._banks = {k: bank for k, bank in self._banks.items() if bank.covers(None, sweep)}
+
+    def _draw(self, move: str, x: Tensor, part: LatticeFields, rows: Tensor) -> Draw:
+        """The words of ``move`` in this sweep for the chunk ``x`` (r, N, Nt) of rows
+        ``rows`` (r,): from the chunk's bank (made at need: the sweeps up to the end of the
+        key block), or drawn now."""
+        if not self.bank_sweeps:
+            return counter_draw(rows, self._keys[move], compiled.counter_words)
+        sweep = self._sweep
+        bank = self._banks.get((move, id(rows)))
+        if bank is None or not bank.covers(rows, sweep):
+            index = sweep % _KEY_BLOCK
+            stop = min(_KEY_BLOCK, index + self.bank_sweeps)
+            i = _KEYED_MOVES.index(move)
+            assert self._key_block is not None
+            keys = (self._key_block[1][index:stop, i], self._key_block[2][index:stop, i])
+            _, N, Nt = x.shape
+            if move == "shift":  # slice 0 of each neuron
+                times = torch.zeros(1, dtype=torch.int32, device=x.device)
+            else:
+                times = torch.arange(Nt, dtype=torch.int32, device=x.device)
+            counters = site_counters(times, 0, N, part.shared_noise, Nt).flatten()
+            if move == "multilevel":  # and the complements, for the stages
+                counters = torch.cat((counters.flip(0).bitwise_not(), counters))
+            bank = _WordBank(counters, rows, keys, sweep)
+            self._banks[move, id(rows)] = bank
+        return bank.draw(sweep)
 
     def sweep(
         self, x: Tensor, part: LatticeFields, rows: Tensor, sweep: int, measuring: bool
@@ -306,6 +383,8 @@ class Moves:
                     x, part, width=self.width, generator=self.generator
                 )
             else:
+                # Compiled, the half-sweep draws its own words inside its loop nest.
+                banked = self.bank_sweeps and not compiled.local_half_sweep.active()
                 accepted = counter_local_sweep(
                     x,
                     part,
@@ -313,6 +392,7 @@ class Moves:
                     key=self._keys["local"],
                     rows=rows,
                     half_sweep=compiled.local_half_sweep,
+                    draw=self._draw("local", x, part, rows) if banked else None,
                 )
             self._count("local", accepted, x.numel())
             if not measuring:
@@ -324,26 +404,22 @@ class Moves:
                 part,
                 levels=config.levels,
                 offset=self._offset,
-                key=self._keys["multilevel"],
-                rows=rows,
+                draw=self._draw("multilevel", x, part, rows),
                 blocks=compiled.bisection_blocks,
-                words=compiled.counter_words,
             )
             self._count("multilevel", accepted, proposed)
         if "shift" in config.moves:
             accepted, proposed = shift_move(
-                x, part, width=config.shift_width, key=self._keys["shift"], rows=rows
+                x, part, width=config.shift_width, draw=self._draw("shift", x, part, rows)
             )
             self._count("shift", accepted, proposed)
         if "cluster" in config.moves and sweep % config.cluster_every == 0:
             sign_cluster_move(
                 x,
                 spacing=config.spacing,
-                key=self._keys["cluster"],
-                rows=rows,
+                draw=self._draw("cluster", x, part, rows),
                 shared_noise=part.shared_noise,
                 flips=compiled.sign_cluster_flips,
-                words=compiled.counter_words,
             )
 
     def _count(self, move: str, accepted: Tensor, proposed: int | Tensor) -> None:
@@ -606,7 +682,7 @@ def run(
         held=None if conditional is None else conditional[1] - conditional[0],
     )
     chunks = _chunked(row_fields(None), state.rows, chunk)
-    moves = Moves(config, device, offsets)
+    moves = Moves(config, device, offsets, rows=R, neurons=1 if independent else N)
     watch = FiniteWatch(config.thermalization, dtype, device)
     measure = Measurement(
         config, network.activity_norm, conditional, gradients, entries, (o0, o1), bin_length, watch

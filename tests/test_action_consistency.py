@@ -175,9 +175,8 @@ def test_bisection_final_stage_is_the_reference_potential_difference(seed, offse
     levels = 2
     L = 2**levels
     rows = torch.arange(phi.shape[0])
-    sampler.bisection_pass(
-        phi, fields, levels=levels, offset=offset, key=sweep_key(seed, 5), rows=rows
-    )
+    draw = sampler.counter_draw(rows, sweep_key(seed, 5))
+    sampler.bisection_pass(phi, fields, levels=levels, offset=offset, draw=draw)
 
     Nt = phi.shape[-1]
     m = Nt // L

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from qnn_torch import Network, SamplerConfig
-from qnn_torch.engine import SamplerOutput
+from qnn_torch import Network, SamplerConfig, engine
+from qnn_torch.engine import Moves, SamplerOutput
 from qnn_torch.functional import compiled
 from qnn_torch.functional.physics import input_spike, potential_sum
 from qnn_torch.functional.sampler import (
@@ -133,8 +133,11 @@ def local_run(network: Network, **settings) -> SamplerOutput:
 
 @pytest.mark.parametrize("algorithm", ["local", "auto", "multilevel+shift+cluster"])
 @pytest.mark.parametrize("linked", [False, True])
-def test_the_sampler_s_numbers_follow_rows_not_chunks_or_stopped_neighbours(algorithm, linked):
-    """Every move draws counter-based numbers: the same paths whatever the chunks, and a
+def test_the_sampler_s_numbers_follow_rows_not_chunks_or_stopped_neighbours(
+    algorithm, linked, monkeypatch
+):
+    """Every move draws counter-based numbers: the same paths whatever the chunks, whether
+    a sweep's words come from a bank of many sweeps' or are drawn as the sweep goes, and a
     network's chains go on with the same numbers when other networks of the batch stop
     early."""
     network = linked_pair() if linked else RELAYS
@@ -143,6 +146,11 @@ def test_the_sampler_s_numbers_follow_rows_not_chunks_or_stopped_neighbours(algo
         chunked = local_run(network, chunk_rows=chunk_rows, algorithm=algorithm)
         assert torch.equal(chunked.paths, whole.paths)
         assert torch.equal(chunked.chain_activity, whole.chain_activity)
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_BANK_BYTES", 0)  # no bank: every sweep draws its own
+        assert Moves(SamplerConfig(), torch.device("cpu"), None, rows=1, neurons=1).bank_sweeps == 0
+        unbanked = local_run(network, algorithm=algorithm)
+    assert torch.equal(unbanked.paths, whole.paths)
     if linked:
         return  # one network: none stops before another
     # Networks 0 and 1 stop after the first block of 10; network 2 measures all 20.

@@ -9,7 +9,7 @@ import torch
 from qnn_torch import Network, SamplerConfig, simulate
 from qnn_torch.functional.exact import two_neuron_reference
 from qnn_torch.functional.physics import kink_path, potential_sum
-from qnn_torch.functional.sampler import LatticeFields, sign_cluster_move
+from qnn_torch.functional.sampler import LatticeFields, counter_draw, sign_cluster_move
 from qnn_torch.functional.threefry import sweep_key
 from tests.helpers import PAPER, SMALL, assert_within, exact_activity
 
@@ -165,7 +165,7 @@ def test_sign_cluster_move_samples_the_embedded_ising_chain_exactly():
     phi = magnitude.repeat(rows, 1, 1)  # (rows, 1, n)
     identities = torch.arange(rows)
     for sweep in range(30):  # from all signs +: burn in, then one sample per independent row
-        sign_cluster_move(phi, spacing=spacing, key=sweep_key(3, sweep), rows=identities)
+        sign_cluster_move(phi, spacing=spacing, draw=counter_draw(identities, sweep_key(3, sweep)))
     phi = phi[:, 0]
     bits = 2 ** torch.arange(n)
     counts = torch.bincount(((phi > 0).long() * bits).sum(-1), minlength=2**n).double()

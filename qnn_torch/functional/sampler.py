@@ -149,11 +149,31 @@ def row_words(rows: Tensor, dim: int) -> Tensor:
     return rows.to(torch.int32).view(-1, *(1,) * (dim - 1))
 
 
-def counter_words(counters: Tensor, rows: Tensor, key: tuple[Tensor, Tensor]) -> Tensor:
+def counter_words(counters: Tensor, rows: Tensor, keys: tuple[Tensor, Tensor]) -> Tensor:
     """The two words of Threefry2x32-20 at the counters (``counters``[k], ``rows``[r])
-    under ``key`` (two 0-d int32 words): (2, R, K) int32 for counters (K,) and rows (R,)
-    int32. Flat, so that one compiled graph serves every move, shape and dtype."""
-    return torch.stack(threefry2x32((counters, rows[:, None]), key))
+    under the keys ``keys`` (two int32 tensors (S,): S stages, such as sweeps): (2, S, R, K)
+    int32 for counters (K,) and rows (R,) int32. Flat, so that one compiled graph serves
+    every move, shape, dtype and count of stages."""
+    k0, k1 = keys
+    counter = (counters, rows[:, None])
+    return torch.stack(threefry2x32(counter, (k0[:, None, None], k1[:, None, None])))
+
+
+Draw = Callable[[Tensor], Tensor]
+"""The random words of a move: counters (K,) int32 ↦ (2, R, K) int32, the two Threefry
+words at (counter, row) for each of the move's R rows, under the key of its seed, sweep
+and move (:func:`counter_draw`, or a bank of many sweeps' words that returns the same)."""
+
+
+def counter_draw(
+    rows: Tensor, key: tuple[Tensor, Tensor], words: Callable[..., Tensor] = counter_words
+) -> Draw:
+    """The :data:`Draw` of the rows' identities ``rows`` (R,) under ``key`` (two 0-d int32
+    words, or (1,)), one call of ``words`` (:func:`counter_words`, or its compiled version)
+    per draw."""
+    keys = (key[0].reshape(1), key[1].reshape(1))
+    identities = rows.to(torch.int32)
+    return lambda counters: words(counters, identities, keys)[:, 0]
 
 
 def natural_step(spacing: float) -> float:
@@ -292,6 +312,7 @@ def counter_local_half_sweep(
     *,
     parity: int,
     step: Tensor,
+    words: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One half of :func:`counter_local_sweep`, a pure function: the ``parity`` slices
     ``cur`` (R, N, Nt/2) updated, every colour range in turn, beside the other parity's
@@ -303,8 +324,10 @@ def counter_local_half_sweep(
     per row (R, 1, 1)) (n = 0 for every neuron under ``shared_noise``): the uniform from
     word 0, the proposal from the low 16 bits of word 1, in units of the spacing a, of
     half-width ``step`` (0-d or one per row (R, 1, 1))
-    (:mod:`qnn_torch.functional.threefry`). Written in plain tensor operations, so that
-    ``torch.compile`` fuses it into one loop nest over (row, slice) per colour range.
+    (:mod:`qnn_torch.functional.threefry`). ``words`` (2, R, N or 1, Nt/2), when given,
+    are those words already drawn (``rows`` and ``key`` unused). Written in plain tensor
+    operations, so that ``torch.compile`` fuses it into one loop nest over (row, slice)
+    per colour range.
     """
     N, M = cur.shape[1:]
     # Even slice 2k sees odd slices k−1 and k; odd slice 2k+1 sees even k and k+1.
@@ -314,8 +337,11 @@ def counter_local_half_sweep(
     accepted = torch.zeros((), dtype=torch.int64, device=cur.device)
     for c0, c1 in fields.color_bounds:
         A, K, C = neuron_fields(fields, cur, profile, c0, c1)
-        sites = site_counters(slices, c0, c1, fields.shared_noise, 2 * M)
-        w0, w1 = threefry2x32((sites, row_words(rows, 3)), key)
+        if words is None:
+            sites = site_counters(slices, c0, c1, fields.shared_noise, 2 * M)
+            w0, w1 = threefry2x32((sites, row_words(rows, 3)), key)
+        else:
+            w0, w1 = words if fields.shared_noise else words[:, :, c0:c1]
         v = symmetric_step(w1, step, cur.dtype)
         u = uniform_open(w0, cur.dtype)
         new, count = metropolis_update(
@@ -336,6 +362,7 @@ def counter_local_sweep(
     key: tuple[Tensor, Tensor],
     rows: Tensor,
     half_sweep: Callable[..., tuple[Tensor, Tensor]] = counter_local_half_sweep,
+    draw: Draw | None = None,
 ) -> Tensor:
     """The checkerboard sweep of :func:`local_sweep` with counter-based random numbers
     (in place).
@@ -345,12 +372,20 @@ def counter_local_sweep(
     :func:`~qnn_torch.functional.threefry.sweep_key`, made once per sweep): they do not
     depend on the layout of the batch, its chunks or the device. ``half_sweep`` runs each
     half (the compiled :func:`counter_local_half_sweep` where
-    ``qnn_torch.functional.compiled`` provides it).
+    ``qnn_torch.functional.compiled`` provides it), drawing the words itself; or, given
+    ``draw`` (:data:`Draw`, the same words), it takes them from there.
     Shapes: phi (R, N, Nt). Returns the number of accepted sites.
     """
     R, N, Nt = phi.shape
     pairs = phi.view(R, N, Nt // 2, 2)
     even, odd = pairs[..., 0].contiguous(), pairs[..., 1].contiguous()  # (R, N, Nt/2)
+    words: list[Tensor | None] = [None, None]
+    if draw is not None:
+        sites = site_counters(
+            torch.arange(Nt, dtype=torch.int32, device=phi.device), 0, N, fields.shared_noise, Nt
+        )
+        drawn = draw(sites.flatten()).view(2, R, sites.shape[0], Nt // 2, 2)
+        words = [drawn[..., 0], drawn[..., 1]]
     # The same key and step for every row, read per row: inductor realises Threefry's
     # rounds in parts, and a part that read only contiguous words and 0-d scalars would get
     # a flat loop of its own, storing its words; per-row values keep every part in the
@@ -358,8 +393,12 @@ def counter_local_sweep(
     # at 512 rows from the key; 1.1× on the odd half from the step, at 2048 rows).
     row_key = (key[0].expand(R, 1, 1).contiguous(), key[1].expand(R, 1, 1).contiguous())
     step = torch.full((R, 1, 1), width / fields.spacing, dtype=phi.dtype, device=phi.device)
-    even, accepted = half_sweep(even, odd, fields, rows, row_key, parity=0, step=step)
-    odd, accepted_odd = half_sweep(odd, even, fields, rows, row_key, parity=1, step=step)
+    even, accepted = half_sweep(
+        even, odd, fields, rows, row_key, parity=0, step=step, words=words[0]
+    )
+    odd, accepted_odd = half_sweep(
+        odd, even, fields, rows, row_key, parity=1, step=step, words=words[1]
+    )
     pairs[..., 0].copy_(even)
     pairs[..., 1].copy_(odd)
     return accepted + accepted_odd
@@ -429,7 +468,7 @@ def potential_change(
 
 
 def shift_move(
-    phi: Tensor, fields: LatticeFields, *, width: float, key: tuple[Tensor, Tensor], rows: Tensor
+    phi: Tensor, fields: LatticeFields, *, width: float, draw: Draw
 ) -> tuple[Tensor, int]:
     """Whole-path Metropolis: φ_{n,t} → φ_{n,t} + δ_n at every slice at once (in place).
 
@@ -443,15 +482,15 @@ def shift_move(
     path nearly constant).
 
     δ and u come from the two words of Threefry2x32-20 at the counter of the neuron's slice
-    0 (:func:`site_counters`) and the row's identity ``rows`` (R,), under the move's
-    ``key`` (two 0-d int32 words). Shapes: phi (R, N, Nt). Returns (accepted paths (0-d
-    int64), proposed paths).
+    0 (:func:`site_counters`) and the row's identity, under the move's key (``draw``,
+    :data:`Draw`). Shapes: phi (R, N, Nt). Returns (accepted paths (0-d int64), proposed
+    paths).
     """
     R, N, _ = phi.shape
     accepted = phi.new_zeros((), dtype=torch.int64)
     first = torch.zeros(1, dtype=torch.int32, device=phi.device)
     counters = site_counters(first, 0, N, fields.shared_noise, phi.shape[-1]).flatten()
-    words = counter_words(counters, row_words(rows, 1), key)[..., None]  # (2, R, N or 1, 1)
+    words = draw(counters)[..., None]  # (2, R, N or 1, 1)
     for c0, c1 in fields.color_bounds:
         old = phi[:, c0:c1]
         A, K, C = neuron_fields(fields, phi, fields.profile, c0, c1)
@@ -593,10 +632,8 @@ def bisection_pass(
     *,
     levels: int,
     offset: int,
-    key: tuple[Tensor, Tensor],
-    rows: Tensor,
+    draw: Draw,
     blocks: Callable[..., tuple[Tensor, Tensor]] = bisection_blocks,
-    words: Callable[..., Tensor] = counter_words,
 ) -> tuple[Tensor, int]:
     """Multilevel Metropolis (Ceperley 1995, V.H) on non-overlapping segments (in place).
 
@@ -610,15 +647,14 @@ def bisection_pass(
     :func:`bisection_stage_actions`); a block moves only if all stages accept. The last
     stage uses the exact potential, so the move satisfies detailed balance.
 
-    The random numbers are counter-based (:func:`site_counters`): under the move's ``key``
-    (two 0-d int32 words, of the seed, the sweep and the move) with the rows' identities
-    ``rows`` (R,), the midpoint at slice t draws its normal from the two words at the
-    counter n·Nt + t, and the block's stage k (coarsest first) its uniform from word
-    k mod 2 at ~(n·Nt + t) for the block's slice ⌊k/2⌋, all in one call of ``words``
-    (:func:`counter_words`); they do not depend on the batch's layout. ``blocks``
-    (:func:`bisection_blocks`) makes the move from them. Both may be the compiled
-    versions of :mod:`qnn_torch.functional.compiled`. Shapes: phi (R, N, Nt). Returns
-    (accepted blocks, proposed blocks).
+    The random numbers are counter-based (:func:`site_counters`): under the move's key (of
+    the seed, the sweep and the move) with the rows' identities, the midpoint at slice t
+    draws its normal from the two words at the counter n·Nt + t, and the block's stage k
+    (coarsest first) its uniform from word k mod 2 at ~(n·Nt + t) for the block's slice
+    ⌊k/2⌋, all in one call of ``draw`` (:data:`Draw`); they do not depend on the batch's
+    layout. ``blocks`` (:func:`bisection_blocks`, or its compiled version of
+    :mod:`qnn_torch.functional.compiled`) makes the move from them. Shapes: phi (R, N,
+    Nt). Returns (accepted blocks, proposed blocks).
     """
     R, N, Nt = phi.shape
     m = Nt // 2**levels
@@ -629,7 +665,7 @@ def bisection_pass(
         counters.append(site_counters(stage_slices, c0, c1, fields.shared_noise, Nt).bitwise_not())
     # One call for every colour range: one compiled call's overhead, or eagerly one pass
     # of Threefry's ~140 operations.
-    drawn = words(torch.cat([c.flatten() for c in counters]), row_words(rows, 1), key)
+    drawn = draw(torch.cat([c.flatten() for c in counters]))
     parts = drawn.split([c.numel() for c in counters], -1)
     planes = [part.view(2, R, *c.shape) for part, c in zip(parts, counters, strict=True)]
     draws = list(zip(planes[::2], planes[1::2], strict=True))
@@ -683,11 +719,9 @@ def sign_cluster_move(
     phi: Tensor,
     *,
     spacing: float,
-    key: tuple[Tensor, Tensor],
-    rows: Tensor,
+    draw: Draw,
     shared_noise: bool = False,
     flips: Callable[..., Tensor] = sign_cluster_flips,
-    words: Callable[..., Tensor] = counter_words,
 ) -> None:
     """Swendsen–Wang update of the signs of every path (in place, rejection-free).
 
@@ -707,18 +741,17 @@ def sign_cluster_move(
     first); otherwise flipping the first cluster's side restores it, which keeps the flips
     uniform.
 
-    The uniforms are counter-based (:func:`site_counters`): under the move's ``key`` (two
-    0-d int32 words, of the seed, the sweep and the move) with the rows' identities
-    ``rows`` (R,), bond t → t + 1 of neuron n takes word 0 at the counter n·Nt + t, and
-    the path's overall sign word 1 at t = 0 (``words``: :func:`counter_words`).
-    ``flips`` (:func:`sign_cluster_flips`) makes the move from them; both may be the
-    compiled versions of :mod:`qnn_torch.functional.compiled`.
+    The uniforms are counter-based (:func:`site_counters`): under the move's key (of the
+    seed, the sweep and the move) with the rows' identities, bond t → t + 1 of neuron n
+    takes word 0 at the counter n·Nt + t, and the path's overall sign word 1 at t = 0
+    (``draw``, :data:`Draw`). ``flips`` (:func:`sign_cluster_flips`, or its compiled
+    version of :mod:`qnn_torch.functional.compiled`) makes the move from them.
     Shapes: phi (R, N, Nt); with ``shared_noise`` the N paths of a row draw the same
     uniforms (R, 1, Nt) and coins (R, 1, 1).
     """
     R, N, Nt = phi.shape
     counters = _cluster_counters(N, Nt, shared_noise, phi.device)
-    drawn = words(counters.flatten(), row_words(rows, 1), key).view(2, R, *counters.shape)
+    drawn = draw(counters.flatten()).view(2, R, *counters.shape)
     phi.copy_(flips(phi, drawn, spacing=spacing))
 
 
