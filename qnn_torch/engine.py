@@ -45,12 +45,12 @@ from qnn_torch.functional.sampler import (
     bisection_pass,
     counter_draw,
     counter_local_sweep,
+    move_counters,
     natural_step,
     neuron_fields,
     row_words,
     shift_move,
     sign_cluster_move,
-    site_counters,
 )
 from qnn_torch.functional.threefry import stage_keys
 from qnn_torch.network import CompiledNetwork
@@ -316,7 +316,7 @@ class Moves:
         # The words each move draws per row and sweep (K counters, two words each).
         Nt = config.n_time
         counters = {"local": neurons * Nt, "multilevel": 2 * neurons * Nt, "shift": neurons}
-        counters["cluster"] = neurons * Nt
+        counters["cluster"] = neurons * (Nt // 2 + 1)
         per_sweep = 8 * rows * sum(counters[move] for move in config.moves)
         sweeps = min(_KEY_BLOCK, _BANK_BYTES // max(per_sweep, 1))
         self.bank_sweeps = sweeps if sweeps >= _MIN_BANK_SWEEPS else 0
@@ -359,13 +359,7 @@ class Moves:
             assert self._key_block is not None
             keys = (self._key_block[1][index:stop, i], self._key_block[2][index:stop, i])
             _, N, Nt = x.shape
-            if move == "shift":  # slice 0 of each neuron
-                times = torch.zeros(1, dtype=torch.int32, device=x.device)
-            else:
-                times = torch.arange(Nt, dtype=torch.int32, device=x.device)
-            counters = site_counters(times, 0, N, part.shared_noise, Nt).flatten()
-            if move == "multilevel":  # and the complements, for the stages
-                counters = torch.cat((counters.flip(0).bitwise_not(), counters))
+            counters = move_counters(move, N, Nt, part.shared_noise, x.device)
             bank = _WordBank(counters, rows, keys, sweep)
             self._banks[move, id(rows)] = bank
         return bank.draw(sweep)

@@ -18,18 +18,16 @@ from tests.helpers import RELAYS, SMALL, linked_pair
 
 def midpoint_bridge(old: torch.Tensor, right: torch.Tensor, noise: torch.Tensor, L: int, a: float):
     """The proposal grown level by level, h = L/2 first: each midpoint of the points known
-    so far gets their mean plus √(h·a/2) times the next normal (old (R, n, m·L), right ends
-    (R, n), noise (R, n, m·(L − 1)) level-major)."""
+    so far gets their mean plus √(h·a/2) times its normal (old (R, n, m·L), right ends
+    (R, n), noise (R, n, m·L): the normal of the midpoint at each slice)."""
     span = old.shape[-1]
     new = torch.empty(*old.shape[:-1], span + 1, dtype=old.dtype)
     new[..., :span:L] = old[..., ::L]
     new[..., span] = right
-    used, h = 0, L // 2
+    h = L // 2
     while h >= 1:
-        count = span // (2 * h)
         mid = (new[..., 0 : span - h : 2 * h] + new[..., 2 * h :: 2 * h]) / 2
-        new[..., h : span : 2 * h] = mid + noise[..., used : used + count] * math.sqrt(h * a / 2)
-        used += count
+        new[..., h : span : 2 * h] = mid + noise[..., h : span : 2 * h] * math.sqrt(h * a / 2)
         h //= 2
     return new[..., :span]
 
@@ -41,7 +39,7 @@ def midpoint_bridge(old: torch.Tensor, right: torch.Tensor, noise: torch.Tensor,
 def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int, shared: bool):
     """With every block accepted (no potential: A = K = 0), the move returns the bridge
     itself, which must equal the midpoint construction from the same normals (each from a
-    pair of random words). Nt = 20
+    pair of random words, two normals per pair). Nt = 20
     holds m = 10, 2 and 1 blocks of L = 2, 8 and 16 slices: the last block ends on the
     wrapped slice 0 (L = 2), or a tail of Nt − m·L slices stays fixed."""
     torch.manual_seed(levels)
@@ -61,8 +59,9 @@ def test_the_closed_form_bridge_is_the_midpoint_rule(levels: int, shared: bool):
         shared_noise=shared,
     )
     drawn = 1 if shared else n
-    words = torch.randint(-(2**31), 2**31, (2, R, drawn, m * (L - 1)), dtype=torch.int32)
-    noise = normal_box_muller(words[0], words[1], torch.float64)
+    words = torch.randint(-(2**31), 2**31, (2, R, drawn, m, L // 2), dtype=torch.int32)
+    # Pair j of a block: the sine's normal at slice 2j, the cosine's at 2j + 1.
+    noise = torch.stack(normal_box_muller(words[0], words[1], torch.float64), -1).flatten(-3)
     stage = torch.randint(-(2**31), 2**31, (2, R, drawn, m, (levels + 1) // 2), dtype=torch.int32)
     tents = bridge_tents(levels, a, torch.float64, torch.device("cpu"))
     new, accepted = bisection_blocks(rotated, fields.profile, tents, fields, [(words, stage)])

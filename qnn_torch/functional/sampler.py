@@ -149,6 +149,22 @@ def row_words(rows: Tensor, dim: int) -> Tensor:
     return rows.to(torch.int32).view(-1, *(1,) * (dim - 1))
 
 
+def move_counters(move: str, N: int, n_time: int, shared: bool, device: torch.device) -> Tensor:
+    """Every first counter word that ``move`` ("local", "multilevel", "shift" or
+    "cluster") may draw at on a lattice of N neurons and ``n_time`` slices, whatever the
+    pass's offset, sorted (int32): the set a bank of its words must hold."""
+    times = {
+        "shift": torch.zeros(1, dtype=torch.int32, device=device),
+        "cluster": torch.arange(0, n_time, 2, dtype=torch.int32, device=device),
+    }.get(move, torch.arange(n_time, dtype=torch.int32, device=device))
+    counters = site_counters(times, 0, N, shared, n_time).flatten()
+    if move == "multilevel":  # and the complements, the stages'
+        return torch.cat((counters.flip(0).bitwise_not(), counters))
+    if move == "cluster":  # and the complements of slice 0, the overall signs'
+        return torch.cat((counters[:: n_time // 2].flip(0).bitwise_not(), counters))
+    return counters
+
+
 def counter_words(counters: Tensor, rows: Tensor, keys: tuple[Tensor, Tensor]) -> Tensor:
     """The two words of Threefry2x32-20 at the counters (``counters``[k], ``rows``[r])
     under the keys ``keys`` (two int32 tensors (S,): S stages, such as sweeps): (2, S, R, K)
@@ -542,12 +558,13 @@ def bisection_blocks(
     the new paths (a fresh tensor, rotated alike) and the accepted blocks (0-d int64).
 
     ``draws`` holds, for each colour range [c0, c1) of ``fields.color_bounds``, 32-bit
-    words (int32) in two planes: the bridge's (2, R, n, m·(L − 1)) (n = c1 − c0, or 1
-    under ``shared_noise``), level by level (h = L/2 first, the m·L/(2h) midpoints of all
-    blocks in order), each pair a normal
-    (:func:`~qnn_torch.functional.threefry.normal_box_muller`), and the stages'
-    (2, R, n, m, ⌈levels/2⌉), where word k mod 2 at slice ⌊k/2⌋ is stage k's uniform,
-    coarsest first (:func:`~qnn_torch.functional.threefry.uniform_open`).
+    words (int32) in two planes: the bridge's (2, R, n, m, L/2) (n = c1 − c0, or 1 under
+    ``shared_noise``), whose pair j of block b gives two normals
+    (:func:`~qnn_torch.functional.threefry.normal_box_muller`): the sine's for the
+    midpoint at the block's slice p = 2j (none at p = 0, the fixed end), the cosine's for
+    p = 2j + 1; and the stages' (2, R, n, m, ⌈levels/2⌉), where word k mod 2 at slice
+    ⌊k/2⌋ is stage k's uniform, coarsest first
+    (:func:`~qnn_torch.functional.threefry.uniform_open`).
 
     The bridge in closed form: with the block's ends φ_0 and φ_L and the normal ξ_h of the
     level-h midpoint q whose interval [q − h, q + h] holds p,
@@ -565,17 +582,17 @@ def bisection_blocks(
     levels = tents.shape[0]
     for (c0, c1), (bridge, stage) in zip(fields.color_bounds, draws, strict=True):
         n = c1 - c0
-        noise = normal_box_muller(bridge[0], bridge[1], rotated.dtype)
+        # The normals of pairs j (R, n, m, L/2): the sines' for midpoints 2j, the cosines'
+        # for 2j + 1.
+        sine, cosine = normal_box_muller(bridge[0], bridge[1], rotated.dtype)
         uniforms = uniform_open(stage.movedim(0, -1).flatten(-2)[..., :levels], rotated.dtype)
         old = rotated[:, c0:c1, :span].unflatten(-1, (m, L))
         ends = torch.cat((old[..., 0], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
         proposal = torch.lerp(ends[..., :-1, None], ends[..., 1:, None], ramp)
-        used = 0
-        for level, h in enumerate(_halvings(L)):
-            count = span // (2 * h)
-            bump = noise[..., used : used + count, None].expand(*noise.shape[:-1], count, 2 * h)
-            proposal.addcmul_(bump.reshape(*noise.shape[:-1], m, L), tents[level])
-            used += count
+        for level, h in enumerate(_halvings(L)):  # midpoints q = h, 3h, …: p in [q − h, q + h)
+            midpoints = (sine[..., h // 2 :: h] if h > 1 else cosine)[..., None]
+            bump = midpoints.expand(*midpoints.shape[:-1], 2 * h).flatten(-2)
+            proposal.addcmul_(bump, tents[level])
         A, K, C = neuron_fields(fields, rotated[..., :span], profile[:span], c0, c1)
 
         def by_block(t: Tensor | float | None) -> Tensor | float | None:
@@ -614,16 +631,15 @@ def bisection_times(
     n_time: int, levels: int, offset: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
     """The slices t of a multilevel pass at ``offset`` (:func:`bisection_pass`) whose
-    counters it draws at (int32): the bridge's midpoints, level by level (h = L/2 first)
-    and block by block (m·(L − 1),), and the first ⌈levels/2⌉ slices of each block (m,
-    ⌈levels/2⌉), for the stages. The same for every pass at that offset, so built once (a
-    score of small operations each time otherwise); Nt values, whatever the neurons."""
+    counters it draws at (int32): the even slices p = 2j of each block, (m, L/2), for the
+    bridge's normals, and the first ⌈levels/2⌉ slices of each block, (m, ⌈levels/2⌉),
+    for the stages. The same for every pass at that offset, so built once (a few small
+    operations each time otherwise); Nt values, whatever the neurons."""
     L = 2**levels
     m = n_time // L
     block_times = torch.arange(n_time, dtype=torch.int32, device=device).roll(-offset)
     block_times = block_times[: m * L].view(m, L)  # the slices of the rotated blocks
-    midpoints = torch.cat([block_times[:, h :: 2 * h].flatten() for h in _halvings(L)])
-    return midpoints, block_times[:, : (levels + 1) // 2].contiguous()
+    return block_times[:, ::2].contiguous(), block_times[:, : (levels + 1) // 2].contiguous()
 
 
 def bisection_pass(
@@ -648,20 +664,21 @@ def bisection_pass(
     stage uses the exact potential, so the move satisfies detailed balance.
 
     The random numbers are counter-based (:func:`site_counters`): under the move's key (of
-    the seed, the sweep and the move) with the rows' identities, the midpoint at slice t
-    draws its normal from the two words at the counter n·Nt + t, and the block's stage k
-    (coarsest first) its uniform from word k mod 2 at ~(n·Nt + t) for the block's slice
-    ⌊k/2⌋, all in one call of ``draw`` (:data:`Draw`); they do not depend on the batch's
-    layout. ``blocks`` (:func:`bisection_blocks`, or its compiled version of
+    the seed, the sweep and the move) with the rows' identities, the two words at the
+    counter n·Nt + t of the block's slice t = 2j give the normals of its midpoints 2j and
+    2j + 1 (Box–Muller's pair), and the block's stage k (coarsest first) its uniform from
+    word k mod 2 at ~(n·Nt + t) for the block's slice ⌊k/2⌋, all in one call of ``draw``
+    (:data:`Draw`); they do not depend on the batch's layout. ``blocks``
+    (:func:`bisection_blocks`, or its compiled version of
     :mod:`qnn_torch.functional.compiled`) makes the move from them. Shapes: phi (R, N,
     Nt). Returns (accepted blocks, proposed blocks).
     """
     R, N, Nt = phi.shape
     m = Nt // 2**levels
-    midpoints, stage_slices = bisection_times(Nt, levels, offset, phi.device)
-    counters = []  # per colour range: the bridge's (n, m·(L − 1)), the stages' (n, m, ·)
+    bridge_slices, stage_slices = bisection_times(Nt, levels, offset, phi.device)
+    counters = []  # per colour range: the bridge's (n, m, L/2), the stages' (n, m, ·)
     for c0, c1 in fields.color_bounds:
-        counters.append(site_counters(midpoints, c0, c1, fields.shared_noise, Nt))
+        counters.append(site_counters(bridge_slices, c0, c1, fields.shared_noise, Nt))
         counters.append(site_counters(stage_slices, c0, c1, fields.shared_noise, Nt).bitwise_not())
     # One call for every colour range: one compiled call's overhead, or eagerly one pass
     # of Threefry's ~140 operations.
@@ -690,11 +707,12 @@ def bond_log_ratio(phi: Tensor, spacing: float) -> Tensor:
 
 def sign_cluster_flips(phi: Tensor, words: Tensor, *, spacing: float) -> Tensor:
     """The move of :func:`sign_cluster_move` from its random words, a pure function: the
-    new paths (a fresh tensor). ``words`` (2, ..., N or 1, Nt) int32: word 0 at slice t
-    is the uniform u (:func:`~qnn_torch.functional.threefry.uniform_open`) deciding bond
-    t → t + 1, word 1 at slice 0 the path's overall sign."""
-    u = uniform_open(words[0], phi.dtype)
-    overall = uniform_open(words[1, ..., :1], phi.dtype)
+    new paths (a fresh tensor). ``words`` (2, ..., N or 1, Nt/2 + 1) int32: words 0 and 1
+    of column j < Nt/2 are the uniforms u (:func:`~qnn_torch.functional.threefry.
+    uniform_open`) deciding bonds 2j → 2j + 1 and 2j + 1 → 2j + 2; word 0 of the last
+    column, the path's overall sign."""
+    u = uniform_open(words[..., :-1].movedim(0, -1).flatten(-2), phi.dtype)
+    overall = uniform_open(words[0, ..., -1:], phi.dtype)
     # P(bond not frozen) = e^{−2J} for aligned neighbours, 1 for anti-aligned ones.
     free = bond_log_ratio(phi, spacing).clamp_(-80.0, 0.0).exp_()
     # Everything in ±1 and 0/1 floats, whose products are exact (bool tensors convert
@@ -742,10 +760,11 @@ def sign_cluster_move(
     uniform.
 
     The uniforms are counter-based (:func:`site_counters`): under the move's key (of the
-    seed, the sweep and the move) with the rows' identities, bond t → t + 1 of neuron n
-    takes word 0 at the counter n·Nt + t, and the path's overall sign word 1 at t = 0
-    (``draw``, :data:`Draw`). ``flips`` (:func:`sign_cluster_flips`, or its compiled
-    version of :mod:`qnn_torch.functional.compiled`) makes the move from them.
+    seed, the sweep and the move) with the rows' identities, bonds 2j → 2j + 1 and
+    2j + 1 → 2j + 2 of neuron n take words 0 and 1 at the counter n·Nt + 2j, and the
+    path's overall sign word 0 at the complement ~(n·Nt) (``draw``, :data:`Draw`).
+    ``flips`` (:func:`sign_cluster_flips`, or its compiled version of
+    :mod:`qnn_torch.functional.compiled`) makes the move from them.
     Shapes: phi (R, N, Nt); with ``shared_noise`` the N paths of a row draw the same
     uniforms (R, 1, Nt) and coins (R, 1, 1).
     """
@@ -757,7 +776,8 @@ def sign_cluster_move(
 
 @functools.lru_cache(maxsize=32)
 def _cluster_counters(N: int, n_time: int, shared: bool, device: torch.device) -> Tensor:
-    """The first counter words n·Nt + t of every site (N or 1, Nt) (:func:`site_counters`),
-    built once per lattice."""
-    times = torch.arange(n_time, dtype=torch.int32, device=device)
-    return site_counters(times, 0, N, shared, n_time)
+    """The first counter words of :func:`sign_cluster_move` (N or 1, Nt/2 + 1): n·Nt + t
+    at the even slices t (:func:`site_counters`), then ~(n·Nt); built once per lattice."""
+    times = torch.arange(0, n_time, 2, dtype=torch.int32, device=device)
+    bonds = site_counters(times, 0, N, shared, n_time)
+    return torch.cat((bonds, bonds[:, :1].bitwise_not()), 1)

@@ -117,9 +117,11 @@ def symmetric_step(word: Tensor, half_width: float | Tensor, dtype: torch.dtype)
     return k.to(dtype).add(0.5).mul(half_width / 2**15)
 
 
-def normal_box_muller(word0: Tensor, word1: Tensor, dtype: torch.dtype) -> Tensor:
-    """z = √(−2·ln u₀)·cos(2π·u₁), a standard normal (Box & Muller 1958) from the uniforms
-    u₀, u₁ of :func:`uniform_open` of two words. As u₀ ≥ 2⁻²⁴ (float32) or 2⁻³³ (float64),
-    |z| stays below 5.8 or 6.8: tails of probability 8·10⁻⁹ and 10⁻¹¹ are cut."""
+def normal_box_muller(word0: Tensor, word1: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The two independent standard normals (r·sin θ, r·cos θ), r = √(−2·ln u₀), θ = 2π·u₁
+    (Box & Muller 1958), from the uniforms u₀, u₁ of :func:`uniform_open` of two words
+    (broadcast together). As u₀ ≥ 2⁻²⁴ (float32) or 2⁻³³ (float64), |z| stays below 5.8
+    or 6.8: tails of probability 8·10⁻⁹ and 10⁻¹¹ are cut."""
     radius = uniform_open(word0, dtype).log_().mul_(-2.0).sqrt_()
-    return uniform_open(word1, dtype).mul_(2.0 * math.pi).cos_().mul(radius)
+    angle = uniform_open(word1, dtype).mul_(2.0 * math.pi)
+    return angle.sin().mul(radius), angle.cos_().mul(radius)
