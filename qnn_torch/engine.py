@@ -43,6 +43,7 @@ from qnn_torch.functional.sampler import (
     Draw,
     LatticeFields,
     bisection_pass,
+    check_counter_range,
     counter_draw,
     counter_local_sweep,
     move_counters,
@@ -640,6 +641,7 @@ def run(
     Bf, N = network.drive.shape
     C, Nt = config.chains, config.n_time
     R = Bf * C
+    check_counter_range(N, Nt, R)
     blocks = config.target_stderr > 0 or stop_when is not None
     max_sweeps = (config.max_sweeps or config.sweeps) if blocks else config.sweeps
     o0, o1 = observed or (0, N)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from qnn_torch.functional.sampler import check_counter_range
 from qnn_torch.functional.threefry import (
     normal_box_muller,
     signed_word,
@@ -151,3 +152,11 @@ def test_box_muller_gives_standard_normals(dtype):
     extremes = torch.tensor([-(2**31), 0, 2**31 - 1], dtype=torch.int32)
     grid = torch.stack(normal_box_muller(extremes[:, None], extremes[None, :], dtype))
     assert bool(torch.isfinite(grid).all()) and float(grid.abs().max()) < 7.0
+
+
+def test_counters_and_row_identities_must_fit_31_bits():
+    check_counter_range(2**22 - 1, 512, 2**31 - 1)  # the largest that fit: no error
+    with pytest.raises(ValueError, match="neurons=4194304, n_time=512"):
+        check_counter_range(2**22, 512, 1)
+    with pytest.raises(ValueError, match="rows=2147483648"):
+        check_counter_range(1, 512, 2**31)

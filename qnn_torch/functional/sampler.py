@@ -143,6 +143,17 @@ def site_counters(times: Tensor, c0: int, c1: int, shared: bool, n_time: int) ->
     return neurons.view(-1, *(1,) * times.dim()) * n_time + times
 
 
+def check_counter_range(neurons: int, n_time: int, rows: int) -> None:
+    """A ValueError unless every counter of :func:`site_counters` (n·Nt + t < N·Nt) and
+    every row identity (< ``rows``) fits in the 31 bits that keep them and their
+    complements distinct int32 words."""
+    if neurons * n_time >= 2**31 or rows >= 2**31:
+        raise ValueError(
+            "counter-based numbers need neurons * n_time < 2**31 and rows (networks * "
+            f"chains) < 2**31, got neurons={neurons}, n_time={n_time}, rows={rows}"
+        )
+
+
 def row_words(rows: Tensor, dim: int) -> Tensor:
     """The rows' identities (R,) as the second counter word, int32 of shape (R, 1, …, 1)
     with ``dim`` dimensions."""

@@ -121,7 +121,8 @@ def normal_box_muller(word0: Tensor, word1: Tensor, dtype: torch.dtype) -> tuple
     """The two independent standard normals (r·sin θ, r·cos θ), r = √(−2·ln u₀), θ = 2π·u₁
     (Box & Muller 1958), from the uniforms u₀, u₁ of :func:`uniform_open` of two words
     (broadcast together). As u₀ ≥ 2⁻²⁴ (float32) or 2⁻³³ (float64), |z| stays below 5.8
-    or 6.8: tails of probability 8·10⁻⁹ and 10⁻¹¹ are cut."""
+    or 6.8: tails of probability 8·10⁻⁹ and 10⁻¹¹ are cut (a proposal there is never
+    made, as with torch's own normals: a bias far below any error bar)."""
     radius = uniform_open(word0, dtype).log_().mul_(-2.0).sqrt_()
     angle = uniform_open(word1, dtype).mul_(2.0 * math.pi)
     return angle.sin().mul(radius), angle.cos_().mul(radius)
