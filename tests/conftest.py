@@ -20,11 +20,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Exact-activity tables go to a cache of this session (shared with the xdist workers
     and the subprocesses the pipeline tests start), not the user's: every run builds and
     checks them anew. Each worker gets an equal share of the cores for torch's threads."""
-    # Eager moves unless asked otherwise: compiling each variant of a move costs 10-60 s,
-    # so only the tests of the compiled moves compile them (they set QNN_TORCH_COMPILE=1).
-    # The generator of the multilevel and cluster moves is one graph for every shape and
-    # dtype: compiled everywhere (eagerly, Threefry's ~140 operations per call).
-    os.environ.setdefault("QNN_TORCH_COMPILE", "counter_words")
+    # Eager moves unless asked otherwise: compiling each variant of a move costs 10-60 s
+    # (the generator graph about 40 s cold), so only the tests of the compiled moves compile
+    # them (they set QNN_TORCH_COMPILE=1). The suite's small runs draw their words for many
+    # sweeps per generator call, so eager Threefry costs them little.
+    os.environ.setdefault("QNN_TORCH_COMPILE", "0")
     worker = getattr(config, "workerinput", None)
     if worker is not None:
         if "qnn_torch_cache" in worker:  # else the controller's, inherited with its environment

@@ -7,9 +7,9 @@ graph shared by both moves. Compiled and eager runs draw the same numbers.
 ``QNN_TORCH_COMPILE`` chooses: ``"0"`` runs the moves eagerly (the same Python source, pass
 by pass); ``"1"`` or unset (the default) compiles them with ``torch.compile`` at first use
 (inductor: C++/OpenMP on CPU, Triton on CUDA); names from :data:`COMPILED_NAMES` joined by
-commas compile those alone (``counter_words``: the generator alone, one graph, which the
-test suite compiles while it runs every move eagerly). Where compiling fails (no C++ compiler, an
-unsupported platform) the eager path runs instead, with one warning. Shapes are compiled
+commas compile those alone (``counter_words``: the generator alone, one graph). Where
+compiling fails (no C++ compiler, an unsupported platform) the eager path runs instead,
+with one warning. Shapes are compiled
 as dynamic, without duck sizing, so batch compaction, a last smaller chunk and decision
 mode's changing batches do not recompile. A new dtype, device, count of slices or
 multilevel block length (compiled static), colouring of the neurons, or presence of links,
