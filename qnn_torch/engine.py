@@ -256,22 +256,29 @@ class _Rows:
 class _WordBank:
     """One move's random words for one chunk of rows over a run of sweeps, drawn in one
     generator call: the words (2, S, r, K) of Threefry at the sorted ``counters`` (K,)
-    int32 and the rows' identities ``rows`` (r,), under the move's keys of sweeps
-    ``first`` … ``first`` + S − 1 (two int32 tensors (S,))."""
+    int32 and the rows' identities ``rows`` (r,), under the move's keys (two int32
+    tensors (S,)) of sweeps ``first``, ``first`` + ``every``, … (``every`` > 1: a move
+    that runs every ``every``-th sweep)."""
 
-    def __init__(self, counters: Tensor, rows: Tensor, keys: tuple[Tensor, Tensor], first: int):
-        self.counters, self.rows, self.first = counters, rows, first
+    def __init__(
+        self, counters: Tensor, rows: Tensor, keys: tuple[Tensor, Tensor], first: int, every: int
+    ) -> None:
+        self.counters, self.rows, self.first, self.every = counters, rows, first, every
         self.words = compiled.counter_words(counters, row_words(rows, 1), keys)
 
-    def covers(self, rows: Tensor | None, sweep: int) -> bool:
-        """Whether the bank holds sweep ``sweep`` (of these ``rows``; None: any)."""
-        held = self.first <= sweep < self.first + self.words.shape[1]
-        return held and (rows is None or rows is self.rows)
+    def covers(self, rows: Tensor, sweep: int) -> bool:
+        """Whether the bank holds sweep ``sweep`` of these ``rows``."""
+        step, offset = divmod(sweep - self.first, self.every)
+        return rows is self.rows and offset == 0 and 0 <= step < self.words.shape[1]
+
+    def spent(self, sweep: int) -> bool:
+        """Whether every sweep the bank holds comes before sweep ``sweep``."""
+        return self.first + self.every * (self.words.shape[1] - 1) < sweep
 
     def draw(self, sweep: int) -> Draw:
         """The :data:`~qnn_torch.functional.sampler.Draw` of sweep ``sweep``: its words
         at counters of the bank's set, looked up."""
-        words = self.words[:, sweep - self.first]
+        words = self.words[:, (sweep - self.first) // self.every]
         return lambda counters: words.index_select(-1, torch.searchsorted(self.counters, counters))
 
 
@@ -283,7 +290,8 @@ class Moves:
     under a key of ``config.seed``, the sweep and the move
     (:func:`~qnn_torch.functional.sampler.site_counters`), so its numbers do not depend on
     the chunks, the compaction of stopped networks or the device. A run of ``rows`` rows
-    of ``neurons`` neurons small enough draws each move's words for many sweeps at once
+    of ``neurons`` neurons (1: shared numbers) small enough, and of at least
+    _MIN_BANK_SWEEPS of its ``sweeps``, draws each move's words for many sweeps at once
     (:class:`_WordBank`: the same words). The local, multilevel and cluster moves run
     compiled where ``QNN_TORCH_COMPILE`` allows (:mod:`qnn_torch.functional.compiled`); on
     CUDA, the local move of rows without links runs the fused Triton kernel instead
@@ -302,6 +310,7 @@ class Moves:
         *,
         rows: int,
         neurons: int,
+        sweeps: int,
     ) -> None:
         self.config = config
         self.device = device
@@ -313,14 +322,19 @@ class Moves:
         self._keys: dict[str, tuple[Tensor, Tensor]] = {}  # this sweep's, set by begin()
         self._key_block: tuple[int, Tensor, Tensor] | None = None
         self._offset = 0
-        self._sweep = 0
-        # The words each move draws per row and sweep (K counters, two words each).
+        # The words each banked move draws per row and sweep (K counters, two words each;
+        # the cluster move's every cluster_every-th sweep; the compiled local half-sweep
+        # draws its own).
         Nt = config.n_time
-        counters = {"local": neurons * Nt, "multilevel": 2 * neurons * Nt, "shift": neurons}
-        counters["cluster"] = neurons * (Nt // 2 + 1)
-        per_sweep = 8 * rows * sum(counters[move] for move in config.moves)
-        sweeps = min(_KEY_BLOCK, _BANK_BYTES // max(per_sweep, 1))
-        self.bank_sweeps = sweeps if sweeps >= _MIN_BANK_SWEEPS else 0
+        counters = {"multilevel": 2 * neurons * Nt, "shift": neurons}
+        counters["cluster"] = neurons * (Nt // 2 + 1) / config.cluster_every
+        if not compiled.local_half_sweep.active():
+            counters["local"] = neurons * Nt
+        self.sweep_bytes = math.ceil(8 * rows * sum(counters.get(m, 0) for m in config.moves))
+        """The bytes of one sweep's words of every banked move, for all rows."""
+        banked = min(_KEY_BLOCK, sweeps, _BANK_BYTES // max(self.sweep_bytes, 1))
+        self.bank_sweeps = banked if banked >= _MIN_BANK_SWEEPS else 0
+        self.sweeps = sweeps
         self._banks: dict[tuple[str, int], _WordBank] = {}
 
     def begin(self, sweep: int) -> None:
@@ -342,26 +356,30 @@ class Moves:
         _, k0, k1 = self._key_block
         self._keys = {move: (k0[index, i], k1[index, i]) for i, move in enumerate(_KEYED_MOVES)}
         self._offset = int(torch.randint(2**self.config.levels, (1,), generator=self.offsets))
-        self._sweep = sweep
-        self._banks = {k: bank for k, bank in self._banks.items() if bank.covers(None, sweep)}
+        self._banks = {k: bank for k, bank in self._banks.items() if not bank.spent(sweep)}
 
-    def _draw(self, move: str, x: Tensor, part: LatticeFields, rows: Tensor) -> Draw:
-        """The words of ``move`` in this sweep for the chunk ``x`` (r, N, Nt) of rows
-        ``rows`` (r,): from the chunk's bank (made at need: the sweeps up to the end of the
-        key block), or drawn now."""
+    def forget_banks(self) -> None:
+        """Drop the banks of words: the chunks of rows changed (networks stopped)."""
+        self._banks = {}
+
+    def _draw(self, move: str, x: Tensor, part: LatticeFields, rows: Tensor, sweep: int) -> Draw:
+        """The words of ``move`` in sweep ``sweep`` for the chunk ``x`` (r, N, Nt) of rows
+        ``rows`` (r,): from the chunk's bank (made at need, for at most ``bank_sweeps``
+        sweeps that run the move, up to the end of the key block), or drawn now."""
         if not self.bank_sweeps:
             return counter_draw(rows, self._keys[move], compiled.counter_words)
-        sweep = self._sweep
         bank = self._banks.get((move, id(rows)))
         if bank is None or not bank.covers(rows, sweep):
+            every = self.config.cluster_every if move == "cluster" else 1
             index = sweep % _KEY_BLOCK
-            stop = min(_KEY_BLOCK, index + self.bank_sweeps)
+            stop = min(_KEY_BLOCK, index + every * self.bank_sweeps, index + self.sweeps - sweep)
             i = _KEYED_MOVES.index(move)
             assert self._key_block is not None
-            keys = (self._key_block[1][index:stop, i], self._key_block[2][index:stop, i])
+            _, k0, k1 = self._key_block
+            keys = (k0[index:stop:every, i], k1[index:stop:every, i])
             _, N, Nt = x.shape
             counters = move_counters(move, N, Nt, part.shared_noise, x.device)
-            bank = _WordBank(counters, rows, keys, sweep)
+            bank = _WordBank(counters, rows, keys, sweep, every)
             self._banks[move, id(rows)] = bank
         return bank.draw(sweep)
 
@@ -387,7 +405,7 @@ class Moves:
                     key=self._keys["local"],
                     rows=rows,
                     half_sweep=compiled.local_half_sweep,
-                    draw=self._draw("local", x, part, rows) if banked else None,
+                    draw=self._draw("local", x, part, rows, sweep) if banked else None,
                 )
             self._count("local", accepted, x.numel())
             if not measuring:
@@ -399,20 +417,20 @@ class Moves:
                 part,
                 levels=config.levels,
                 offset=self._offset,
-                draw=self._draw("multilevel", x, part, rows),
+                draw=self._draw("multilevel", x, part, rows, sweep),
                 blocks=compiled.bisection_blocks,
             )
             self._count("multilevel", accepted, proposed)
         if "shift" in config.moves:
             accepted, proposed = shift_move(
-                x, part, width=config.shift_width, draw=self._draw("shift", x, part, rows)
+                x, part, width=config.shift_width, draw=self._draw("shift", x, part, rows, sweep)
             )
             self._count("shift", accepted, proposed)
         if "cluster" in config.moves and sweep % config.cluster_every == 0:
             sign_cluster_move(
                 x,
                 spacing=config.spacing,
-                draw=self._draw("cluster", x, part, rows),
+                draw=self._draw("cluster", x, part, rows, sweep),
                 shared_noise=part.shared_noise,
                 flips=compiled.sign_cluster_flips,
             )
@@ -678,14 +696,14 @@ def run(
         held=None if conditional is None else conditional[1] - conditional[0],
     )
     chunks = _chunked(row_fields(None), state.rows, chunk)
-    moves = Moves(config, device, offsets, rows=R, neurons=1 if independent else N)
+    total = config.thermalization + max_sweeps
+    moves = Moves(config, device, offsets, rows=R, neurons=1 if independent else N, sweeps=total)
     watch = FiniteWatch(config.thermalization, dtype, device)
     measure = Measurement(
         config, network.activity_norm, conditional, gradients, entries, (o0, o1), bin_length, watch
     )
     stops = Stops(Bf, C, N, config.target_stderr, stop_when, bin_length, device)
 
-    total = config.thermalization + max_sweeps
     for sweep in tqdm(range(total), desc="sweeps", disable=not config.progress, leave=False):
         measuring = sweep >= config.thermalization
         step = sweep - config.thermalization
@@ -710,6 +728,7 @@ def run(
             if bool(stopped.any()):  # their rows leave the path tensor
                 state.keep(~stopped)
                 chunks = _chunked(row_fields(state.networks), state.rows, chunk)
+                moves.forget_banks()
     return _output(_gather(stops.finished), state, moves, entries, (o0, o1), C, fixed, start_time)
 
 

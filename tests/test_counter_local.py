@@ -148,7 +148,8 @@ def test_the_sampler_s_numbers_follow_rows_not_chunks_or_stopped_neighbours(
         assert torch.equal(chunked.chain_activity, whole.chain_activity)
     with monkeypatch.context() as patch:
         patch.setattr(engine, "_BANK_BYTES", 0)  # no bank: every sweep draws its own
-        assert Moves(SamplerConfig(), torch.device("cpu"), None, rows=1, neurons=1).bank_sweeps == 0
+        moves = Moves(SamplerConfig(), torch.device("cpu"), None, rows=1, neurons=1, sweeps=99)
+        assert moves.bank_sweeps == 0
         unbanked = local_run(network, algorithm=algorithm)
     assert torch.equal(unbanked.paths, whole.paths)
     if linked:
@@ -187,3 +188,41 @@ def test_the_sampler_s_compiled_local_move_samples_the_exact_activity(compiling)
         RELAYS, dtype=torch.float64, chains=32, thermalization=600, sweeps=1000, init="vacuum"
     )
     assert_within(out.activity[:, 0], out.stderr[:, 0], exact_activity(SMALL, drives, inhibitions))
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_banks_of_words_give_the_words_drawn_sweep_by_sweep(linked, monkeypatch):
+    """Banks of 9 sweeps' words (not dividing the key blocks of 64), across a key block's
+    end, with the cluster move every 3rd sweep and chunks of 5 rows, and networks that stop
+    early (new chunks, new banks): the paths of runs that draw every sweep's words."""
+    network = linked_pair() if linked else RELAYS
+    settings = {
+        "algorithm": "local+multilevel+shift+cluster",
+        "cluster_every": 3,
+        "chunk_rows": 5,
+        "thermalization": 60,  # and 15 or 45 measured: past the key block's 64 sweeps
+        "sweeps": 15,
+        "max_sweeps": 45,
+    }
+    config = SamplerConfig(**{**SMALL, "chains": 4, **settings})
+    compiled_network = network.compile(config)
+    networks, neurons = compiled_network.drive.shape
+    shape = {"rows": networks * config.chains, "neurons": 1 if not linked else neurons}
+    shape["sweeps"] = config.thermalization + config.max_sweeps
+    stop = torch.zeros(networks, dtype=torch.bool)
+    stop[0] = True  # the first network stops after its first block (one alone: linked)
+
+    def run() -> SamplerOutput:
+        return run_sampler(compiled_network, config, stop_when=lambda *_: stop)
+
+    sweep_bytes = Moves(config, torch.device("cpu"), None, **shape).sweep_bytes
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_BANK_BYTES", 9 * sweep_bytes)
+        assert Moves(config, torch.device("cpu"), None, **shape).bank_sweeps == 9
+        banked = run()
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_BANK_BYTES", 0)
+        drawn = run()
+    assert banked.sweeps.tolist() == drawn.sweeps.tolist()
+    assert torch.equal(banked.paths, drawn.paths)
+    assert banked.acceptance == drawn.acceptance

@@ -2,8 +2,8 @@
 
 Four functions are compiled: the counter-based local half-sweep with its generator
 inside; the multilevel and sign-cluster moves from their random words; and the
-counter-based generator of those words (Threefry2x32-20 at given counters), one small
-graph shared by both moves. Compiled and eager runs draw the same numbers.
+counter-based generator of every move's words (Threefry2x32-20 at given counters).
+Compiled and eager runs draw the same numbers.
 ``QNN_TORCH_COMPILE`` chooses: ``"0"`` runs the moves eagerly (the same Python source, pass
 by pass); ``"1"`` or unset (the default) compiles them with ``torch.compile`` at first use
 (inductor: C++/OpenMP on CPU, Triton on CUDA); names from :data:`COMPILED_NAMES` joined by
@@ -145,10 +145,12 @@ scans stay aten calls)."""
 
 
 counter_words = CompiledOrEager(sampler.counter_words)
-"""Threefry2x32-20's words at given counters, compiled where possible: one graph for the
-multilevel and sign-cluster moves' numbers, whatever their shapes and dtype (a graph
-holding Threefry's twenty rounds takes inductor about 40 s to compile at first, a few
-seconds from its cache)."""
+"""Threefry2x32-20's words at given counters, compiled where possible: the numbers of the
+multilevel, shift and sign-cluster moves, and every move's banks of many sweeps, whatever
+the shapes and dtype, in a few graphs (dynamo specialises counts of 1: one sweep's words,
+a single row or counter). A graph holding Threefry's twenty rounds takes inductor about
+40 s to compile at first, a few seconds from its cache. (Sizes marked unbacked gave one
+graph for all, but its calls cost 0.4–0.7 ms more.)"""
 
 
 COMPILED_NAMES = (

@@ -41,11 +41,11 @@ def threefry2x32(
     counter: tuple[Tensor, Tensor], key: tuple[Tensor | int, Tensor | int], rounds: int = ROUNDS
 ) -> tuple[Tensor, Tensor]:
     """The two output words of Threefry2x32 (int32 tensors of the broadcast shape) for
-    ``counter`` (two int32 tensors, broadcast together) and ``key`` (two int32 words,
-    tensors or ints in the int32 range). ``rounds`` = 20 is the standard, tested against
-    Random123's known answers. After the first round, which broadcasts, the words are
-    updated in place: eagerly, half the passes over memory of fresh tensors each time
-    (1.8× as fast at 10⁵ sites, 4× at 2·10⁶)."""
+    ``counter`` (two int32 tensors) and ``key`` (two int32 words: ints in the int32 range,
+    or tensors, such as one key per stage (S, 1, 1)), all broadcast together. ``rounds`` =
+    20 is the standard, tested against Random123's known answers. After the first round,
+    which broadcasts, the words are updated in place: eagerly, half the passes over memory
+    of fresh tensors each time (1.8× as fast at 10⁵ sites, 4× at 2·10⁶)."""
     k0, k1 = key
     k2 = k0 ^ k1 ^ signed_word(SKEIN_PARITY)
     keys = (k0, k1, k2)
