@@ -322,15 +322,16 @@ class Moves:
         self._keys: dict[str, tuple[Tensor, Tensor]] = {}  # this sweep's, set by begin()
         self._key_block: tuple[int, Tensor, Tensor] | None = None
         self._offset = 0
-        # The words each banked move draws per row and sweep (K counters, two words each;
-        # the cluster move's every cluster_every-th sweep; the compiled local half-sweep
-        # draws its own).
-        Nt = config.n_time
-        counters = {"multilevel": 2 * neurons * Nt, "shift": neurons}
-        counters["cluster"] = neurons * (Nt // 2 + 1) / config.cluster_every
-        if not compiled.local_half_sweep.active():
-            counters["local"] = neurons * Nt
-        self.sweep_bytes = math.ceil(8 * rows * sum(counters.get(m, 0) for m in config.moves))
+        compiled_local = compiled.local_half_sweep.active()
+        # The counters of each banked move per row and sweep (two words each; the cluster
+        # move's every cluster_every-th sweep; the compiled local half-sweep draws its own).
+        banked_moves = [m for m in config.moves if m != "local" or not compiled_local]
+        counters = sum(
+            move_counters(m, neurons, config.n_time, False, torch.device("cpu")).numel()
+            / (config.cluster_every if m == "cluster" else 1)
+            for m in banked_moves
+        )
+        self.sweep_bytes = math.ceil(8 * rows * counters)
         """The bytes of one sweep's words of every banked move, for all rows."""
         banked = min(_KEY_BLOCK, sweeps, _BANK_BYTES // max(self.sweep_bytes, 1))
         self.bank_sweeps = banked if banked >= _MIN_BANK_SWEEPS else 0

@@ -164,15 +164,14 @@ def move_counters(move: str, N: int, n_time: int, shared: bool, device: torch.de
     """Every first counter word that ``move`` ("local", "multilevel", "shift" or
     "cluster") may draw at on a lattice of N neurons and ``n_time`` slices, whatever the
     pass's offset, sorted (int32): the set a bank of its words must hold."""
-    times = {
-        "shift": torch.zeros(1, dtype=torch.int32, device=device),
-        "cluster": torch.arange(0, n_time, 2, dtype=torch.int32, device=device),
-    }.get(move, torch.arange(n_time, dtype=torch.int32, device=device))
+    if move == "shift":
+        return _shift_counters(N, n_time, shared, device)
+    if move == "cluster":
+        return _cluster_counters(N, n_time, shared, device).flatten().sort().values
+    times = torch.arange(n_time, dtype=torch.int32, device=device)
     counters = site_counters(times, 0, N, shared, n_time).flatten()
     if move == "multilevel":  # and the complements, the stages'
         return torch.cat((counters.flip(0).bitwise_not(), counters))
-    if move == "cluster":  # and the complements of slice 0, the overall signs'
-        return torch.cat((counters[:: n_time // 2].flip(0).bitwise_not(), counters))
     return counters
 
 
@@ -199,7 +198,7 @@ def counter_draw(
     words, or (1,)), one call of ``words`` (:func:`counter_words`, or its compiled version)
     per draw."""
     keys = (key[0].reshape(1), key[1].reshape(1))
-    identities = rows.to(torch.int32)
+    identities = row_words(rows, 1)
     return lambda counters: words(counters, identities, keys)[:, 0]
 
 
@@ -513,11 +512,9 @@ def shift_move(
     :data:`Draw`). Shapes: phi (R, N, Nt). Returns (accepted paths (0-d int64), proposed
     paths).
     """
-    R, N, _ = phi.shape
+    R, N, Nt = phi.shape
     accepted = phi.new_zeros((), dtype=torch.int64)
-    first = torch.zeros(1, dtype=torch.int32, device=phi.device)
-    counters = site_counters(first, 0, N, fields.shared_noise, phi.shape[-1]).flatten()
-    words = draw(counters)[..., None]  # (2, R, N or 1, 1)
+    words = draw(_shift_counters(N, Nt, fields.shared_noise, phi.device))[..., None]
     for c0, c1 in fields.color_bounds:
         old = phi[:, c0:c1]
         A, K, C = neuron_fields(fields, phi, fields.profile, c0, c1)
@@ -528,6 +525,14 @@ def shift_move(
         old.addcmul_(step, accept)
         accepted += accept.sum(dtype=torch.float64).to(torch.int64)
     return accepted, R * N
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_counters(N: int, n_time: int, shared: bool, device: torch.device) -> Tensor:
+    """The first counter words of :func:`shift_move`, those of each neuron's slice 0,
+    n·Nt (N or 1,) (:func:`site_counters`); built once per lattice."""
+    first = torch.zeros(1, dtype=torch.int32, device=device)
+    return site_counters(first, 0, N, shared, n_time).flatten()
 
 
 def bisection_stage_actions(
