@@ -605,13 +605,24 @@ def bisection_blocks(
         old = rotated[:, c0:c1, :span].unflatten(-1, (m, L))
         ends = torch.cat((old[..., 0], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
         proposal = torch.lerp(ends[..., :-1, None], ends[..., 1:, None], ramp)
-        # The bridge's own part Σ_h ξ_h·tent_h, (R, n or 1, m, L): under shared noise built
-        # once per row, then added. Compiled on the main job's chunk, 1.6 against 2.6 ms per
-        # pass when each level went into every neuron's proposal (inductor recomputed the
-        # normals per neuron); without shared noise that stays faster (4.2 against 5.4 ms).
-        bridge_part = sine.new_zeros(*sine.shape[:-1], L) if n > bridge.shape[2] else proposal
+        # The bridge's own part Σ_h ξ_h·tent_h, (R, n or 1, m, L), the same numbers either
+        # way, in the form inductor compiles best. Under shared noise it is built once per
+        # row from the pairs' strided halves, then added (main job's chunk: 1.6 against
+        # 2.6 ms per pass when it went into every neuron's proposal). Without, each
+        # proposal takes it from the normal of every slice p, the pairs interleaved
+        # (R, n, m, L) (linked 64 → 10 pass: 15–17 against 21–23 ms from the halves, whose
+        # sines and cosines inductor recomputed slice by slice).
+        if n > bridge.shape[2]:
+            bridge_part = sine.new_zeros(*sine.shape[:-1], L)
+            normals = None
+        else:
+            bridge_part = proposal
+            normals = torch.stack((sine, cosine), -1).flatten(-2)
         for level, h in enumerate(_halvings(L)):  # midpoints q = h, 3h, …: p in [q − h, q + h)
-            midpoints = (sine[..., h // 2 :: h] if h > 1 else cosine)[..., None]
+            if normals is None:
+                midpoints = (sine[..., h // 2 :: h] if h > 1 else cosine)[..., None]
+            else:
+                midpoints = normals[..., h :: 2 * h, None]
             bump = midpoints.expand(*midpoints.shape[:-1], 2 * h).flatten(-2)
             bridge_part.addcmul_(bump, tents[level])
         if bridge_part is not proposal:
