@@ -610,8 +610,8 @@ def bisection_blocks(
         # row from the pairs' strided halves, then added (main job's chunk: 1.6 against
         # 2.6 ms per pass when it went into every neuron's proposal). Without, each
         # proposal takes it from the normal of every slice p, the pairs interleaved
-        # (R, n, m, L) (linked 64 → 10 pass: 15–17 against 21–23 ms from the halves, whose
-        # sines and cosines inductor recomputed slice by slice).
+        # (R, n, m, L) (linked 64 → 10 pass: 15.7–16.0 against 24.6–26.0 ms from the halves,
+        # whose sines and cosines inductor recomputed slice by slice).
         if n > bridge.shape[2]:
             bridge_part = sine.new_zeros(*sine.shape[:-1], L)
             normals = None
