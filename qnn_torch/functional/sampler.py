@@ -605,13 +605,13 @@ def bisection_blocks(
         old = rotated[:, c0:c1, :span].unflatten(-1, (m, L))
         ends = torch.cat((old[..., 0], rotated[:, c0:c1, span % Nt, None]), -1)  # (R, n, m+1)
         proposal = torch.lerp(ends[..., :-1, None], ends[..., 1:, None], ramp)
-        # The bridge's own part Σ_h ξ_h·tent_h, (R, n or 1, m, L), the same numbers either
-        # way, in the form inductor compiles best. Under shared noise it is built once per
-        # row from the pairs' strided halves, then added (main job's chunk: 1.6 against
-        # 2.6 ms per pass when it went into every neuron's proposal). Without, each
-        # proposal takes it from the normal of every slice p, the pairs interleaved
-        # (R, n, m, L) (linked 64 → 10 pass: 15.7–16.0 against 24.6–26.0 ms from the halves,
-        # whose sines and cosines inductor recomputed slice by slice).
+        # The bridge's own part Σ_h ξ_h·tent_h, (R, n or 1, m, L), its normals indexed in
+        # the form inductor compiles best (either indexing picks the same normals). Under
+        # shared noise it is built once per row from the pairs' strided halves, then added
+        # (main job's chunk: 1.6 against 2.6 ms per pass when it went into every neuron's
+        # proposal). Without, each proposal takes it from the normal of every slice p, the
+        # pairs interleaved (R, n, m, L) (linked 64 → 10 pass: 15.7–16.0 against 24.6–26.0
+        # ms from the halves, whose sines and cosines inductor recomputed slice by slice).
         if n > bridge.shape[2]:
             bridge_part = sine.new_zeros(*sine.shape[:-1], L)
             normals = None
