@@ -328,7 +328,7 @@ class Moves:
         banked_moves = [m for m in config.moves if m != "local" or not compiled_local]
         counters = sum(
             move_counters(m, neurons, config.n_time, False, torch.device("cpu")).numel()
-            / (config.cluster_every if m == "cluster" else 1)
+            / self._every(m)
             for m in banked_moves
         )
         self.sweep_bytes = math.ceil(8 * rows * counters)
@@ -359,6 +359,10 @@ class Moves:
         self._offset = int(torch.randint(2**self.config.levels, (1,), generator=self.offsets))
         self._banks = {k: bank for k, bank in self._banks.items() if not bank.spent(sweep)}
 
+    def _every(self, move: str) -> int:
+        """Every how many sweeps ``move`` runs."""
+        return self.config.cluster_every if move == "cluster" else 1
+
     def forget_banks(self) -> None:
         """Drop the banks of words: the chunks of rows changed (networks stopped)."""
         self._banks = {}
@@ -371,7 +375,7 @@ class Moves:
             return counter_draw(rows, self._keys[move], compiled.counter_words)
         bank = self._banks.get((move, id(rows)))
         if bank is None or not bank.covers(rows, sweep):
-            every = self.config.cluster_every if move == "cluster" else 1
+            every = self._every(move)
             index = sweep % _KEY_BLOCK
             stop = min(_KEY_BLOCK, index + every * self.bank_sweeps, index + self.sweeps - sweep)
             i = _KEYED_MOVES.index(move)
